@@ -1,0 +1,365 @@
+//! The command line: Docker's vocabulary over netwright's library.
+
+pub mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::ctx::{Ctx, DEFAULT_ROOT};
+use crate::kernel::netlink::Netlink;
+use crate::network::{self, CreateSpec};
+use crate::runtime::{self, RunSpec, process};
+
+#[derive(Parser, Debug)]
+#[command(name = "netwright", version, about = "Container networking on the real kernel: bridges, veths, namespaces — and what they do")]
+pub struct Cli {
+    /// State root: database, namespaces, logs. Everything netwright names is scoped by it.
+    #[arg(long, global = true, env = "NETWRIGHT_ROOT", default_value = DEFAULT_ROOT)]
+    pub root: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Run a command in a new container
+    Run(RunArgs),
+    /// List containers
+    Ps {
+        /// Show all containers (default shows just running)
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+        /// Only display container IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show a container's details as JSON (docker inspect's shape)
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container
+    Exec {
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Print a detached container's output
+    Logs {
+        container: String,
+        /// Follow the output until the container exits
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop running containers (SIGTERM, then SIGKILL after the timeout)
+    Stop {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers
+    Rm {
+        /// Kill and remove a running container
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rebuild kernel state from the store: release crashed containers, restore bridges, remove strays
+    Reconcile,
+    /// Build a sandbox (a LAN and a host namespace) and show netwright at work in it
+    Demo,
+    /// Measure run+release of a container with 0, 100 and 1,000 containers attached
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network
+    Create(NetworkCreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks' details as JSON (docker network inspect's shape)
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove all networks no container is attached to
+    Prune {
+        /// Accepted for Docker compatibility; netwright never prompts
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreateArgs {
+    pub name: String,
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    #[arg(long)]
+    pub subnet: Option<String>,
+    #[arg(long)]
+    pub gateway: Option<String>,
+    #[arg(long = "ip-range")]
+    pub ip_range: Option<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    pub internal: bool,
+    /// Driver options, e.g. mtu=1400
+    #[arg(short, long = "opt")]
+    pub opt: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Network to connect to (default: bridge)
+    #[arg(long = "network", alias = "net")]
+    pub network: Vec<String>,
+    /// IPv4 address on the network
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Container host name (default: the short container ID)
+    #[arg(long)]
+    pub hostname: Option<String>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+fn needs_admin(cmd: &Cmd) -> bool {
+    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. }
+        | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. }))
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    if needs_admin(&cli.command) && !process::has_admin_caps() {
+        bail!("this command needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
+    }
+    match cli.command {
+        Cmd::Demo => return crate::demo::run(),
+        Cmd::Bench(args) => return crate::bench::run(&args),
+        _ => {}
+    }
+    let ctx = Ctx::new(&cli.root)?;
+    let out = &mut std::io::stdout().lock();
+    match cli.command {
+        Cmd::Run(a) => {
+            return runtime::run(&ctx, RunSpec {
+                name: a.name, networks: a.network, ip: a.ip, hostname: a.hostname, cmd: a.cmd,
+                detach: a.detach, auto_remove: a.rm,
+            });
+        }
+        Cmd::Network(n) => network_cmd(&ctx, n, out)?,
+        Cmd::Ps { all, format, quiet } => {
+            let mut store = ctx.store()?;
+            runtime::sweep(&ctx, &mut store)?;
+            let list: Vec<_> = store.read(|tx| tx.containers())?.into_iter()
+                .filter(|c| all || c.state == crate::store::State::Running).collect();
+            if quiet {
+                for c in &list {
+                    writeln!(out, "{}", &c.id[..12])?;
+                }
+            } else if format == "json" {
+                for c in &list {
+                    writeln!(out, "{}", output::ps_json(c))?;
+                }
+            } else {
+                let rows: Vec<_> = list.iter().map(output::ps_row).collect();
+                write!(out, "{}", output::table(&["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows))?;
+            }
+        }
+        Cmd::Inspect { containers } => {
+            let mut store = ctx.store()?;
+            runtime::sweep(&ctx, &mut store)?;
+            let mut docs = Vec::new();
+            for r in &containers {
+                let c = runtime::find(&mut store, r)?;
+                let eps = store.read(|tx| {
+                    let mut v = Vec::new();
+                    for e in tx.endpoints_of(&c.id)? {
+                        let n = tx.network(&e.network_id)?;
+                        v.push((e, n));
+                    }
+                    Ok(v)
+                })?;
+                docs.push(output::container_inspect(&ctx, &c, &eps));
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+        }
+        Cmd::Exec { container, cmd } => {
+            let mut store = ctx.store()?;
+            return runtime::exec(&mut store, &container, &cmd);
+        }
+        Cmd::Logs { container, follow } => logs(&ctx, &container, follow, out)?,
+        Cmd::Stop { time, containers } => {
+            let mut store = ctx.store()?;
+            for r in &containers {
+                runtime::stop(&ctx, &mut store, r, Duration::from_secs(time))?;
+                writeln!(out, "{r}")?;
+            }
+        }
+        Cmd::Rm { force, containers } => {
+            let mut store = ctx.store()?;
+            for r in &containers {
+                runtime::remove(&ctx, &mut store, r, force)?;
+                writeln!(out, "{r}")?;
+            }
+        }
+        Cmd::Reconcile => {
+            let mut store = ctx.store()?;
+            let mut nl = Netlink::open()?;
+            let r = crate::reconcile::reconcile(&ctx, &mut store, &mut nl)?;
+            writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
+            writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
+            writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
+            writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
+        }
+        Cmd::Demo | Cmd::Bench(_) => unreachable!("handled above"),
+    }
+    Ok(0)
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
+}
+
+fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
+    let mut store = ctx.store()?;
+    let mut nl = Netlink::open().context("opening netlink")?;
+    network::ensure_default(ctx, &mut store, &mut nl)?;
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let n = network::create(ctx, &mut store, &mut nl, &CreateSpec {
+                name: a.name, driver: a.driver, subnet: a.subnet, gateway: a.gateway,
+                ip_range: a.ip_range, internal: a.internal, options: a.opt,
+            })?;
+            writeln!(out, "{}", n.id)?;
+        }
+        NetworkCmd::Ls { format, quiet } => {
+            let nets = store.read(|tx| tx.networks())?;
+            if quiet {
+                for n in &nets {
+                    writeln!(out, "{}", &n.id[..12])?;
+                }
+            } else if format == "json" {
+                for n in &nets {
+                    writeln!(out, "{}", output::network_ls_json(n))?;
+                }
+            } else {
+                let rows: Vec<_> = nets.iter().map(output::network_row).collect();
+                write!(out, "{}", output::table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows))?;
+            }
+        }
+        NetworkCmd::Inspect { networks } => {
+            runtime::sweep(ctx, &mut store)?;
+            let mut docs = Vec::new();
+            for r in &networks {
+                let doc = store.read(|tx| {
+                    let n = network::resolve(tx, r)?;
+                    let mut attached = Vec::new();
+                    for e in tx.active_endpoints_on(&n.id)? {
+                        if let Some(c) = tx.container(&e.container_id)? {
+                            attached.push((c, e));
+                        }
+                    }
+                    Ok(output::network_inspect(&n, &attached))
+                })?;
+                docs.push(doc);
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+        }
+        NetworkCmd::Rm { networks } => {
+            runtime::sweep(ctx, &mut store)?;
+            let mut failed = None;
+            for r in &networks {
+                match network::remove(&mut store, &mut nl, r) {
+                    Ok(_) => writeln!(out, "{r}")?,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        NetworkCmd::Prune { .. } => {
+            runtime::sweep(ctx, &mut store)?;
+            let removed = network::prune(&mut store, &mut nl)?;
+            if !removed.is_empty() {
+                writeln!(out, "Deleted Networks:")?;
+                for n in removed {
+                    writeln!(out, "{n}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Result<()> {
+    use std::io::Read;
+    let mut store = ctx.store()?;
+    let c = runtime::find(&mut store, reference)?;
+    if !c.detached {
+        bail!("container {} ran in the foreground: its output went to the terminal, not to a log", c.name);
+    }
+    let path = ctx.log_path(&c.id);
+    let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        let now = runtime::find(&mut store, reference);
+        if now.map(|c| c.state == crate::store::State::Exited).unwrap_or(true) {
+            buf.clear();
+            f.read_to_end(&mut buf)?;
+            out.write_all(&buf)?;
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

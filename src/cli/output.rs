@@ -1,0 +1,191 @@
+//! What users read: Docker-shaped tables and inspect JSON.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::ctx::Ctx;
+use crate::store::{Container, Endpoint, Network, State};
+
+/// Prints rows as columns separated by at least three spaces, like Docker's tables.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub fn rfc3339(nanos: i64) -> String {
+    if nanos <= 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(nanos as u64)).to_string()
+}
+
+fn ago(nanos: i64) -> Duration {
+    let then = UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
+    SystemTime::now().duration_since(then).unwrap_or_default()
+}
+
+/// "5 seconds", "About a minute", "3 hours" — Docker's human durations.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+pub fn status(c: &Container) -> String {
+    match c.state {
+        State::Running => format!("Up {}", human(ago(c.started.unwrap_or(c.created)))),
+        State::Exited => format!("Exited ({}) {} ago", c.exit_code.unwrap_or(0), human(ago(c.finished.unwrap_or(c.created)))),
+        State::Created => "Created".into(),
+    }
+}
+
+pub fn command_line(c: &Container) -> String {
+    let s = c.cmd.join(" ");
+    let short: String = s.chars().take(20).collect();
+    if s.chars().count() > 20 { format!("\"{short}…\"") } else { format!("\"{s}\"") }
+}
+
+pub fn ps_row(c: &Container) -> Vec<String> {
+    vec![
+        c.id[..12].to_string(),
+        command_line(c),
+        format!("{} ago", human(ago(c.created))),
+        status(c),
+        String::new(),
+        c.name.clone(),
+    ]
+}
+
+pub fn ps_json(c: &Container) -> Value {
+    json!({
+        "ID": &c.id[..12], "Names": c.name, "Command": command_line(c),
+        "CreatedAt": rfc3339(c.created), "State": c.state.as_str(), "Status": status(c),
+        "Networks": c.network_mode, "Ports": "",
+    })
+}
+
+pub fn network_row(n: &Network) -> Vec<String> {
+    vec![n.id[..12].to_string(), n.name.clone(), n.driver.clone(), "local".into()]
+}
+
+pub fn network_ls_json(n: &Network) -> Value {
+    json!({
+        "ID": &n.id[..12], "Name": n.name, "Driver": n.driver, "Scope": "local",
+        "IPv6": "false", "Internal": n.internal.to_string(), "CreatedAt": rfc3339(n.created), "Labels": "",
+    })
+}
+
+/// `network inspect`: Docker's keys, plus netwright's own under "Netwright".
+pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value {
+    let mut containers = serde_json::Map::new();
+    for (c, e) in attached {
+        containers.insert(c.id.clone(), json!({
+            "Name": c.name, "EndpointID": e.id, "MacAddress": e.mac,
+            "IPv4Address": e.ip.map(|ip| format!("{ip}/{}", n.subnet.prefix_len())).unwrap_or_default(),
+            "IPv6Address": "",
+        }));
+    }
+    let mut ipam = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
+    if let Some(r) = n.ip_range {
+        ipam["IPRange"] = json!(r.to_string());
+    }
+    let mut options = serde_json::Map::new();
+    options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
+    options.insert("com.docker.network.driver.mtu".into(), json!(n.mtu.to_string()));
+    for (k, v) in &n.options {
+        options.insert(k.clone(), json!(v));
+    }
+    json!({
+        "Name": n.name, "Id": n.id, "Created": rfc3339(n.created), "Scope": "local", "Driver": n.driver,
+        "EnableIPv4": true, "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam]},
+        "Internal": n.internal, "Attachable": false, "Ingress": false,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
+        "Containers": containers, "Options": options, "Labels": {},
+    })
+}
+
+/// `inspect CONTAINER`: the parts of `docker inspect` that exist here.
+pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Network>)]) -> Value {
+    let dir = ctx.container_dir(&c.id);
+    let mut networks = serde_json::Map::new();
+    for (e, n) in eps {
+        let Some(n) = n else { continue };
+        let active = e.ip.is_some();
+        networks.insert(n.name.clone(), json!({
+            "IPAMConfig": e.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+            "Links": null, "Aliases": null,
+            "MacAddress": if active { e.mac.clone() } else { String::new() },
+            "NetworkID": n.id, "EndpointID": if active { e.id.clone() } else { String::new() },
+            "Gateway": if active { n.gateway.to_string() } else { String::new() },
+            "IPAddress": e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            "IPPrefixLen": if active { n.subnet.prefix_len() } else { 0 },
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "DNSNames": null,
+            "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname, "Bridge": n.bridge},
+        }));
+    }
+    let running = c.state == State::Running;
+    let primary = eps.first().filter(|(_, n)| n.as_ref().is_some_and(|n| n.builtin));
+    let (ip, gw, mac, plen) = match primary {
+        Some((e, Some(n))) if e.ip.is_some() => (e.ip.unwrap().to_string(), n.gateway.to_string(), e.mac.clone(), n.subnet.prefix_len()),
+        _ => (String::new(), String::new(), String::new(), 0),
+    };
+    json!({
+        "Id": c.id, "Created": rfc3339(c.created), "Path": c.cmd[0], "Args": &c.cmd[1..],
+        "State": {
+            "Status": c.state.as_str(), "Running": running, "Paused": false, "Restarting": false,
+            "OOMKilled": false, "Dead": false, "Pid": if running { c.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": c.exit_code.unwrap_or(0), "Error": c.error.clone().unwrap_or_default(),
+            "StartedAt": rfc3339(c.started.unwrap_or(0)), "FinishedAt": rfc3339(c.finished.unwrap_or(0)),
+        },
+        "Name": format!("/{}", c.name),
+        "ResolvConfPath": dir.join("resolv.conf"), "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"), "LogPath": if c.detached { json!(ctx.log_path(&c.id)) } else { json!("") },
+        "Config": {"Hostname": c.hostname, "Cmd": c.cmd, "AttachStdout": !c.detached, "AttachStderr": !c.detached},
+        "HostConfig": {"NetworkMode": c.network_mode, "AutoRemove": c.auto_remove, "PortBindings": {}},
+        "NetworkSettings": {
+            "SandboxKey": if running { json!(ctx.netns_path(&c.id)) } else { json!("") },
+            "Ports": {}, "IPAddress": ip, "Gateway": gw, "MacAddress": mac, "IPPrefixLen": plen,
+            "Networks": networks,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align_columns() {
+        let t = super::table(&["A", "LONGER"], &[vec!["xyz1".into(), "b".into()]]);
+        assert_eq!(t, "A      LONGER\nxyz1   b\n");
+    }
+}

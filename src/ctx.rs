@@ -1,0 +1,68 @@
+//! The state root and everything named after it.
+//!
+//! Every device and file netwright makes carries a short tag derived from the root's path,
+//! so two roots on one machine (parallel tests, two users) never touch each other's objects.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::store::Store;
+
+pub const DEFAULT_ROOT: &str = "/var/lib/netwright";
+
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub root: PathBuf,
+    /// 4 hex digits from the root's canonical path; goes into device names.
+    pub tag: String,
+}
+
+impl Ctx {
+    pub fn new(root: &Path) -> Result<Ctx> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating state root {}", root.display()))?;
+        let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+        let tag = format!("{:04x}", fnv1a(root.as_os_str().as_encoded_bytes()) & 0xffff);
+        Ok(Ctx { root, tag })
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Store::open(&self.root)
+    }
+
+    pub fn netns_dir(&self) -> PathBuf {
+        self.root.join("netns")
+    }
+
+    pub fn netns_path(&self, container_id: &str) -> PathBuf {
+        self.netns_dir().join(&container_id[..12])
+    }
+
+    pub fn container_dir(&self, container_id: &str) -> PathBuf {
+        self.root.join("containers").join(container_id)
+    }
+
+    pub fn log_path(&self, container_id: &str) -> PathBuf {
+        self.container_dir(container_id).join("container.log")
+    }
+}
+
+/// FNV-1a: a tiny stable hash, enough to spread root paths over 65,536 tags.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// A random hex id of `len` characters.
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len.div_ceil(2)];
+    rand::fill(&mut bytes[..]);
+    let s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    s[..len].to_string()
+}
+
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,86 @@
+//! The bridge driver: a Linux bridge per network, a veth pair per endpoint.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use anyhow::{Context, Result, bail};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+
+use crate::kernel::netlink::{Netlink, VethSpec};
+use crate::kernel::netns;
+use crate::plan::{BridgePlan, EndpointPlan};
+
+/// Makes the bridge exist, carry the gateway address and be up. Idempotent and safe
+/// against a concurrent netwright doing the same. Returns its ifindex.
+pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
+    let link = match nl.link_by_name(&plan.name)? {
+        Some(l) => l,
+        None => {
+            match nl.create_bridge(&plan.name, plan.mtu) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating bridge {}", plan.name)),
+            }
+            nl.link_by_name(&plan.name)?.with_context(|| format!("bridge {} vanished while being created", plan.name))?
+        }
+    };
+    if link.kind.as_deref() != Some("bridge") {
+        bail!("device {} exists but is not a bridge: remove it or run `netwright reconcile`", plan.name);
+    }
+    // REPLACE makes the address add idempotent: one round trip, no dump needed.
+    let mut reqs = vec![(Netlink::add_addr_msg(link.index, plan.gateway, plan.prefix), NLM_F_CREATE | NLM_F_REPLACE)];
+    if !link.up {
+        reqs.push((Netlink::set_up_msg(link.index), 0));
+    }
+    nl.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring bridge {}", plan.name))?;
+    Ok(link.index)
+}
+
+pub fn remove_bridge(nl: &mut Netlink, name: &str) -> Result<()> {
+    if let Some(l) = nl.link_by_name(name)? {
+        nl.delete_link(l.index).with_context(|| format!("deleting bridge {name}"))?;
+    }
+    Ok(())
+}
+
+/// Plugs a container namespace into a bridge: the veth pair is created with its peer
+/// already inside the namespace, then the inside is configured in one netlink batch.
+pub fn attach(host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, bridge_index: u32, plan: &EndpointPlan) -> Result<()> {
+    host.create_veth(&VethSpec {
+        host_name: &plan.host_name,
+        peer_name: &plan.ifname,
+        peer_netns: ns.as_raw_fd(),
+        peer_mac: Some(plan.mac),
+        mtu: Some(plan.mtu),
+        master: Some(bridge_index),
+    })
+    .map_err(|e| explain_veth_error(e, plan))?;
+    let inner = ctr.link_by_name(&plan.ifname)?
+        .with_context(|| format!("{} did not appear inside the container", plan.ifname))?;
+    let mut reqs = vec![
+        (Netlink::add_addr_msg(inner.index, plan.addr, plan.prefix), NLM_F_CREATE | NLM_F_EXCL),
+        (Netlink::set_up_msg(inner.index), 0),
+        (Netlink::set_up_msg(1), 0), // lo is always ifindex 1 in a namespace
+    ];
+    if plan.default_route {
+        reqs.push((Netlink::default_route_msg(plan.gateway, inner.index), NLM_F_CREATE | NLM_F_EXCL));
+    }
+    ctr.batch(reqs).map_err(|(_, e)| e)
+        .with_context(|| format!("configuring {} inside the container", plan.ifname))?;
+    Ok(())
+}
+
+fn explain_veth_error(e: io::Error, plan: &EndpointPlan) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => anyhow::anyhow!(
+            "device {} already exists (left over from a crash?): run `netwright reconcile`", plan.host_name),
+        Some(libc::EXFULL) => anyhow::anyhow!(
+            "the bridge refused another port ({e}): a Linux bridge takes at most 1024 ports; use another network"),
+        _ => anyhow::Error::from(e).context(format!("creating veth pair {}", plan.host_name)),
+    }
+}
+
+/// Opens a netlink socket inside a namespace (the socket stays bound to it).
+pub fn netlink_in(ns: &OwnedFd) -> Result<Netlink> {
+    netns::within(ns, Netlink::open)?.context("opening netlink inside the container namespace")
+}

@@ -1,0 +1,2 @@
+//! Network drivers: turn a plan into kernel objects.
+pub mod bridge;

@@ -1,0 +1,3 @@
+//! Kernel primitives: netlink (links, addresses, routes) and network namespaces.
+pub mod netlink;
+pub mod netns;

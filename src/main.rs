@@ -1,0 +1,13 @@
+use clap::Parser;
+
+fn main() {
+    let cli = netwright::cli::Cli::parse();
+    let code = match netwright::cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netwright: {}", netwright::runtime::one_line(&e));
+            e.downcast_ref::<netwright::runtime::RunError>().map(|r| r.code).unwrap_or(1)
+        }
+    };
+    std::process::exit(code);
+}

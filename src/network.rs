@@ -1,0 +1,222 @@
+//! Network lifecycle: create (with pool selection and overlap checks), remove, prune,
+//! and the implicit default `bridge` network.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+
+use crate::ctx::{Ctx, now_nanos, random_hex};
+use crate::drivers::bridge;
+use crate::ipam;
+use crate::kernel::netlink::{Netlink, Route};
+use crate::plan;
+use crate::store::{Network, Store, Tx};
+
+pub const DEFAULT_NETWORK: &str = "bridge";
+const RESERVED: &[&str] = &["bridge", "host", "none", "default"];
+const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateSpec {
+    pub name: String,
+    pub driver: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub options: Vec<String>,
+}
+
+/// Routes on the host that a new subnet must not overlap (the default route aside).
+fn host_routes(nl: &mut Netlink) -> Result<Vec<Route>> {
+    Ok(nl.routes_v4().context("reading the host's routes")?
+        .into_iter()
+        .filter(|r| r.dst.is_some_and(|d| d.prefix_len() > 0))
+        .collect())
+}
+
+fn route_net(r: &Route) -> Option<Ipv4Net> {
+    match r.dst? {
+        ipnet::IpNet::V4(n) => Some(n.trunc()),
+        ipnet::IpNet::V6(_) => None,
+    }
+}
+
+/// Subnets already taken: other networks' and the host's routes (minus our own bridges').
+fn used_subnets(tx: &Tx, routes: &[Route]) -> Result<Vec<Ipv4Net>> {
+    let nets = tx.networks()?;
+    let mut used: Vec<Ipv4Net> = nets.iter().map(|n| n.subnet).collect();
+    used.extend(routes.iter().filter_map(route_net).filter(|r| !nets.iter().any(|n| n.subnet == *r)));
+    Ok(used)
+}
+
+fn parse_options(opts: &[String]) -> Result<(u32, BTreeMap<String, String>)> {
+    let mut mtu = DEFAULT_MTU;
+    let mut map = BTreeMap::new();
+    for o in opts {
+        let Some((k, v)) = o.split_once('=') else {
+            bail!("option {o:?} is not KEY=VALUE: write e.g. --opt mtu=1400");
+        };
+        match k {
+            "mtu" | "com.docker.network.driver.mtu" => {
+                mtu = v.parse().ok().filter(|m| (68..=65535).contains(m))
+                    .with_context(|| format!("option {k}={v}: MTU must be a number between 68 and 65535"))?;
+            }
+            _ => bail!("unknown network option {k:?}: supported options are mtu"),
+        }
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok((mtu, map))
+}
+
+/// Validates everything about a new network, then records it and creates its bridge.
+pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec) -> Result<Network> {
+    if !crate::runtime::names::valid(&spec.name) {
+        bail!("invalid network name {:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)", spec.name);
+    }
+    if RESERVED.contains(&spec.name.as_str()) {
+        bail!("network name {:?} is reserved: pick another name", spec.name);
+    }
+    if spec.driver != "bridge" {
+        bail!("network driver {:?} is not supported: use -d bridge", spec.driver);
+    }
+    let (mtu, options) = parse_options(&spec.options)?;
+    let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
+    let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
+    let ip_range = spec.ip_range.as_deref().map(|s| ipam::parse_cidr("--ip-range", s)).transpose()?;
+    if subnet.is_none() && (gateway.is_some() || ip_range.is_some()) {
+        bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
+    }
+    let routes = host_routes(nl)?;
+    let net = store.write(|tx| {
+        if tx.network(&spec.name)?.is_some_and(|n| n.name == spec.name) {
+            bail!("network with name {} already exists: pick another name or remove it first", spec.name);
+        }
+        let subnet = match subnet {
+            Some(s) => {
+                check_overlap(tx, &routes, s)?;
+                s
+            }
+            None => ipam::next_free_pool(&used_subnets(tx, &routes)?).context(
+                "no free address pool left: every default pool overlaps a network or a host route; give --subnet")?,
+        };
+        let gateway = ipam::validate(subnet, gateway, ip_range)?;
+        let id = random_hex(64);
+        let net = Network {
+            bridge: plan::bridge_name(&ctx.tag, &id),
+            id,
+            name: spec.name.clone(),
+            driver: spec.driver.clone(),
+            subnet,
+            gateway,
+            ip_range,
+            mtu,
+            internal: spec.internal,
+            options: options.clone(),
+            builtin: false,
+            created: now_nanos(),
+            cursor: 0,
+        };
+        tx.insert_network(&net)?;
+        Ok(net)
+    })?;
+    if let Err(e) = bridge::ensure_bridge(nl, &plan::network(&net)) {
+        store.write(|tx| tx.delete_network(&net.id))?;
+        return Err(e);
+    }
+    Ok(net)
+}
+
+fn check_overlap(tx: &Tx, routes: &[Route], s: Ipv4Net) -> Result<()> {
+    for n in tx.networks()? {
+        if ipam::overlaps(&n.subnet, &s) {
+            bail!("subnet {s} overlaps network {} ({}): pick a subnet that does not overlap", n.name, n.subnet);
+        }
+    }
+    for r in routes {
+        if let Some(rn) = route_net(r) {
+            if ipam::overlaps(&rn, &s) {
+                bail!("subnet {s} overlaps the host's route to {rn}: pick a subnet that does not overlap");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure the implicit `bridge` network exists in the store (once per root).
+pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Network> {
+    if let Some(n) = store.read(|tx| tx.network(DEFAULT_NETWORK))? {
+        return Ok(n);
+    }
+    let routes = host_routes(nl)?;
+    store.write(|tx| {
+        if let Some(n) = tx.network(DEFAULT_NETWORK)? {
+            return Ok(n);
+        }
+        let subnet = ipam::next_free_pool(&used_subnets(tx, &routes)?)
+            .context("no free address pool for the default bridge network: every pool overlaps a host route")?;
+        let id = random_hex(64);
+        let net = Network {
+            bridge: plan::bridge_name(&ctx.tag, &id),
+            id,
+            name: DEFAULT_NETWORK.into(),
+            driver: "bridge".into(),
+            subnet,
+            gateway: ipam::first_host(subnet),
+            ip_range: None,
+            mtu: DEFAULT_MTU,
+            internal: false,
+            options: BTreeMap::new(),
+            builtin: true,
+            created: now_nanos(),
+            cursor: 0,
+        };
+        tx.insert_network(&net)?;
+        Ok(net)
+    })
+}
+
+/// Looks a network up, with the error a user should see when it is not there.
+pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
+    tx.network(reference)?.with_context(|| {
+        format!("network {reference} not found: see `netwright network ls` or create it with `netwright network create {reference}`")
+    })
+}
+
+pub fn remove(store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
+    let net = store.write(|tx| {
+        let net = resolve(tx, reference)?;
+        if net.builtin {
+            bail!("{} is a pre-defined network and cannot be removed", net.name);
+        }
+        let active = tx.active_endpoints_on(&net.id)?;
+        if !active.is_empty() {
+            let mut names = Vec::new();
+            for e in &active {
+                if let Some(c) = tx.container(&e.container_id)? {
+                    names.push(c.name);
+                }
+            }
+            bail!("network {} is in use by container(s) {}: stop or remove them first", net.name, names.join(", "));
+        }
+        tx.delete_network(&net.id)?;
+        Ok(net)
+    })?;
+    // The row goes first: a crash here leaves only a stray bridge, which reconcile removes.
+    bridge::remove_bridge(nl, &net.bridge)?;
+    Ok(net)
+}
+
+/// Removes every user-defined network with no container attached; returns their names.
+pub fn prune(store: &mut Store, nl: &mut Netlink) -> Result<Vec<String>> {
+    let candidates = store.read(|tx| tx.networks())?;
+    let mut removed = Vec::new();
+    for n in candidates.into_iter().filter(|n| !n.builtin) {
+        let idle = store.read(|tx| Ok(tx.active_endpoints_on(&n.id)?.is_empty()))?;
+        if idle && remove(store, nl, &n.id).is_ok() {
+            removed.push(n.name);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,78 @@
+//! The plan: what kernel objects a network or an endpoint should have, as plain data.
+//! Pure functions of the store's model, so they are tested without root; the drivers
+//! compare this with live state and apply the difference.
+
+use std::net::Ipv4Addr;
+
+use crate::ipam;
+use crate::store::{Endpoint, Network};
+
+/// Bridge device name: "nwb" + root tag + network id prefix (13 chars, within IFNAMSIZ).
+pub fn bridge_name(tag: &str, network_id: &str) -> String {
+    format!("nwb{tag}{}", &network_id[..6])
+}
+
+/// Host-side veth name: "nwv" + root tag + endpoint id prefix (15 chars, IFNAMSIZ - 1).
+pub fn host_veth_name(tag: &str, endpoint_id: &str) -> String {
+    format!("nwv{tag}{}", &endpoint_id[..8])
+}
+
+/// True for devices this root created (and so may delete when the store no longer has them).
+pub fn is_ours(tag: &str, name: &str) -> bool {
+    (name.starts_with("nwb") || name.starts_with("nwv")) && name.get(3..7) == Some(tag)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgePlan {
+    pub name: String,
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPlan {
+    pub host_name: String,
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// Only the first network's endpoint carries the default route.
+    pub default_route: bool,
+}
+
+pub fn network(n: &Network) -> BridgePlan {
+    BridgePlan { name: n.bridge.clone(), gateway: n.gateway, prefix: n.subnet.prefix_len(), mtu: n.mtu }
+}
+
+pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) -> EndpointPlan {
+    EndpointPlan {
+        host_name: e.host_ifname.clone(),
+        ifname: e.ifname.clone(),
+        mac: ipam::mac_for(addr),
+        addr,
+        prefix: n.subnet.prefix_len(),
+        gateway: n.gateway,
+        mtu: n.mtu,
+        default_route: default_route && !n.internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_ifnamsiz_and_carry_the_root_tag() {
+        let b = bridge_name("ab12", "0123456789abcdef");
+        let v = host_veth_name("ab12", "fedcba9876543210");
+        assert_eq!(b, "nwbab12012345");
+        assert_eq!(v, "nwvab12fedcba98");
+        assert!(b.len() <= 15 && v.len() <= 15);
+        assert!(is_ours("ab12", &b) && is_ours("ab12", &v));
+        assert!(!is_ours("ab13", &b));
+        assert!(!is_ours("ab12", "eth0"));
+    }
+}

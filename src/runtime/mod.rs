@@ -1,0 +1,553 @@
+//! Containers: create (store rows, files, namespace, veths), start the process, supervise
+//! it, and release every network resource when it ends.
+//!
+//! Each container has a monitor: the foreground `netwright run` process itself, or for
+//! `-d` a forked child of it that detaches. The monitor waits for the container process
+//! and releases its network the moment it ends. The container gets PR_SET_PDEATHSIG, so
+//! it cannot outlive a monitor killed with -9; the next netwright command then finds the
+//! monitor dead (PID plus start time, so PID reuse cannot fool it) and releases instead.
+
+pub mod names;
+pub mod process;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::{ForkResult, Pid, fork, setsid};
+
+use crate::ctx::{Ctx, now_nanos, random_hex};
+use crate::drivers::bridge;
+use crate::ipam;
+use crate::kernel::{netlink::Netlink, netns};
+use crate::network;
+use crate::plan;
+use crate::store::{Container, Endpoint, Network, State, Store};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub name: Option<String>,
+    pub networks: Vec<String>,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    pub cmd: Vec<String>,
+    pub detach: bool,
+    pub auto_remove: bool,
+}
+
+/// Exit codes `docker run` uses for its own failures.
+pub const EXIT_RUN_ERROR: i32 = 125;
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// An error of `run` that carries the exit code the CLI should return.
+#[derive(Debug)]
+pub struct RunError {
+    pub code: i32,
+    pub message: String,
+}
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for RunError {}
+
+struct Created {
+    container: Container,
+    netns: OwnedFd,
+}
+
+/// `netwright run`: returns the exit code to pass through.
+pub fn run(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
+    if spec.cmd.is_empty() {
+        bail!("no command given: write it after `--`, e.g. `netwright run -- python3 -m http.server 80`");
+    }
+    if let Some(n) = &spec.name {
+        if !names::valid(n) {
+            bail!("invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)");
+        }
+    }
+    if spec.networks.len() > 1 {
+        bail!("only one --network is supported by this version of `run`");
+    }
+    if spec.detach { run_detached(ctx, spec) } else { supervise(ctx, &spec, None) }
+}
+
+/// Forks the monitor, which detaches; the parent waits only until the container started
+/// (or failed), prints its id and returns.
+fn run_detached(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    std::io::stdout().flush().ok();
+    std::io::stderr().flush().ok();
+    // SAFETY: netwright is single-threaded here (no runtime, no helper threads), so the
+    // child may keep running ordinary Rust code after fork.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Parent { .. } => {
+            drop(w);
+            let mut msg = String::new();
+            fs::File::from(r).read_to_string(&mut msg).ok();
+            match msg.split_once(' ') {
+                Some(("OK", id)) => {
+                    println!("{}", id.trim());
+                    Ok(0)
+                }
+                Some(("ERR", rest)) => {
+                    let (code, text) = rest.split_once(' ').unwrap_or(("125", rest));
+                    Err(RunError { code: code.parse().unwrap_or(EXIT_RUN_ERROR), message: text.trim().to_string() }.into())
+                }
+                _ => bail!("the container monitor exited before reporting: see `netwright ps -a`"),
+            }
+        }
+        ForkResult::Child => {
+            drop(r);
+            let _ = setsid();
+            let code = match supervise(ctx, &spec, Some(fs::File::from(w))) {
+                Ok(c) => c,
+                Err(e) => e.downcast_ref::<RunError>().map(|r| r.code).unwrap_or(EXIT_RUN_ERROR),
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Creates the container, starts its process, waits for it and releases its network.
+/// A detached monitor reports "OK id" or "ERR code message" on `report`, then closes it.
+fn supervise(ctx: &Ctx, spec: &RunSpec, report: Option<fs::File>) -> Result<i32> {
+    let mut store = ctx.store()?;
+    let started = start(ctx, &mut store, spec, report.is_some());
+    let (container, child) = match (started, report) {
+        (Ok(s), Some(mut r)) => {
+            let _ = writeln!(r, "OK {}", s.0.id);
+            drop(r);
+            // Nothing of ours is left to say: let go of the caller's terminal and pipe.
+            redirect_stdio_to_null();
+            s
+        }
+        (Ok(s), None) => s,
+        (Err(e), report) => {
+            if let Some(mut r) = report {
+                let code = e.downcast_ref::<RunError>().map(|r| r.code).unwrap_or(EXIT_RUN_ERROR);
+                let _ = writeln!(r, "ERR {code} {}", one_line(&e));
+            }
+            return Err(e);
+        }
+    };
+    forward_signals_to(child.id() as i32);
+    let code = wait_exit_code(child);
+    release(ctx, &mut store, &container, code, None)?;
+    Ok(code)
+}
+
+/// Creates the container and starts its process; on failure nothing is left running.
+fn start(ctx: &Ctx, store: &mut Store, spec: &RunSpec, detached: bool) -> Result<(Container, std::process::Child)> {
+    let created = create(ctx, store, spec)?;
+    let child = match spawn(ctx, &created, detached) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.raw_os_error() {
+                Some(libc::ENOENT) => EXIT_NOT_FOUND,
+                Some(libc::EACCES) | Some(libc::ENOEXEC) => EXIT_NOT_EXECUTABLE,
+                _ => EXIT_RUN_ERROR,
+            };
+            let message = format!("cannot start {:?}: {e}", created.container.cmd[0]);
+            drop(created.netns);
+            release(ctx, store, &created.container, code, Some(&message))?;
+            return Err(RunError { code, message }.into());
+        }
+    };
+    let pid = child.id() as i32;
+    store.write(|tx| tx.mark_running(&created.container.id, pid, now_nanos()))?;
+    let mut container = created.container;
+    container.pid = Some(pid);
+    Ok((container, child))
+}
+
+fn wait_exit_code(mut child: std::process::Child) -> i32 {
+    match child.wait() {
+        Ok(st) => st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)),
+        Err(_) => EXIT_RUN_ERROR,
+    }
+}
+
+fn redirect_stdio_to_null() {
+    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; null stays open until then.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Like `docker run`'s sig-proxy: signals sent to the monitor go to the container.
+fn forward_signals_to(pid: i32) {
+    CHILD_PID.store(pid, Ordering::Relaxed);
+    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+        // SAFETY: the handler only reads an atomic and calls kill.
+        let _ = unsafe { signal::sigaction(s, &action) };
+    }
+}
+
+/// Store rows, container files, namespace and veths. On any failure, undoes what it did.
+fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
+    let mut host_nl = Netlink::open().context("opening netlink")?;
+    let net_name = spec.networks.first().map(String::as_str).unwrap_or(network::DEFAULT_NETWORK);
+    if net_name == network::DEFAULT_NETWORK {
+        network::ensure_default(ctx, store, &mut host_nl)?;
+    }
+    let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
+    if let Some(name) = &spec.name {
+        release_if_orphaned(ctx, store, name)?;
+    }
+    let me = std::process::id() as i32;
+    let (container, endpoints, nets) = store.write(|tx| {
+        let net = network::resolve(tx, net_name)?;
+        let name = match &spec.name {
+            Some(n) => {
+                if let Some(holder) = tx.container(n)?.filter(|c| c.name == *n) {
+                    bail!("container name {n:?} is already in use by container {}: remove it (`netwright rm {n}`) or pick another name", &holder.id[..12]);
+                }
+                n.clone()
+            }
+            None => loop {
+                let n = names::generate();
+                if !tx.name_taken(&n)? {
+                    break n;
+                }
+            },
+        };
+        let id = random_hex(64);
+        let ip = match requested_ip {
+            Some(ip) => {
+                ipam::check_requested(net.subnet, net.gateway, ip)?;
+                if tx.ip_taken(&net.id, ip)? {
+                    bail!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name);
+                }
+                ip
+            }
+            None => {
+                let (ip, cursor) = ipam::allocate(net.subnet, net.gateway, net.ip_range, net.cursor,
+                    |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
+                    .with_context(|| format!("network {}", net.name))?;
+                tx.set_cursor(&net.id, cursor)?;
+                ip
+            }
+        };
+        let container = Container {
+            hostname: spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            id: id.clone(),
+            name,
+            cmd: spec.cmd.clone(),
+            state: State::Created,
+            pid: None,
+            monitor_pid: Some(me),
+            monitor_start: process::start_time(me),
+            exit_code: None,
+            error: None,
+            auto_remove: spec.auto_remove,
+            detached: spec.detach,
+            network_mode: net.name.clone(),
+            created: now_nanos(),
+            started: None,
+            finished: None,
+        };
+        tx.insert_container(&container)?;
+        let ep_id = random_hex(32);
+        let ep = Endpoint {
+            host_ifname: plan::host_veth_name(&ctx.tag, &ep_id),
+            id: ep_id,
+            container_id: id,
+            network_id: net.id.clone(),
+            ifname: "eth0".into(),
+            ip: Some(ip),
+            requested_ip,
+            mac: ipam::format_mac(ipam::mac_for(ip)),
+        };
+        tx.insert_endpoint(&ep)?;
+        Ok((container, vec![ep], vec![net]))
+    })?;
+    match setup(ctx, &mut host_nl, &container, &endpoints, &nets) {
+        Ok(netns) => Ok(Created { container, netns }),
+        Err(e) => {
+            let _ = netns::remove_pinned(&ctx.netns_path(&container.id));
+            let _ = store.write(|tx| tx.delete_container(&container.id));
+            let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
+            Err(e)
+        }
+    }
+}
+
+fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network]) -> Result<OwnedFd> {
+    write_files(ctx, c, eps)?;
+    let bridges: Vec<u32> = nets.iter()
+        .map(|n| bridge::ensure_bridge(host_nl, &plan::network(n)))
+        .collect::<Result<_>>()?;
+    netns::ensure_shared_dir(&ctx.netns_dir())?;
+    let ns = netns::create_pinned(&ctx.netns_path(&c.id))?;
+    let mut ctr_nl = bridge::netlink_in(&ns)?;
+    for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
+        let ip = ep.ip.expect("allocated above");
+        bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan::endpoint(net, ep, ip, i == 0))?;
+    }
+    Ok(ns)
+}
+
+/// /etc/hosts, /etc/resolv.conf and /etc/hostname as the container will see them.
+fn write_files(ctx: &Ctx, c: &Container, eps: &[Endpoint]) -> Result<()> {
+    let dir = ctx.container_dir(&c.id);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut hosts = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    for ep in eps {
+        if let Some(ip) = ep.ip {
+            hosts.push_str(&format!("{ip}\t{}\n", c.hostname));
+        }
+    }
+    fs::write(dir.join("hosts"), hosts)?;
+    fs::write(dir.join("hostname"), format!("{}\n", c.hostname))?;
+    fs::write(dir.join("resolv.conf"), container_resolv_conf(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default()))?;
+    Ok(())
+}
+
+/// The host's resolv.conf minus loopback nameservers, which mean nothing inside a
+/// container's own namespace (systemd-resolved's 127.0.0.53, say).
+pub fn container_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            if let Some(Ok(ip)) = words.next().map(|w| w.parse::<std::net::IpAddr>()) {
+                if ip.is_loopback() {
+                    continue;
+                }
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Starts the container process: it enters the network namespace, gets its own UTS and
+/// mount namespaces, sees its own /etc files, and dies with its monitor.
+fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::process::Child> {
+    let c = &created.container;
+    let dir = ctx.container_dir(&c.id);
+    let mut cmd = Command::new(&c.cmd[0]);
+    cmd.args(&c.cmd[1..]);
+    if detached {
+        let log = fs::OpenOptions::new().create(true).append(true).open(ctx.log_path(&c.id))?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    }
+    let ns_fd = created.netns.as_raw_fd();
+    let hostname = c.hostname.clone();
+    let binds: Vec<(CString, CString)> = ["hosts", "hostname", "resolv.conf"].iter()
+        .filter(|f| std::path::Path::new("/etc").join(f).exists())
+        .map(|f| (cstr(dir.join(f).as_os_str()), cstr(std::path::Path::new("/etc").join(f).as_os_str())))
+        .collect();
+    let monitor = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec in a single-threaded child; it only
+    // makes system calls on data prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            setsid().map_err(std::io::Error::from)?;
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != monitor {
+                return Err(std::io::Error::other("monitor exited during start"));
+            }
+            let ns = std::os::fd::BorrowedFd::borrow_raw(ns_fd);
+            setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
+            nix::unistd::sethostname(&hostname).map_err(std::io::Error::from)?;
+            // Slave: the host's unmounts (other containers' namespaces) reach us, ours stay here.
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+                .map_err(std::io::Error::from)?;
+            for (src, dst) in &binds {
+                if libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // A sysfs of this namespace, so /sys/class/net lists only the container's devices.
+            let _ = mount(Some("sysfs"), "/sys", Some("sysfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None::<&str>);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+fn cstr(s: &std::ffi::OsStr) -> CString {
+    CString::new(s.as_encoded_bytes()).expect("paths have no NUL")
+}
+
+/// Frees a container's network: its namespace (the kernel then destroys the veth pair
+/// with it), its addresses in the store; records the exit; removes it if --rm.
+pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
+    if let Some(pid) = c.pid {
+        // Processes the container left behind in its session would pin the namespace.
+        let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    netns::remove_pinned(&ctx.netns_path(&c.id))?;
+    store.write(|tx| {
+        tx.mark_exited(&c.id, code, error, now_nanos())?;
+        if c.auto_remove {
+            tx.delete_container(&c.id)?;
+        }
+        Ok(())
+    })?;
+    if c.auto_remove {
+        let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
+    }
+    Ok(())
+}
+
+fn monitor_alive(c: &Container) -> bool {
+    process::alive(c.monitor_pid, c.monitor_start)
+}
+
+/// Releases containers whose monitor died (kill -9, crash, reboot). Returns their names.
+pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
+    let mut released = Vec::new();
+    for c in store.read(|tx| tx.running_containers())? {
+        if !monitor_alive(&c) {
+            let mut c = c;
+            c.pid = None; // the process died with its monitor; never signal a reused PID
+            release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))?;
+            released.push(c.name);
+        }
+    }
+    Ok(released)
+}
+
+fn release_if_orphaned(ctx: &Ctx, store: &mut Store, name: &str) -> Result<()> {
+    if let Some(mut c) = store.read(|tx| tx.container(name))? {
+        if c.state != State::Exited && !monitor_alive(&c) {
+            c.pid = None;
+            release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn find(store: &mut Store, reference: &str) -> Result<Container> {
+    store.read(|tx| tx.container(reference))?
+        .with_context(|| format!("no such container: {reference} (see `netwright ps -a`)"))
+}
+
+/// Waits until the container's monitor has exited (and so released everything).
+fn wait_released(c: &Container, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while monitor_alive(c) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) -> Result<Container> {
+    let c = find(store, reference)?;
+    if c.state == State::Exited {
+        return Ok(c);
+    }
+    if let Some(pid) = c.pid {
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+        if !wait_released(&c, timeout) {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    if !wait_released(&c, Duration::from_secs(10)) {
+        bail!("container {} did not stop: its monitor (pid {:?}) is still running", c.name, c.monitor_pid);
+    }
+    sweep(ctx, store)?;
+    Ok(c)
+}
+
+pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Result<Container> {
+    let c = find(store, reference)?;
+    if c.state != State::Exited && monitor_alive(&c) {
+        if !force {
+            bail!("container {} is running: stop it first (`netwright stop {}`) or use `netwright rm -f`", c.name, c.name);
+        }
+        if let Some(pid) = c.pid {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if !wait_released(&c, Duration::from_secs(10)) {
+            bail!("container {} did not exit after SIGKILL", c.name);
+        }
+    }
+    sweep(ctx, store)?;
+    store.write(|tx| tx.delete_container(&c.id))?;
+    let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
+    Ok(c)
+}
+
+/// `netwright exec`: runs a command inside a running container's namespaces.
+pub fn exec(store: &mut Store, reference: &str, cmd: &[String]) -> Result<i32> {
+    let c = find(store, reference)?;
+    let pid = match (c.state, c.pid) {
+        (State::Running, Some(pid)) if monitor_alive(&c) => pid,
+        _ => bail!("container {} is not running", c.name),
+    };
+    if cmd.is_empty() {
+        bail!("no command given: write it after `--`, e.g. `netwright exec {} -- ip addr`", c.name);
+    }
+    let open = |kind: &str| -> Result<OwnedFd> {
+        Ok(fs::File::open(format!("/proc/{pid}/ns/{kind}"))
+            .with_context(|| format!("container {} is not running", c.name))?.into())
+    };
+    let fds = [(open("net")?, CloneFlags::CLONE_NEWNET), (open("uts")?, CloneFlags::CLONE_NEWUTS), (open("mnt")?, CloneFlags::CLONE_NEWNS)];
+    let raw: Vec<(i32, CloneFlags)> = fds.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();
+    let mut command = Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    // SAFETY: only setns calls between fork and exec, on descriptors kept open by `fds`.
+    unsafe {
+        command.pre_exec(move || {
+            for (fd, kind) in &raw {
+                setns(std::os::fd::BorrowedFd::borrow_raw(*fd), *kind).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| {
+        let code = if e.raw_os_error() == Some(libc::ENOENT) { EXIT_NOT_FOUND } else { EXIT_NOT_EXECUTABLE };
+        anyhow::Error::from(RunError { code, message: format!("cannot start {:?} in {}: {e}", cmd[0], c.name) })
+    })?;
+    forward_signals_to(child.id() as i32);
+    Ok(wait_exit_code(child))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_nameservers_are_dropped() {
+        let out = super::container_resolv_conf("nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\n");
+        assert_eq!(out, "nameserver 10.0.0.2\nsearch lan\n");
+    }
+}

@@ -1,0 +1,41 @@
+//! Process facts read from /proc: liveness that survives PID reuse.
+
+/// Start time (clock ticks since boot) of a live, non-zombie process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok() // field 22 overall: starttime
+}
+
+/// True when `pid` is the same live process that had `start` as its start time.
+pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
+    match (pid, start) {
+        (Some(p), Some(s)) if p > 0 => start_time(p) == Some(s),
+        _ => false,
+    }
+}
+
+/// Effective capability check: CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21).
+pub fn has_admin_caps() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else { return false };
+    let caps = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
+    caps & (1 << 12) != 0 && caps & (1 << 21) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_process_is_alive_and_reuse_is_detected() {
+        let me = std::process::id() as i32;
+        let st = super::start_time(me).expect("own start time");
+        assert!(super::alive(Some(me), Some(st)));
+        assert!(!super::alive(Some(me), Some(st + 1)));
+        assert!(!super::alive(None, Some(st)));
+    }
+}
