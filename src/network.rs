@@ -150,7 +150,7 @@ pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<
         return Ok(n);
     }
     let routes = host_routes(nl)?;
-    store.write(|tx| {
+    let net = store.write(|tx| {
         if let Some(n) = tx.network(DEFAULT_NETWORK)? {
             return Ok(n);
         }
@@ -174,7 +174,10 @@ pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<
         };
         tx.insert_network(&net)?;
         Ok(net)
-    })
+    })?;
+    // Like docker0 at daemon start: the bridge exists as soon as the network does.
+    bridge::ensure_bridge(nl, &plan::network(&net))?;
+    Ok(net)
 }
 
 /// Looks a network up, with the error a user should see when it is not there.

@@ -1,8 +1,10 @@
 //! A throwaway sandbox: a "LAN" namespace standing for the outside world and a "host"
 //! namespace (eth0 on that LAN) in which netwright runs with its own state root.
 //!
-//!     LAN netns: lan0 192.168.1.1 (router) + .100 (server), lo 203.0.113.10 ("internet")
-//!        └── veth ── host netns: eth0 192.168.1.10/24, default via 192.168.1.1
+//! ```text
+//! LAN netns: lan0 192.168.1.1 (router) + .100 (server), lo 203.0.113.10 ("internet")
+//!    └── veth ── host netns: eth0 192.168.1.10/24, default via 192.168.1.1
+//! ```
 //!
 //! Nothing here touches the real host's network. Dropping the sandbox kills every
 //! process inside its namespaces (containers included), unpins everything and removes
@@ -129,18 +131,18 @@ impl Sandbox {
         run_in(&self.lan, f)
     }
 
-    /// Network namespace inodes of the sandbox and every container in it.
-    fn namespace_inodes(&self) -> HashSet<u64> {
-        let mut set = HashSet::new();
-        for p in [self.dir.join("ns/lan"), self.dir.join("ns/host")] {
-            set.extend(netns::inode(&p));
-        }
-        if let Ok(d) = fs::read_dir(self.root.join("netns")) {
-            for e in d.flatten() {
-                set.extend(netns::inode(&e.path()));
-            }
-        }
-        set
+    /// Mount points under the sandbox directory, deepest first (from /proc/self/mountinfo).
+    fn mounts(&self) -> Vec<(PathBuf, bool)> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut v: Vec<(PathBuf, bool)> = info.lines().filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let point = PathBuf::from(f.get(4)?);
+            let nsfs = l.contains(" - nsfs ");
+            point.starts_with(&self.dir).then_some((point, nsfs))
+        }).collect();
+        v.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        v.dedup();
+        v
     }
 }
 
@@ -174,7 +176,9 @@ fn processes_in(inodes: &HashSet<u64>) -> Vec<i32> {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let inodes = self.namespace_inodes();
+        // Every namespace pinned under the sandbox: LAN, host, and every root's containers.
+        let mounts = self.mounts();
+        let inodes: HashSet<u64> = mounts.iter().filter(|(_, ns)| *ns).filter_map(|(p, _)| netns::inode(p)).collect();
         for _ in 0..50 {
             let pids = processes_in(&inodes);
             if pids.is_empty() {
@@ -186,13 +190,8 @@ impl Drop for Sandbox {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Ok(d) = fs::read_dir(self.root.join("netns")) {
-            for e in d.flatten() {
-                let _ = netns::remove_pinned(&e.path());
-            }
-        }
-        for p in [self.root.join("netns"), self.dir.join("ns/lan"), self.dir.join("ns/host"), self.dir.join("ns")] {
-            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+        for (p, _) in &mounts {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -1,0 +1,110 @@
+//! Test support: sandboxes, netwright invocations and polite waiting.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use netwright::sandbox::Sandbox;
+use netwright::kernel::netlink::{Link, Netlink};
+
+pub fn sandbox(label: &str) -> Sandbox {
+    Sandbox::new(label, Path::new(env!("CARGO_BIN_EXE_netwright"))).expect("building sandbox")
+}
+
+pub trait Nw {
+    fn nw(&self, args: &[&str]) -> Output;
+    /// Runs netwright and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String;
+    /// Runs netwright and insists on failure; returns (exit code, stderr).
+    fn fails(&self, args: &[&str]) -> (i32, String);
+    fn spawn_nw(&self, args: &[&str]) -> Child;
+    fn host_links(&self) -> Vec<Link>;
+    fn ip_of(&self, container: &str) -> String;
+    fn inspect(&self, container: &str) -> serde_json::Value;
+    /// Sends `msg` from inside `from` to HOST:PORT, retrying while the server starts.
+    fn send_from(&self, from: &str, host: &str, port: u16, msg: &str) -> Result<String, String>;
+    /// Same, but exactly once (for "must fail" checks).
+    fn send_once(&self, from: &str, host: &str, port: u16, msg: &str) -> Result<String, String>;
+}
+
+impl Nw for Sandbox {
+    fn nw(&self, args: &[&str]) -> Output {
+        self.netwright(args).stdin(Stdio::null()).output().expect("running netwright")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.nw(args);
+        assert!(out.status.success(), "netwright {args:?} failed ({:?}): {}{}", out.status,
+            String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.nw(args);
+        assert!(!out.status.success(), "netwright {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn spawn_nw(&self, args: &[&str]) -> Child {
+        self.netwright(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped())
+            .spawn().expect("spawning netwright")
+    }
+
+    fn host_links(&self) -> Vec<Link> {
+        self.in_host(|| Netlink::open().unwrap().links().unwrap())
+    }
+
+    fn inspect(&self, container: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", container])).expect("inspect JSON");
+        v[0].clone()
+    }
+
+    fn ip_of(&self, container: &str) -> String {
+        let v = self.inspect(container);
+        let nets = v["NetworkSettings"]["Networks"].as_object().expect("networks").clone();
+        nets.values().next().expect("one network")["IPAddress"].as_str().unwrap().to_string()
+    }
+
+    fn send_from(&self, from: &str, host: &str, port: u16, msg: &str) -> Result<String, String> {
+        let mut last = Err(String::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            last = self.send_once(from, host, port, msg);
+            if last.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        last
+    }
+
+    fn send_once(&self, from: &str, host: &str, port: u16, msg: &str) -> Result<String, String> {
+        let script = self.script("tcp.py");
+        let port = port.to_string();
+        let out = self.nw(&["exec", from, "--", "python3", &script, "send", host, &port, msg]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn ours(links: &[Link], prefix: &str) -> Vec<String> {
+    links.iter().filter(|l| l.name.starts_with(prefix)).map(|l| l.name.clone()).collect()
+}

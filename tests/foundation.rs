@@ -1,0 +1,253 @@
+//! The foundation, proved with real packets and real kernel state in sandboxes.
+//! Each test builds its own sandbox, so they run in parallel.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+
+fn serve(sb: &Sandbox, name: &str, net: &str, port: u16) {
+    let script = sb.script("tcp.py");
+    let port = port.to_string();
+    let mut args = vec!["run", "-d", "--name", name];
+    if !net.is_empty() {
+        args.extend(["--network", net]);
+    }
+    args.extend(["--", "python3", &script, "serve", &port]);
+    sb.ok(&args);
+}
+
+#[test]
+fn two_containers_exchange_tcp_both_ways_by_ip() {
+    let sb = sandbox("tcp");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.31.0.0/24"]);
+    serve(&sb, "alpha", "n1", 7000);
+    serve(&sb, "beta", "n1", 7000);
+    let (a, b) = (sb.ip_of("alpha"), sb.ip_of("beta"));
+    assert!(a.starts_with("10.31.0.") && b.starts_with("10.31.0.") && a != b);
+    let reply = sb.send_from("beta", &a, 7000, "ping").expect("beta -> alpha");
+    // The reply names the server's hostname and the client address it saw: no NAT on a bridge.
+    let alpha_host = sb.inspect("alpha")["Config"]["Hostname"].as_str().unwrap().to_string();
+    assert_eq!(reply, format!("{alpha_host} ping from {b}"));
+    let reply = sb.send_from("alpha", &b, 7000, "pong").expect("alpha -> beta");
+    assert!(reply.ends_with(&format!("pong from {a}")), "{reply}");
+}
+
+#[test]
+fn container_reaches_its_gateway() {
+    let sb = sandbox("gw");
+    // A server in the host namespace, listening on every address (the bridge's included).
+    let mut server = sb.in_host_cmd("python3").args([&sb.script("tcp.py"), "serve", "7100"])
+        .stdout(std::process::Stdio::null()).spawn().unwrap();
+    sb.ok(&["run", "-d", "--name", "c1", "--", "sleep", "60"]);
+    let gw = sb.inspect("c1")["NetworkSettings"]["Gateway"].as_str().unwrap().to_string();
+    assert_eq!(gw, "172.17.0.1", "default network is 172.17.0.0/16 in a fresh sandbox");
+    let reply = sb.send_from("c1", &gw, 7100, "hello-gateway");
+    server.kill().ok();
+    server.wait().ok();
+    let ip = sb.ip_of("c1");
+    assert!(reply.expect("c1 -> gateway").ends_with(&format!("hello-gateway from {ip}")));
+}
+
+#[test]
+fn containers_on_different_networks_cannot_reach_each_other() {
+    let sb = sandbox("iso");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.32.1.0/24"]);
+    sb.ok(&["network", "create", "n2", "--subnet", "10.32.2.0/24"]);
+    serve(&sb, "one", "n1", 7000);
+    serve(&sb, "two", "n2", 7000);
+    serve(&sb, "peer", "n1", 7000);
+    let (one, two) = (sb.ip_of("one"), sb.ip_of("two"));
+    // The same probe that fails across networks works inside one: the servers are up.
+    sb.send_from("peer", &one, 7000, "x").expect("same network works");
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward");
+    let in_host = sb.in_host(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
+    assert_eq!(in_host.trim(), "0", "the sandbox host does not forward ({forwarding:?} outside)");
+    sb.send_from("two", &two, 7000, "self").expect("two is serving");
+    assert!(sb.send_once("one", &two, 7000, "x").is_err(), "n1 -> n2 must fail");
+    assert!(sb.send_once("two", &one, 7000, "x").is_err(), "n2 -> n1 must fail");
+}
+
+#[test]
+fn container_sees_only_lo_and_eth0_and_its_own_files() {
+    let sb = sandbox("view");
+    let out = sb.ok(&["run", "--rm", "--hostname", "web1", "--", "ip", "-o", "link"]);
+    let names: Vec<&str> = out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()).collect();
+    assert_eq!(names, vec!["lo", "eth0"], "{out}");
+    let out = sb.ok(&["run", "--rm", "--hostname", "web1", "--", "sh", "-c", "hostname; cat /etc/hostname; grep web1 /etc/hosts; ip -o -4 addr show eth0; ip route"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "web1");
+    assert_eq!(lines[1], "web1");
+    assert!(lines[2].starts_with("172.17.0.") && lines[2].ends_with("web1"), "{out}");
+    assert!(lines[3].contains("172.17.0.") && lines[3].contains("/16"), "{out}");
+    assert!(out.contains("default via 172.17.0.1 dev eth0"), "{out}");
+    // The host's own files were not touched.
+    assert!(!std::fs::read_to_string("/etc/hosts").unwrap().contains("web1"));
+}
+
+#[test]
+fn foreground_run_passes_exit_code_and_stdio() {
+    let sb = sandbox("fg");
+    let out = sb.nw(&["run", "--rm", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let mut child = sb.netwright(["run", "--rm", "--", "sh", "-c", "read x; echo got-$x"])
+        .stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got-hello\n");
+    let (code, err) = sb.fails(&["run", "--rm", "--", "/no/such/binary"]);
+    assert_eq!(code, 127, "{err}");
+    assert_eq!(sb.ok(&["ps", "-a", "-q"]), "", "--rm left nothing behind");
+    assert!(eventually(Duration::from_secs(5), || ours(&sb.host_links(), "nwv").is_empty()));
+}
+
+#[test]
+fn release_on_exit_leaves_no_device_namespace_address_or_row() {
+    let sb = sandbox("rel");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.33.0.0/24"]);
+    sb.ok(&["run", "-d", "--name", "victim", "--network", "n1", "--", "sleep", "300"]);
+    let v = sb.inspect("victim");
+    let pid = v["State"]["Pid"].as_i64().unwrap() as i32;
+    assert!(pid > 0);
+    let veth = v["NetworkSettings"]["Networks"]["n1"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
+    assert!(sb.host_links().iter().any(|l| l.name == veth));
+    // Kill the container process from outside: netwright must notice on its own.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(5), || sb.inspect("victim")["State"]["Status"] == "exited"));
+    let v = sb.inspect("victim");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "");
+    assert!(eventually(Duration::from_secs(5), || !sb.host_links().iter().any(|l| l.name == veth)), "veth gone");
+    assert_eq!(std::fs::read_dir(sb.root.join("netns")).unwrap().count(), 0, "namespace unpinned");
+    let net: serde_json::Value = serde_json::from_str(&sb.ok(&["network", "inspect", "n1"])).unwrap();
+    assert_eq!(net[0]["Containers"].as_object().unwrap().len(), 0, "address released");
+    assert!(sb.ok(&["ps", "-a"]).contains("Exited (137)"));
+    sb.ok(&["rm", "victim"]);
+    assert_eq!(sb.ok(&["ps", "-a", "-q"]), "");
+    let bridges = ours(&sb.host_links(), "nwb").len();
+    sb.ok(&["network", "rm", "n1"]);
+    assert_eq!(ours(&sb.host_links(), "nwb").len(), bridges - 1, "bridge removed with its network");
+}
+
+#[test]
+fn twenty_concurrent_runs_get_distinct_addresses_and_all_answer() {
+    let sb = sandbox("conc");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.34.0.0/24"]);
+    let script = sb.script("tcp.py");
+    let children: Vec<_> = (0..20).map(|i| {
+        let name = format!("s{i}");
+        sb.spawn_nw(&["run", "-d", "--name", &name, "--network", "n1", "--", "python3", &script, "serve", "7000"])
+    }).collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ips: Vec<String> = (0..20).map(|i| sb.ip_of(&format!("s{i}"))).collect();
+    let distinct: HashSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 20, "{ips:?}");
+    sb.ok(&["run", "-d", "--name", "client", "--network", "n1", "--", "sleep", "300"]);
+    for (i, ip) in ips.iter().enumerate() {
+        let reply = sb.send_from("client", ip, 7000, &format!("m{i}")).unwrap_or_else(|e| panic!("s{i} at {ip}: {e}"));
+        assert!(reply.contains(&format!("m{i} from")), "{reply}");
+    }
+}
+
+#[test]
+fn detached_logs_stop_and_generated_names() {
+    let sb = sandbox("logs");
+    let id = sb.ok(&["run", "-d", "--", "sh", "-c", "echo hello-log; exec sleep 300"]).trim().to_string();
+    assert_eq!(id.len(), 64);
+    let name = sb.inspect(&id[..12])["Name"].as_str().unwrap().trim_start_matches('/').to_string();
+    assert!(name.contains('_'), "generated name {name}");
+    assert!(eventually(Duration::from_secs(5), || sb.ok(&["logs", &name]).contains("hello-log")));
+    sb.ok(&["stop", "-t", "5", &name]);
+    let v = sb.inspect(&name);
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 143, "SIGTERM ended it");
+    sb.ok(&["rm", &name]);
+}
+
+#[test]
+fn ipam_honours_ip_and_range_and_derives_mac() {
+    let sb = sandbox("ipam");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.35.0.0/24", "--gateway", "10.35.0.254", "--ip-range", "10.35.0.128/28"]);
+    sb.ok(&["run", "-d", "--name", "fixed", "--network", "n1", "--ip", "10.35.0.9", "--", "sleep", "300"]);
+    sb.ok(&["run", "-d", "--name", "auto", "--network", "n1", "--", "sleep", "300"]);
+    assert_eq!(sb.ip_of("fixed"), "10.35.0.9");
+    assert_eq!(sb.ip_of("auto"), "10.35.0.128");
+    let v = sb.inspect("fixed");
+    let n = &v["NetworkSettings"]["Networks"]["n1"];
+    assert_eq!(n["MacAddress"], "02:42:0a:23:00:09");
+    assert_eq!(n["Gateway"], "10.35.0.254");
+    // The MAC really is on the container's eth0.
+    let out = sb.ok(&["exec", "fixed", "--", "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(out.trim(), "02:42:0a:23:00:09");
+    let net: serde_json::Value = serde_json::from_str(&sb.ok(&["network", "inspect", "n1"])).unwrap();
+    assert_eq!(net[0]["IPAM"]["Config"][0]["Subnet"], "10.35.0.0/24");
+    assert_eq!(net[0]["IPAM"]["Config"][0]["Gateway"], "10.35.0.254");
+    assert_eq!(net[0]["IPAM"]["Config"][0]["IPRange"], "10.35.0.128/28");
+    assert_eq!(net[0]["Containers"].as_object().unwrap().len(), 2);
+}
+
+#[test]
+fn default_pool_skips_overlapping_host_routes_and_two_roots_coexist() {
+    let sb = sandbox("pool");
+    // The sandbox host gets a route to 172.17.0.0/16 via the LAN router: the default
+    // network must then take 172.18.0.0/16, as Docker does.
+    let st = sb.in_host_cmd("ip").args(["route", "add", "172.17.0.0/16", "via", "192.168.1.1"]).status().unwrap();
+    assert!(st.success());
+    sb.ok(&["run", "-d", "--name", "aa", "--", "sleep", "300"]);
+    assert!(sb.ip_of("aa").starts_with("172.18."), "{}", sb.ip_of("aa"));
+    // A second state root in the same host namespace: its own bridge, its own pool.
+    let root2 = sb.dir.join("root2");
+    let run2 = |args: &[&str]| {
+        let out = sb.netwright(args).env("NETWRIGHT_ROOT", &root2).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run2(&["run", "-d", "--name", "aa", "--", "sleep", "300"]);
+    let v: serde_json::Value = serde_json::from_str(&run2(&["inspect", "aa"])).unwrap();
+    let ip2 = v[0]["NetworkSettings"]["IPAddress"].as_str().unwrap().to_string();
+    assert!(ip2.starts_with("172.19."), "second root picks the next free pool: {ip2}");
+    let bridges = ours(&sb.host_links(), "nwb");
+    assert_eq!(bridges.len(), 2, "one bridge per root: {bridges:?}");
+    run2(&["rm", "-f", "aa"]);
+    let _ = std::fs::remove_dir_all(&root2);
+}
+
+#[test]
+fn crashed_monitor_and_drift_are_reconciled() {
+    let sb = sandbox("recon");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.36.0.0/24"]);
+    sb.ok(&["run", "-d", "--name", "cc", "--network", "n1", "--", "sleep", "300"]);
+    let pid = sb.inspect("cc")["State"]["Pid"].as_i64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(1).unwrap().parse().unwrap();
+    // kill -9 the monitor: the container dies with it, and the next command releases it.
+    unsafe { libc::kill(ppid, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{pid}")).exists()));
+    assert!(sb.ok(&["ps", "-a"]).contains("Exited (137)"));
+    assert_eq!(sb.inspect("cc")["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "");
+    // Drift: an admin deletes the bridge, and a stray device with our name appears.
+    let bridge = serde_json::from_str::<serde_json::Value>(&sb.ok(&["network", "inspect", "n1"])).unwrap()[0]
+        ["Options"]["com.docker.network.bridge.name"].as_str().unwrap().to_string();
+    let stray = format!("nwv{}deadbeef", &bridge[3..7]);
+    assert!(sb.in_host_cmd("ip").args(["link", "del", &bridge]).status().unwrap().success());
+    assert!(sb.in_host_cmd("ip").args(["link", "add", &stray, "type", "bridge"]).status().unwrap().success());
+    let out = sb.ok(&["reconcile"]);
+    assert!(out.contains("restored 1 bridge"), "{out}");
+    assert!(out.contains(&stray), "{out}");
+    let links = sb.host_links();
+    assert!(links.iter().any(|l| l.name == bridge));
+    assert!(!links.iter().any(|l| l.name == stray));
+    // Reconcile is idempotent.
+    let out = sb.ok(&["reconcile"]);
+    assert!(out.contains("restored 0 bridge") && out.contains("removed 0 stray device"), "{out}");
+    // And the network works again.
+    sb.ok(&["run", "--rm", "--network", "n1", "--", "true"]);
+}
