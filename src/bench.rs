@@ -1,4 +1,105 @@
-//! `netwright bench`.
+//! `netwright bench`: the cost of running and releasing a container, measured as a user
+//! pays it (whole `netwright` processes, in a sandbox), with 0, 100 and 1,000 containers
+//! already attached to the same network.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::sandbox::Sandbox;
+
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
-pub fn run(_a: &BenchArgs) -> anyhow::Result<i32> { Ok(0) }
+pub struct BenchArgs {
+    /// Containers already attached to the network before each measurement
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000")]
+    pub sizes: Vec<usize>,
+    /// Measured repetitions at each size
+    #[arg(long, default_value_t = 15)]
+    pub runs: usize,
+}
+
+fn timed(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    let out = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(d)
+}
+
+struct Stats {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Stats { min: ms(v[0]), median: ms(v[v.len() / 2]), max: ms(v[v.len() - 1]) }
+}
+
+fn cell(s: &Stats) -> String {
+    format!("{:>7.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+}
+
+/// Attaches containers until `target` are running, several `run -d` at a time.
+fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
+    while *attached < target {
+        let batch = (target - *attached).min(8);
+        let children: Vec<_> = (0..batch).map(|i| {
+            let name = format!("fill{}", *attached + i);
+            sb.netwright(["run", "-d", "--name", &name, "--network", "bench", "--", "sleep", "infinity"])
+                .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()
+        }).collect::<std::io::Result<_>>()?;
+        for c in children {
+            let out = c.wait_with_output()?;
+            if !out.status.success() {
+                bail!("attaching filler containers: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+        }
+        *attached += batch;
+    }
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> Result<i32> {
+    let bin = std::env::current_exe().context("locating the netwright binary")?;
+    let sb = Sandbox::new("bench", &bin)?;
+    let mut sizes = args.sizes.clone();
+    sizes.sort();
+    let runs = args.runs.max(1);
+    timed(&mut sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]))?;
+    println!("netwright bench: whole-process wall time in ms, median (min–max) of {runs} runs");
+    println!("sandbox host namespace, one bridge network; N = containers already attached\n");
+    let floor = stats((0..runs).map(|_| timed(&mut sb.in_host_cmd("true"))).collect::<Result<_>>()?);
+    let nwfloor = stats((0..runs).map(|_| timed(&mut sb.netwright(["network", "ls", "-q"]))).collect::<Result<_>>()?);
+    println!("reference: spawn `true` {} ms; `netwright network ls` {} ms\n", cell(&floor).trim(), cell(&nwfloor).trim());
+    println!("{:>6}   {:<24} {:<24} {:<24}", "N", "run --rm -- true", "attach (run -d)", "release (rm -f)");
+    let mut attached = 0;
+    for size in sizes {
+        let t = Instant::now();
+        fill(&sb, &mut attached, size)?;
+        let fill_time = t.elapsed();
+        // One warm-up of each, then the measured runs.
+        let mut rr = Vec::new();
+        let mut at = Vec::new();
+        let mut rel = Vec::new();
+        for i in 0..=runs {
+            let r = timed(&mut sb.netwright(["run", "--rm", "--network", "bench", "--", "true"]))?;
+            let a = timed(&mut sb.netwright(["run", "-d", "--name", "probe", "--network", "bench", "--", "sleep", "infinity"]))?;
+            let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
+            if i > 0 {
+                rr.push(r);
+                at.push(a);
+                rel.push(d);
+            }
+        }
+        println!("{:>6}   {:<24} {:<24} {:<24}   (attaching {} fillers took {:.1} s)",
+            size, cell(&stats(rr)), cell(&stats(at)), cell(&stats(rel)), size, fill_time.as_secs_f64());
+    }
+    drop(sb);
+    Ok(0)
+}

@@ -11,6 +11,7 @@ pub mod drivers;
 pub mod ipam;
 pub mod kernel;
 pub mod network;
+pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod runtime;

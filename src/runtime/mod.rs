@@ -13,7 +13,7 @@ pub mod process;
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -460,15 +460,32 @@ pub fn find(store: &mut Store, reference: &str) -> Result<Container> {
 }
 
 /// Waits until the container's monitor has exited (and so released everything).
+/// A pidfd wakes us the moment it exits, with no polling interval to pay.
 fn wait_released(c: &Container, timeout: Duration) -> bool {
+    let Some(pid) = c.monitor_pid else { return true };
+    // SAFETY: pidfd_open returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return !monitor_alive(c);
+    }
+    // SAFETY: fd was just returned by pidfd_open.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !monitor_alive(c) {
+        return true; // the PID now belongs to someone else
+    }
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let deadline = Instant::now() + timeout;
-    while monitor_alive(c) {
-        if Instant::now() > deadline {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left) };
+        if n > 0 {
+            return true;
+        }
+        if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    true
 }
 
 pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) -> Result<Container> {
