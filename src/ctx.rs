@@ -66,3 +66,24 @@ pub fn now_nanos() -> i64 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
+
+static TRACE: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+
+/// With NETWRIGHT_TRACE set, reports how far into the command each step finished
+/// (milliseconds since the first call) — where the time goes, without a profiler.
+/// NETWRIGHT_TRACE=/some/file appends there (for commands run by others, like bench).
+pub fn trace(step: &str) {
+    let start = TRACE.get_or_init(|| std::env::var_os("NETWRIGHT_TRACE").map(|_| std::time::Instant::now()));
+    if let Some(t) = start {
+        let line = format!("[trace {:>5} {:>8.3} ms] {step}\n", std::process::id(), t.elapsed().as_secs_f64() * 1000.0);
+        match std::env::var("NETWRIGHT_TRACE") {
+            Ok(p) if p.starts_with('/') => {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                    let _ = f.write_all(line.as_bytes());
+                }
+            }
+            _ => eprint!("{line}"),
+        }
+    }
+}

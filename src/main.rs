@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    netwright::ctx::trace("main");
     let cli = netwright::cli::Cli::parse();
     let code = match netwright::cli::dispatch(cli) {
         Ok(code) => code,

@@ -15,7 +15,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -237,15 +238,28 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
         if let Some(master) = spec.master {
-            msg.header.flags = LinkFlags::Up;
-            msg.header.change_mask = LinkFlags::Up;
             msg.attributes.push(LinkAttribute::Controller(master));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        let mut reqs = vec![(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)];
+        if spec.master.is_some() {
+            // A bridge port: no IPv6 link-local (else every new port sends DAD, MLD and
+            // router solicitations that the bridge floods to every other container —
+            // work that grows with the number of containers), then up. Same round trip.
+            let mut by_name = LinkMessage::default();
+            by_name.attributes.push(LinkAttribute::IfName(spec.host_name.to_string()));
+            let mut gen_mode = by_name.clone();
+            gen_mode.attributes.push(no_ipv6_link_local());
+            let mut up = by_name;
+            up.header.flags = LinkFlags::Up;
+            up.header.change_mask = LinkFlags::Up;
+            reqs.push((RouteNetlinkMessage::SetLink(gen_mode), 0));
+            reqs.push((RouteNetlinkMessage::SetLink(up), 0));
+        }
+        self.batch(reqs).map_err(|(_, e)| e)
     }
 
     pub fn set_up_msg(index: u32) -> RouteNetlinkMessage {
@@ -347,6 +361,10 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+fn no_ipv6_link_local() -> LinkAttribute {
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])
 }
 
 fn parse_link(l: LinkMessage) -> Link {

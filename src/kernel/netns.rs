@@ -73,6 +73,10 @@ pub fn create_pinned(path: &Path) -> Result<OwnedFd> {
     let original = current()?;
     let made = (|| -> Result<OwnedFd> {
         unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+        // Devices made here later (the container's eth0) get no IPv6 until netwright
+        // gives them an IPv6 address: like Docker for IPv4-only networks, and no
+        // link-local chatter flooded to every other container. lo keeps ::1.
+        let _ = fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
         mount(Some("/proc/thread-self/ns/net"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_context(|| format!("pinning namespace at {}", path.display()))?;
         Ok(open(path)?)

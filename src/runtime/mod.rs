@@ -25,7 +25,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::{ForkResult, Pid, fork, setsid};
 
-use crate::ctx::{Ctx, now_nanos, random_hex};
+use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::bridge;
 use crate::ipam;
 use crate::kernel::{netlink::Netlink, netns};
@@ -169,8 +169,10 @@ fn start(ctx: &Ctx, store: &mut Store, spec: &RunSpec, detached: bool) -> Result
             return Err(RunError { code, message }.into());
         }
     };
+    trace("start: process spawned");
     let pid = child.id() as i32;
     store.write(|tx| tx.mark_running(&created.container.id, pid, now_nanos()))?;
+    trace("start: marked running");
     let mut container = created.container;
     container.pid = Some(pid);
     Ok((container, child))
@@ -214,6 +216,7 @@ fn forward_signals_to(pid: i32) {
 
 /// Store rows, container files, namespace and veths. On any failure, undoes what it did.
 fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
+    trace("create: start");
     let mut host_nl = Netlink::open().context("opening netlink")?;
     let net_name = spec.networks.first().map(String::as_str).unwrap_or(network::DEFAULT_NETWORK);
     if net_name == network::DEFAULT_NETWORK {
@@ -290,6 +293,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         tx.insert_endpoint(&ep)?;
         Ok((container, vec![ep], vec![net]))
     })?;
+    trace("create: store rows written");
     match setup(ctx, &mut host_nl, &container, &endpoints, &nets) {
         Ok(netns) => Ok(Created { container, netns }),
         Err(e) => {
@@ -303,15 +307,19 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
 
 fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network]) -> Result<OwnedFd> {
     write_files(ctx, c, eps)?;
+    trace("setup: files written");
     let bridges: Vec<u32> = nets.iter()
         .map(|n| bridge::ensure_bridge(host_nl, &plan::network(n)))
         .collect::<Result<_>>()?;
+    trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;
     let ns = netns::create_pinned(&ctx.netns_path(&c.id))?;
+    trace("setup: namespace created and pinned");
     let mut ctr_nl = bridge::netlink_in(&ns)?;
     for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
         let ip = ep.ip.expect("allocated above");
         bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan::endpoint(net, ep, ip, i == 0))?;
+        trace("setup: endpoint attached");
     }
     Ok(ns)
 }
@@ -371,6 +379,7 @@ fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::p
         .map(|f| (cstr(dir.join(f).as_os_str()), cstr(std::path::Path::new("/etc").join(f).as_os_str())))
         .collect();
     let monitor = std::process::id() as i32;
+    let netns_dir = cstr(ctx.netns_dir().as_os_str());
     // SAFETY: the closure runs between fork and exec in a single-threaded child; it only
     // makes system calls on data prepared above.
     unsafe {
@@ -387,6 +396,9 @@ fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::p
             // Slave: the host's unmounts (other containers' namespaces) reach us, ours stay here.
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
                 .map_err(std::io::Error::from)?;
+            // Drop our copy of the namespace pins: it would hold every other container's
+            // namespace, and each new pin would propagate into every container (O(n)).
+            libc::umount2(netns_dir.as_ptr(), libc::MNT_DETACH);
             for (src, dst) in &binds {
                 if libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -502,7 +514,7 @@ pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) ->
     if !wait_released(&c, Duration::from_secs(10)) {
         bail!("container {} did not stop: its monitor (pid {:?}) is still running", c.name, c.monitor_pid);
     }
-    sweep(ctx, store)?;
+    release_if_orphaned(ctx, store, &c.id)?;
     Ok(c)
 }
 
@@ -519,7 +531,7 @@ pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Res
             bail!("container {} did not exit after SIGKILL", c.name);
         }
     }
-    sweep(ctx, store)?;
+    release_if_orphaned(ctx, store, &c.id)?;
     store.write(|tx| tx.delete_container(&c.id))?;
     let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
     Ok(c)
