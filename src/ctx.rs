@@ -38,6 +38,11 @@ impl Ctx {
         self.netns_dir().join(&container_id[..12])
     }
 
+    /// The pinned template mount namespace containers start from (see kernel::mntns).
+    pub fn mnt_template(&self) -> PathBuf {
+        self.root.join("mnt-template")
+    }
+
     pub fn container_dir(&self, container_id: &str) -> PathBuf {
         self.root.join("containers").join(container_id)
     }

@@ -23,6 +23,8 @@ pub struct Report {
 
 pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Report> {
     let mut report = Report { released: runtime::sweep(ctx, store)?, ..Default::default() };
+    // Rebuilt on the next start, from the host's mounts as they are now.
+    crate::kernel::mntns::remove_template(&ctx.mnt_template())?;
     let (networks, containers, endpoints) =
         store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
     let links = nl.links()?;

@@ -110,7 +110,11 @@ fn foreground_run_passes_exit_code_and_stdio() {
 fn release_on_exit_leaves_no_device_namespace_address_or_row() {
     let sb = sandbox("rel");
     sb.ok(&["network", "create", "n1", "--subnet", "10.33.0.0/24"]);
+    // A bystander started before and after: its mount namespace must not keep the
+    // victim's network namespace (and so its veth) alive.
+    sb.ok(&["run", "-d", "--name", "before", "--network", "n1", "--", "sleep", "300"]);
     sb.ok(&["run", "-d", "--name", "victim", "--network", "n1", "--", "sleep", "300"]);
+    sb.ok(&["run", "-d", "--name", "after", "--network", "n1", "--", "sleep", "300"]);
     let v = sb.inspect("victim");
     let pid = v["State"]["Pid"].as_i64().unwrap() as i32;
     assert!(pid > 0);
@@ -123,12 +127,14 @@ fn release_on_exit_leaves_no_device_namespace_address_or_row() {
     assert_eq!(v["State"]["ExitCode"], 137);
     assert_eq!(v["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "");
     assert!(eventually(Duration::from_secs(5), || !sb.host_links().iter().any(|l| l.name == veth)), "veth gone");
-    assert_eq!(std::fs::read_dir(sb.root.join("netns")).unwrap().count(), 0, "namespace unpinned");
+    assert_eq!(std::fs::read_dir(sb.root.join("netns")).unwrap().count(), 2, "victim's namespace unpinned");
     let net: serde_json::Value = serde_json::from_str(&sb.ok(&["network", "inspect", "n1"])).unwrap();
-    assert_eq!(net[0]["Containers"].as_object().unwrap().len(), 0, "address released");
+    assert_eq!(net[0]["Containers"].as_object().unwrap().len(), 2, "victim's address released");
     assert!(sb.ok(&["ps", "-a"]).contains("Exited (137)"));
     sb.ok(&["rm", "victim"]);
+    sb.ok(&["rm", "-f", "before", "after"]);
     assert_eq!(sb.ok(&["ps", "-a", "-q"]), "");
+    assert_eq!(std::fs::read_dir(sb.root.join("netns")).unwrap().count(), 0);
     let bridges = ours(&sb.host_links(), "nwb").len();
     sb.ok(&["network", "rm", "n1"]);
     assert_eq!(ours(&sb.host_links(), "nwb").len(), bridges - 1, "bridge removed with its network");

@@ -1,3 +1,4 @@
 //! Kernel primitives: netlink (links, addresses, routes) and network namespaces.
+pub mod mntns;
 pub mod netlink;
 pub mod netns;

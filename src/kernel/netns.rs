@@ -103,6 +103,14 @@ pub fn remove_pinned(path: &Path) -> Result<()> {
     }
 }
 
+/// True when `f` is a namespace file (nsfs), i.e. a live pin rather than a plain file.
+pub fn is_nsfs(f: &impl AsFd) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // SAFETY: fstatfs fills a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstatfs(f.as_fd().as_raw_fd(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC }
+}
+
 /// The namespace inode of a namespace file or /proc/PID/ns/net link.
 pub fn inode(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;

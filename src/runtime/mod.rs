@@ -28,7 +28,7 @@ use nix::unistd::{ForkResult, Pid, fork, setsid};
 use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::bridge;
 use crate::ipam;
-use crate::kernel::{netlink::Netlink, netns};
+use crate::kernel::{mntns, netlink::Netlink, netns};
 use crate::network;
 use crate::plan;
 use crate::store::{Container, Endpoint, Network, State, Store};
@@ -65,6 +65,7 @@ impl std::error::Error for RunError {}
 struct Created {
     container: Container,
     netns: OwnedFd,
+    mnt_template: OwnedFd,
 }
 
 /// `netwright run`: returns the exit code to pass through.
@@ -295,7 +296,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     })?;
     trace("create: store rows written");
     match setup(ctx, &mut host_nl, &container, &endpoints, &nets) {
-        Ok(netns) => Ok(Created { container, netns }),
+        Ok((netns, mnt_template)) => Ok(Created { container, netns, mnt_template }),
         Err(e) => {
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));
             let _ = store.write(|tx| tx.delete_container(&container.id));
@@ -305,7 +306,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     }
 }
 
-fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network]) -> Result<OwnedFd> {
+fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network]) -> Result<(OwnedFd, OwnedFd)> {
     write_files(ctx, c, eps)?;
     trace("setup: files written");
     let bridges: Vec<u32> = nets.iter()
@@ -313,6 +314,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
         .collect::<Result<_>>()?;
     trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;
+    let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
     let ns = netns::create_pinned(&ctx.netns_path(&c.id))?;
     trace("setup: namespace created and pinned");
     let mut ctr_nl = bridge::netlink_in(&ns)?;
@@ -321,7 +323,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
         bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan::endpoint(net, ep, ip, i == 0))?;
         trace("setup: endpoint attached");
     }
-    Ok(ns)
+    Ok((ns, template))
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname as the container will see them.
@@ -373,6 +375,7 @@ fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::p
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     }
     let ns_fd = created.netns.as_raw_fd();
+    let template_fd = created.mnt_template.as_raw_fd();
     let hostname = c.hostname.clone();
     let binds: Vec<(CString, CString)> = ["hosts", "hostname", "resolv.conf"].iter()
         .filter(|f| std::path::Path::new("/etc").join(f).exists())
@@ -391,13 +394,16 @@ fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::p
             }
             let ns = std::os::fd::BorrowedFd::borrow_raw(ns_fd);
             setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            // Start from the template (no namespace pins to copy), then take a private copy.
+            let template = std::os::fd::BorrowedFd::borrow_raw(template_fd);
+            setns(template, CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
             unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
             nix::unistd::sethostname(&hostname).map_err(std::io::Error::from)?;
             // Slave: the host's unmounts (other containers' namespaces) reach us, ours stay here.
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
                 .map_err(std::io::Error::from)?;
-            // Drop our copy of the namespace pins: it would hold every other container's
-            // namespace, and each new pin would propagate into every container (O(n)).
+            // The template has no namespace pins; should it ever have some, drop them: they
+            // would hold other containers' namespaces alive.
             libc::umount2(netns_dir.as_ptr(), libc::MNT_DETACH);
             for (src, dst) in &binds {
                 if libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
