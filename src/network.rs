@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 
 use crate::ctx::{Ctx, now_nanos, random_hex};
 use crate::drivers::bridge;
+use crate::firewall;
 use crate::ipam;
 use crate::kernel::netlink::{Netlink, Route};
 use crate::plan;
@@ -63,7 +64,12 @@ fn parse_options(opts: &[String]) -> Result<(u32, BTreeMap<String, String>)> {
                 mtu = v.parse().ok().filter(|m| (68..=65535).contains(m))
                     .with_context(|| format!("option {k}={v}: MTU must be a number between 68 and 65535"))?;
             }
-            _ => bail!("unknown network option {k:?}: supported options are mtu"),
+            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc" => {
+                if v != "true" && v != "false" {
+                    bail!("option {k}={v}: use true or false");
+                }
+            }
+            _ => bail!("unknown network option {k:?}: supported options are mtu, masquerade, icc"),
         }
         map.insert(k.to_string(), v.to_string());
     }
@@ -121,8 +127,10 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         tx.insert_network(&net)?;
         Ok(net)
     })?;
-    if let Err(e) = bridge::ensure_bridge(nl, &plan::network(&net)) {
+    if let Err(e) = bridge::ensure_bridge(nl, &plan::network(&net)).and_then(|_| firewall::sync_all(ctx, store)) {
         store.write(|tx| tx.delete_network(&net.id))?;
+        let _ = bridge::remove_bridge(nl, &net.bridge);
+        let _ = firewall::sync_all(ctx, store);
         return Err(e);
     }
     Ok(net)
@@ -175,8 +183,9 @@ pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<
         tx.insert_network(&net)?;
         Ok(net)
     })?;
-    // Like docker0 at daemon start: the bridge exists as soon as the network does.
+    // Like docker0 at daemon start: the bridge and its rules exist as soon as the network does.
     bridge::ensure_bridge(nl, &plan::network(&net))?;
+    firewall::sync_all(ctx, store)?;
     Ok(net)
 }
 
@@ -187,7 +196,7 @@ pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
     })
 }
 
-pub fn remove(store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
+pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
     let net = store.write(|tx| {
         let net = resolve(tx, reference)?;
         if net.builtin {
@@ -207,17 +216,19 @@ pub fn remove(store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Ne
         Ok(net)
     })?;
     // The row goes first: a crash here leaves only a stray bridge, which reconcile removes.
+    // Rules before links, so nothing is ever forwarded by a rule to a vanished bridge.
+    firewall::sync_all(ctx, store)?;
     bridge::remove_bridge(nl, &net.bridge)?;
     Ok(net)
 }
 
 /// Removes every user-defined network with no container attached; returns their names.
-pub fn prune(store: &mut Store, nl: &mut Netlink) -> Result<Vec<String>> {
+pub fn prune(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Vec<String>> {
     let candidates = store.read(|tx| tx.networks())?;
     let mut removed = Vec::new();
     for n in candidates.into_iter().filter(|n| !n.builtin) {
         let idle = store.read(|tx| Ok(tx.active_endpoints_on(&n.id)?.is_empty()))?;
-        if idle && remove(store, nl, &n.id).is_ok() {
+        if idle && remove(ctx, store, nl, &n.id).is_ok() {
             removed.push(n.name);
         }
     }

@@ -41,6 +41,8 @@ pub struct EndpointPlan {
     pub mtu: u32,
     /// Only the first network's endpoint carries the default route.
     pub default_route: bool,
+    /// icc=false: the bridge port is isolated from the network's other ports.
+    pub isolated: bool,
 }
 
 pub fn network(n: &Network) -> BridgePlan {
@@ -57,6 +59,7 @@ pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) 
         gateway: n.gateway,
         mtu: n.mtu,
         default_route: default_route && !n.internal,
+        isolated: !crate::firewall::icc(n),
     }
 }
 

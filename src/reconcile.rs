@@ -25,6 +25,7 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
     let mut report = Report { released: runtime::sweep(ctx, store)?, ..Default::default() };
     // Rebuilt on the next start, from the host's mounts as they are now.
     crate::kernel::mntns::remove_template(&ctx.mnt_template())?;
+    crate::firewall::sync_all(ctx, store)?;
     let (networks, containers, endpoints) =
         store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
     let links = nl.links()?;

@@ -74,7 +74,7 @@ impl Sandbox {
         host.request(Netlink::set_up_msg(1), 0)?;
         lan.create_veth(&VethSpec {
             host_name: "lan0", peer_name: "eth0", peer_netns: self.host.as_raw_fd(),
-            peer_mac: None, mtu: None, master: None,
+            peer_mac: None, mtu: None, master: None, isolated: false,
         }).context("creating the sandbox's LAN veth")?;
         let lan0 = lan.link_by_name("lan0")?.context("lan0")?.index;
         lan.batch(vec![

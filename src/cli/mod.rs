@@ -75,6 +75,8 @@ pub enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// List a container's published ports
+    Port { container: String },
     /// Rebuild kernel state from the store: release crashed containers, restore bridges, remove strays
     Reconcile,
     /// Build a sandbox (a LAN and a host namespace) and show netwright at work in it
@@ -149,6 +151,9 @@ pub struct RunArgs {
     /// IPv4 address on the network
     #[arg(long)]
     pub ip: Option<String>,
+    /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp]
+    #[arg(short, long = "publish")]
+    pub publish: Vec<String>,
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,
@@ -157,7 +162,7 @@ pub struct RunArgs {
 }
 
 fn needs_admin(cmd: &Cmd) -> bool {
-    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. }
+    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. } | Cmd::Port { .. }
         | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. }))
 }
 
@@ -175,27 +180,37 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     let out = &mut std::io::stdout().lock();
     match cli.command {
         Cmd::Run(a) => {
+            // Like `docker run`: 125 when netwright itself failed, else the container's code.
             return runtime::run(&ctx, RunSpec {
                 name: a.name, networks: a.network, ip: a.ip, hostname: a.hostname, cmd: a.cmd,
-                detach: a.detach, auto_remove: a.rm,
+                detach: a.detach, auto_remove: a.rm, publish: a.publish,
+            }).map_err(|e| match e.downcast::<runtime::RunError>() {
+                Ok(r) => r.into(),
+                Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: runtime::one_line(&e) }.into(),
             });
         }
         Cmd::Network(n) => network_cmd(&ctx, n, out)?,
         Cmd::Ps { all, format, quiet } => {
             let mut store = ctx.store()?;
             runtime::sweep(&ctx, &mut store)?;
-            let list: Vec<_> = store.read(|tx| tx.containers())?.into_iter()
-                .filter(|c| all || c.state == crate::store::State::Running).collect();
+            let list: Vec<_> = store.read(|tx| {
+                let mut v = Vec::new();
+                for c in tx.containers()?.into_iter().filter(|c| all || c.state == crate::store::State::Running) {
+                    let ports = tx.ports_of(&c.id)?;
+                    v.push((c, ports));
+                }
+                Ok(v)
+            })?;
             if quiet {
-                for c in &list {
+                for (c, _) in &list {
                     writeln!(out, "{}", &c.id[..12])?;
                 }
             } else if format == "json" {
-                for c in &list {
-                    writeln!(out, "{}", output::ps_json(c))?;
+                for (c, p) in &list {
+                    writeln!(out, "{}", output::ps_json(c, p))?;
                 }
             } else {
-                let rows: Vec<_> = list.iter().map(output::ps_row).collect();
+                let rows: Vec<_> = list.iter().map(|(c, p)| output::ps_row(c, p)).collect();
                 write!(out, "{}", output::table(&["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows))?;
             }
         }
@@ -205,15 +220,15 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             let mut docs = Vec::new();
             for r in &containers {
                 let c = runtime::find(&mut store, r)?;
-                let eps = store.read(|tx| {
+                let (eps, ports) = store.read(|tx| {
                     let mut v = Vec::new();
                     for e in tx.endpoints_of(&c.id)? {
                         let n = tx.network(&e.network_id)?;
                         v.push((e, n));
                     }
-                    Ok(v)
+                    Ok((v, tx.ports_of(&c.id)?))
                 })?;
-                docs.push(output::container_inspect(&ctx, &c, &eps));
+                docs.push(output::container_inspect(&ctx, &c, &eps, &ports));
             }
             writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
         }
@@ -236,10 +251,19 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 writeln!(out, "{r}")?;
             }
         }
+        Cmd::Port { container } => {
+            let mut store = ctx.store()?;
+            let c = runtime::find(&mut store, &container)?;
+            for m in store.read(|tx| tx.ports_of(&c.id))? {
+                writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
+                    m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
+            }
+        }
         Cmd::Reconcile => {
             let mut store = ctx.store()?;
             let mut nl = Netlink::open()?;
             let r = crate::reconcile::reconcile(&ctx, &mut store, &mut nl)?;
+            writeln!(out, "firewall rebuilt from the store (tables ip/bridge {})", crate::firewall::table_name(&ctx))?;
             writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
             writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
             writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
@@ -303,7 +327,7 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
             runtime::sweep(ctx, &mut store)?;
             let mut failed = None;
             for r in &networks {
-                match network::remove(&mut store, &mut nl, r) {
+                match network::remove(ctx, &mut store, &mut nl, r) {
                     Ok(_) => writeln!(out, "{r}")?,
                     Err(e) => failed = Some(e),
                 }
@@ -314,7 +338,7 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
         }
         NetworkCmd::Prune { .. } => {
             runtime::sweep(ctx, &mut store)?;
-            let removed = network::prune(&mut store, &mut nl)?;
+            let removed = network::prune(ctx, &mut store, &mut nl)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Networks:")?;
                 for n in removed {

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
+use crate::ports::Mapping;
 use crate::store::{Container, Endpoint, Network, State};
 
 /// Prints rows as columns separated by at least three spaces, like Docker's tables.
@@ -74,22 +75,26 @@ pub fn command_line(c: &Container) -> String {
     if s.chars().count() > 20 { format!("\"{short}…\"") } else { format!("\"{s}\"") }
 }
 
-pub fn ps_row(c: &Container) -> Vec<String> {
+fn ports_text(ports: &[Mapping]) -> String {
+    ports.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn ps_row(c: &Container, ports: &[Mapping]) -> Vec<String> {
     vec![
         c.id[..12].to_string(),
         command_line(c),
         format!("{} ago", human(ago(c.created))),
         status(c),
-        String::new(),
+        ports_text(ports),
         c.name.clone(),
     ]
 }
 
-pub fn ps_json(c: &Container) -> Value {
+pub fn ps_json(c: &Container, ports: &[Mapping]) -> Value {
     json!({
         "ID": &c.id[..12], "Names": c.name, "Command": command_line(c),
         "CreatedAt": rfc3339(c.created), "State": c.state.as_str(), "Status": status(c),
-        "Networks": c.network_mode, "Ports": "",
+        "Networks": c.network_mode, "Ports": ports_text(ports),
     })
 }
 
@@ -135,7 +140,19 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
 }
 
 /// `inspect CONTAINER`: the parts of `docker inspect` that exist here.
-pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Network>)]) -> Value {
+pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Network>)], ports: &[Mapping]) -> Value {
+    let mut bindings = serde_json::Map::new();
+    let mut live = serde_json::Map::new();
+    for m in ports {
+        let key = format!("{}/{}", m.container_port, m.proto.as_str());
+        let ip = m.host_ip.map(|i| i.to_string());
+        let push = |map: &mut serde_json::Map<String, Value>, host_ip: String| {
+            let entry = map.entry(key.clone()).or_insert_with(|| json!([]));
+            entry.as_array_mut().expect("array").push(json!({"HostIp": host_ip, "HostPort": m.host_port.to_string()}));
+        };
+        push(&mut bindings, ip.clone().unwrap_or_default());
+        push(&mut live, ip.unwrap_or_else(|| "0.0.0.0".into()));
+    }
     let dir = ctx.container_dir(&c.id);
     let mut networks = serde_json::Map::new();
     for (e, n) in eps {
@@ -172,10 +189,10 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
         "ResolvConfPath": dir.join("resolv.conf"), "HostnamePath": dir.join("hostname"),
         "HostsPath": dir.join("hosts"), "LogPath": if c.detached { json!(ctx.log_path(&c.id)) } else { json!("") },
         "Config": {"Hostname": c.hostname, "Cmd": c.cmd, "AttachStdout": !c.detached, "AttachStderr": !c.detached},
-        "HostConfig": {"NetworkMode": c.network_mode, "AutoRemove": c.auto_remove, "PortBindings": {}},
+        "HostConfig": {"NetworkMode": c.network_mode, "AutoRemove": c.auto_remove, "PortBindings": bindings},
         "NetworkSettings": {
             "SandboxKey": if running { json!(ctx.netns_path(&c.id)) } else { json!("") },
-            "Ports": {}, "IPAddress": ip, "Gateway": gw, "MacAddress": mac, "IPPrefixLen": plen,
+            "Ports": live, "IPAddress": ip, "Gateway": gw, "MacAddress": mac, "IPPrefixLen": plen,
             "Networks": networks,
         },
     })

@@ -33,6 +33,9 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
         reqs.push((Netlink::set_up_msg(link.index), 0));
     }
     nl.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring bridge {}", plan.name))?;
+    // Lets the host reach published ports on 127.0.0.1: DNAT'd packets keep a loopback
+    // source on their way out of this bridge (our own device; nothing else changes).
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", plan.name), "1");
     Ok(link.index)
 }
 
@@ -53,6 +56,7 @@ pub fn attach(host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, bridge_index:
         peer_mac: Some(plan.mac),
         mtu: Some(plan.mtu),
         master: Some(bridge_index),
+        isolated: plan.isolated,
     })
     .map_err(|e| explain_veth_error(e, plan))?;
     let inner = ctr.link_by_name(&plan.ifname)?

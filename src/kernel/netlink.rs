@@ -15,8 +15,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -67,6 +67,9 @@ pub struct VethSpec<'a> {
     pub mtu: Option<u32>,
     /// Bridge to enslave the host end to (which is then brought up).
     pub master: Option<u32>,
+    /// Bridge port isolation: isolated ports cannot talk to each other, only to the
+    /// bridge itself (icc=false, done by the kernel's bridge without any rule).
+    pub isolated: bool,
 }
 
 impl Netlink {
@@ -257,6 +260,16 @@ impl Netlink {
             up.header.flags = LinkFlags::Up;
             up.header.change_mask = LinkFlags::Up;
             reqs.push((RouteNetlinkMessage::SetLink(gen_mode), 0));
+            if spec.isolated {
+                // Port options travel as link info of the port, on NEWLINK of an existing device.
+                let mut port = LinkMessage::default();
+                port.attributes.push(LinkAttribute::IfName(spec.host_name.to_string()));
+                port.attributes.push(LinkAttribute::LinkInfo(vec![
+                    LinkInfo::PortKind(InfoPortKind::Bridge),
+                    LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(true)])),
+                ]));
+                reqs.push((RouteNetlinkMessage::NewLink(port), 0));
+            }
             reqs.push((RouteNetlinkMessage::SetLink(up), 0));
         }
         self.batch(reqs).map_err(|(_, e)| e)

@@ -13,6 +13,7 @@ pub mod process;
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -29,7 +30,9 @@ use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::bridge;
 use crate::ipam;
 use crate::kernel::{mntns, netlink::Netlink, netns};
+use crate::firewall;
 use crate::network;
+use crate::ports::{self, Mapping};
 use crate::plan;
 use crate::store::{Container, Endpoint, Network, State, Store};
 
@@ -42,6 +45,8 @@ pub struct RunSpec {
     pub cmd: Vec<String>,
     pub detach: bool,
     pub auto_remove: bool,
+    /// Docker `-p` values.
+    pub publish: Vec<String>,
 }
 
 /// Exit codes `docker run` uses for its own failures.
@@ -81,6 +86,7 @@ pub fn run(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
     if spec.networks.len() > 1 {
         bail!("only one --network is supported by this version of `run`");
     }
+    parse_publish(&spec.publish)?;
     if spec.detach { run_detached(ctx, spec) } else { supervise(ctx, &spec, None) }
 }
 
@@ -215,6 +221,60 @@ fn forward_signals_to(pid: i32) {
     }
 }
 
+fn parse_publish(specs: &[String]) -> Result<Vec<ports::PortRequest>> {
+    Ok(specs.iter().map(|s| ports::parse(s)).collect::<Result<Vec<_>>>()?.concat())
+}
+
+/// Is the port free for a host process of ours to bind? (A listener elsewhere on the
+/// host would be shadowed by the DNAT: refuse rather than steal its traffic.)
+fn host_port_free(ip: Option<Ipv4Addr>, port: u16, proto: ports::Proto) -> std::io::Result<()> {
+    let addr = std::net::SocketAddr::from((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port));
+    match proto {
+        ports::Proto::Tcp => std::net::TcpListener::bind(addr).map(drop),
+        ports::Proto::Udp => std::net::UdpSocket::bind(addr).map(drop),
+        ports::Proto::Sctp => Ok(()),
+    }
+}
+
+/// Turns requests into mappings: checks explicit ports against the store and picks free
+/// ports for the rest. Runs inside the write transaction.
+fn resolve_ports(tx: &crate::store::Tx, reqs: &[ports::PortRequest]) -> Result<Vec<Mapping>> {
+    let mut out: Vec<Mapping> = Vec::new();
+    for r in reqs {
+        let taken_here = |port: u16, out: &[Mapping]| out.iter().any(|m| m.proto == r.proto && m.host_port == port && ports::collides(m.host_ip, r.host_ip));
+        let host_port = match r.host_port {
+            Some(p) => {
+                if let Some((name, m)) = tx.port_holder(r.host_ip, p, r.proto)? {
+                    bail!("host port {}:{p}/{} is already published by container {name} ({m}): pick another host port",
+                        r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), r.proto.as_str());
+                }
+                if taken_here(p, &out) {
+                    bail!("host port {p}/{} is given twice: publish each host port once", r.proto.as_str());
+                }
+                p
+            }
+            None => {
+                let mut seed = [0u8; 2];
+                rand::fill(&mut seed[..]);
+                let (lo, hi) = (32768u32, 60999u32);
+                let start = lo + u16::from_ne_bytes(seed) as u32 % (hi - lo + 1);
+                let mut found = None;
+                for i in 0..=(hi - lo) {
+                    let p = (lo + (start - lo + i) % (hi - lo + 1)) as u16;
+                    if !taken_here(p, &out) && tx.port_holder(r.host_ip, p, r.proto)?.is_none()
+                        && host_port_free(r.host_ip, p, r.proto).is_ok() {
+                        found = Some(p);
+                        break;
+                    }
+                }
+                found.context("no free host port left in 32768-60999")?
+            }
+        };
+        out.push(Mapping { host_ip: r.host_ip, host_port, container_port: r.container_port, proto: r.proto });
+    }
+    Ok(out)
+}
+
 /// Store rows, container files, namespace and veths. On any failure, undoes what it did.
 fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     trace("create: start");
@@ -224,12 +284,26 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         network::ensure_default(ctx, store, &mut host_nl)?;
     }
     let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
+    let port_reqs = parse_publish(&spec.publish)?;
+    for r in port_reqs.iter().filter(|r| r.host_port.is_some()) {
+        let p = r.host_port.expect("filtered");
+        if let Err(e) = host_port_free(r.host_ip, p, r.proto) {
+            let ip = r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                bail!("cannot publish on {ip}: it is not an address of this host");
+            }
+            bail!("host port {ip}:{p}/{} is already in use by a process on the host ({e}): pick another host port", r.proto.as_str());
+        }
+    }
     if let Some(name) = &spec.name {
         release_if_orphaned(ctx, store, name)?;
     }
     let me = std::process::id() as i32;
-    let (container, endpoints, nets) = store.write(|tx| {
+    let (container, endpoints, nets, mappings) = store.write(|tx| {
         let net = network::resolve(tx, net_name)?;
+        if net.internal && !port_reqs.is_empty() {
+            bail!("network {} is internal: it has no published ports (drop -p or use another network)", net.name);
+        }
         let name = match &spec.name {
             Some(n) => {
                 if let Some(holder) = tx.container(n)?.filter(|c| c.name == *n) {
@@ -292,12 +366,24 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             mac: ipam::format_mac(ipam::mac_for(ip)),
         };
         tx.insert_endpoint(&ep)?;
-        Ok((container, vec![ep], vec![net]))
+        let mappings = resolve_ports(tx, &port_reqs)?;
+        for m in &mappings {
+            tx.insert_port(&container.id, m)?;
+        }
+        Ok((container, vec![ep], vec![net], mappings))
     })?;
     trace("create: store rows written");
-    match setup(ctx, &mut host_nl, &container, &endpoints, &nets) {
+    let published = setup(ctx, &mut host_nl, &container, &endpoints, &nets).and_then(|ns| {
+        firewall::ensure(ctx, store)?;
+        let ip = endpoints[0].ip.expect("allocated");
+        firewall::publish(ctx, store, &mappings, ip, true)?;
+        trace("setup: ports published");
+        Ok(ns)
+    });
+    match published {
         Ok((netns, mnt_template)) => Ok(Created { container, netns, mnt_template }),
         Err(e) => {
+            let _ = firewall::publish(ctx, store, &mappings, endpoints[0].ip.expect("allocated"), false);
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));
             let _ = store.write(|tx| tx.delete_container(&container.id));
             let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
@@ -426,6 +512,12 @@ fn cstr(s: &std::ffi::OsStr) -> CString {
 /// Frees a container's network: its namespace (the kernel then destroys the veth pair
 /// with it), its addresses in the store; records the exit; removes it if --rm.
 pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
+    // Rules before links: a DNAT must never point at an address that is gone.
+    let (mappings, ip) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
+    let unpublished = match ip {
+        Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
+        None => mappings.is_empty(),
+    };
     if let Some(pid) = c.pid {
         // Processes the container left behind in its session would pin the namespace.
         let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -438,6 +530,10 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         }
         Ok(())
     })?;
+    if !unpublished {
+        // The store no longer has the mappings: a rebuild drops whatever is left.
+        firewall::sync_all(ctx, store)?;
+    }
     if c.auto_remove {
         let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
     }

@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use crate::ports::{Mapping, Proto};
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS networks (
     id       TEXT PRIMARY KEY,
@@ -59,7 +61,17 @@ CREATE TABLE IF NOT EXISTS endpoints (
     UNIQUE (network_id, ip)
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
+CREATE TABLE IF NOT EXISTS ports (
+    container_id   TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    host_ip        TEXT NOT NULL,         -- '' = every address of the host
+    host_port      INTEGER NOT NULL,
+    proto          TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    PRIMARY KEY (host_ip, host_port, proto)
+);
+CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
 "#;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -213,8 +225,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < 1 {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = 1; COMMIT;"))
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .context("creating the store's schema")?;
         }
         Ok(Store { conn })
@@ -352,6 +364,7 @@ impl Tx<'_> {
             "UPDATE containers SET state = 'exited', exit_code = ?2, error = COALESCE(?3, error), finished = ?4 WHERE id = ?1",
         )?.execute(params![id, exit_code, error, finished])?;
         self.0.prepare_cached("UPDATE endpoints SET ip = NULL WHERE container_id = ?1")?.execute([id])?;
+        self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([id])?;
         Ok(())
     }
 
@@ -389,4 +402,57 @@ impl Tx<'_> {
         let rows = st.query_map([], endpoint_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    pub fn insert_port(&self, container_id: &str, m: &Mapping) -> Result<()> {
+        self.0.prepare_cached(
+            "INSERT INTO ports (container_id, host_ip, host_port, proto, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?.execute(params![container_id, ip_key(m.host_ip), m.host_port, m.proto.as_str(), m.container_port])?;
+        Ok(())
+    }
+
+    /// The container (name) already publishing a port that `m` would collide with.
+    pub fn port_holder(&self, host_ip: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> Result<Option<(String, Mapping)>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT c.name, p.host_ip, p.container_port FROM ports p JOIN containers c ON c.id = p.container_id
+             WHERE p.host_port = ?1 AND p.proto = ?2 AND (p.host_ip = ?3 OR p.host_ip = '' OR ?3 = '') LIMIT 1",
+        )?;
+        Ok(st.query_row(params![host_port, proto.as_str(), ip_key(host_ip)], |r| {
+            let ip: String = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, Mapping { host_ip: ip.parse().ok(), host_port, container_port: r.get(2)?, proto }))
+        }).optional()?)
+    }
+
+    pub fn ports_of(&self, container_id: &str) -> Result<Vec<Mapping>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT host_ip, host_port, proto, container_port FROM ports WHERE container_id = ?1 ORDER BY proto, container_port, host_ip")?;
+        let rows = st.query_map([container_id], mapping_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every published port with the address of its container (first endpoint).
+    pub fn active_ports(&self) -> Result<Vec<(Mapping, Ipv4Addr)>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip FROM ports p
+             JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0' WHERE e.ip IS NOT NULL")?;
+        let rows = st.query_map([], |r| {
+            let ip: String = r.get(4)?;
+            Ok((mapping_from_row(r)?, ip.parse().map_err(|_| bad_column("ip"))?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn ip_key(ip: Option<Ipv4Addr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_default()
+}
+
+fn mapping_from_row(r: &Row) -> rusqlite::Result<Mapping> {
+    let ip: String = r.get(0)?;
+    let proto: String = r.get(2)?;
+    Ok(Mapping {
+        host_ip: ip.parse().ok(),
+        host_port: r.get(1)?,
+        proto: Proto::parse(&proto).ok_or_else(|| bad_column("proto"))?,
+        container_port: r.get(3)?,
+    })
 }

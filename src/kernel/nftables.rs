@@ -1,0 +1,462 @@
+//! A small nf_tables client over NETLINK_NETFILTER: tables, chains, sets and maps,
+//! elements, and rules built from a handful of expressions, sent as one atomic batch.
+//!
+//! Why our own: netwright needs a DNAT whose address and port come from a map lookup
+//! (`dnat to ip daddr . meta l4proto . th dport map @m`) so that publishing a port is
+//! one element, not one rule; the crates available either spawn `nft` or cannot build
+//! that expression. The wire format is the kernel's UAPI (linux/netfilter/nf_tables.h).
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+// nfnetlink / nf_tables constants (UAPI).
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLA_F_NESTED: u16 = 0x8000;
+
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_BRIDGE: u8 = 7;
+
+/// Netfilter hooks (same numbers in the ip and bridge families).
+pub mod hook {
+    pub const PREROUTING: u32 = 0;
+    pub const INPUT: u32 = 1;
+    pub const FORWARD: u32 = 2;
+    pub const OUTPUT: u32 = 3;
+    pub const POSTROUTING: u32 = 4;
+}
+
+/// nft's datatype numbers, recorded on sets so `nft list` prints them properly.
+pub mod datatype {
+    pub const IPV4_ADDR: u32 = 7;
+    pub const INET_PROTO: u32 = 12;
+    pub const INET_SERVICE: u32 = 13;
+    pub const IFNAME: u32 = 41;
+    /// A concatenation, encoded as nft does: 6 bits per component type.
+    pub fn concat(types: &[u32]) -> u32 {
+        types.iter().fold(0, |acc, t| (acc << 6) | t)
+    }
+}
+
+// 32-bit data registers (NFT_REG32_00..); NFT_REG_1 is the first 16-byte register.
+pub const REG_VERDICT: u32 = 0;
+pub const REG_1: u32 = 1;
+pub const REG32_00: u32 = 8;
+
+pub const NF_DROP: i32 = 0;
+pub const NF_ACCEPT: i32 = 1;
+pub const NFT_JUMP: i32 = -3;
+
+const NFT_SET_INTERVAL: u32 = 0x4;
+const NFT_SET_MAP: u32 = 0x8;
+
+/// Attribute builder: netlink TLVs, 4-byte aligned.
+#[derive(Default, Clone)]
+pub struct Attrs(Vec<u8>);
+
+impl Attrs {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+    pub fn bytes(mut self, ty: u16, data: &[u8]) -> Self {
+        let len = 4 + data.len();
+        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.0.extend_from_slice(&ty.to_ne_bytes());
+        self.0.extend_from_slice(data);
+        while self.0.len() % 4 != 0 {
+            self.0.push(0);
+        }
+        self
+    }
+    pub fn str(self, ty: u16, s: &str) -> Self {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.bytes(ty, &v)
+    }
+    pub fn be32(self, ty: u16, v: u32) -> Self {
+        self.bytes(ty, &v.to_be_bytes())
+    }
+    pub fn nested(self, ty: u16, inner: Attrs) -> Self {
+        self.bytes(ty | NLA_F_NESTED, &inner.0)
+    }
+}
+
+/// One expression of a rule.
+#[derive(Clone, Debug)]
+pub enum Expr {
+    /// Load metadata (key: NFT_META_*) into `dreg`.
+    Meta { key: u32, dreg: u32 },
+    /// Load `len` bytes at `offset` of header `base` (0 link, 1 network, 2 transport).
+    Payload { base: u32, offset: u32, len: u32, dreg: u32 },
+    /// Compare `sreg` with `data` (op: 0 eq, 1 neq).
+    Cmp { sreg: u32, op: u32, data: Vec<u8> },
+    /// `sreg & mask ^ 0` into `dreg`.
+    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8> },
+    /// Conntrack key (NFT_CT_*) into `dreg`.
+    Ct { key: u32, dreg: u32 },
+    /// fib daddr type → dreg.
+    FibDaddrType { dreg: u32 },
+    /// Set membership (or map lookup into `dreg`); `invert` for `!= @set`.
+    Lookup { set: String, sreg: u32, dreg: Option<u32>, invert: bool },
+    /// DNAT to the address and port held in registers.
+    Dnat { reg_addr: u32, reg_port: u32 },
+    Masquerade,
+    Counter,
+    /// accept / drop / jump chain.
+    Verdict { code: i32, chain: Option<String> },
+}
+
+pub mod meta {
+    pub const IIFNAME: u32 = 6;
+    pub const OIFNAME: u32 = 7;
+    pub const L4PROTO: u32 = 16;
+    pub const BRI_IIFNAME: u32 = 18;
+}
+pub const NFT_CT_STATUS: u32 = 2;
+pub const IPS_DST_NAT: u32 = 0x20;
+pub const RTN_LOCAL: u32 = 2;
+
+impl Expr {
+    fn encode(&self) -> Attrs {
+        let (name, data) = match self {
+            Expr::Meta { key, dreg } => ("meta", Attrs::new().be32(2, *key).be32(1, *dreg)),
+            Expr::Payload { base, offset, len, dreg } => (
+                "payload",
+                Attrs::new().be32(1, *dreg).be32(2, *base).be32(3, *offset).be32(4, *len),
+            ),
+            Expr::Cmp { sreg, op, data } => (
+                "cmp",
+                Attrs::new().be32(1, *sreg).be32(2, *op).nested(3, Attrs::new().bytes(1, data)),
+            ),
+            Expr::Bitwise { sreg, dreg, mask } => (
+                "bitwise",
+                Attrs::new().be32(1, *sreg).be32(2, *dreg).be32(3, mask.len() as u32)
+                    .nested(4, Attrs::new().bytes(1, mask))
+                    .nested(5, Attrs::new().bytes(1, &vec![0; mask.len()])),
+            ),
+            Expr::Ct { key, dreg } => ("ct", Attrs::new().be32(1, *dreg).be32(2, *key)),
+            // NFTA_FIB_RESULT_ADDRTYPE = 3, NFTA_FIB_F_DADDR = 2
+            Expr::FibDaddrType { dreg } => ("fib", Attrs::new().be32(1, *dreg).be32(2, 3).be32(3, 2)),
+            Expr::Lookup { set, sreg, dreg, invert } => {
+                let mut a = Attrs::new().str(1, set).be32(2, *sreg);
+                if let Some(d) = dreg {
+                    a = a.be32(3, *d);
+                }
+                if *invert {
+                    a = a.be32(5, 1);
+                }
+                ("lookup", a)
+            }
+            // NFT_NAT_DNAT = 1
+            Expr::Dnat { reg_addr, reg_port } => (
+                "nat",
+                Attrs::new().be32(1, 1).be32(2, NFPROTO_IPV4 as u32).be32(3, *reg_addr).be32(5, *reg_port),
+            ),
+            Expr::Masquerade => ("masq", Attrs::new()),
+            Expr::Counter => ("counter", Attrs::new()),
+            Expr::Verdict { code, chain } => {
+                let mut v = Attrs::new().be32(1, *code as u32);
+                if let Some(c) = chain {
+                    v = v.str(2, c);
+                }
+                ("immediate", Attrs::new().be32(1, REG_VERDICT).nested(2, Attrs::new().nested(2, v)))
+            }
+        };
+        Attrs::new().str(1, name).nested(2, data)
+    }
+}
+
+/// A set's shape.
+#[derive(Clone, Debug)]
+pub struct SetSpec {
+    pub name: String,
+    pub key_type: u32,
+    pub key_len: u32,
+    /// For a map: (data type, data length).
+    pub data: Option<(u32, u32)>,
+    pub interval: bool,
+}
+
+/// One set element: key bytes and, for a map, data bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Elem {
+    pub key: Vec<u8>,
+    pub data: Option<Vec<u8>>,
+}
+
+/// A batch of changes, committed atomically or not at all.
+pub struct Batch {
+    family: u8,
+    msgs: Vec<(u16, u16, Attrs)>,
+    next_set_id: u32,
+}
+
+impl Batch {
+    pub fn new(family: u8) -> Self {
+        Self { family, msgs: Vec::new(), next_set_id: 1 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Creates the table if it does not exist.
+    pub fn add_table(&mut self, table: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_NEWTABLE, NLM_F_CREATE, Attrs::new().str(1, table)));
+        self
+    }
+
+    pub fn del_table(&mut self, table: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_DELTABLE, 0, Attrs::new().str(1, table)));
+        self
+    }
+
+    /// A base chain (hook, priority, type "filter"/"nat", policy accept), created if missing.
+    pub fn add_base_chain(&mut self, table: &str, chain: &str, kind: &str, hooknum: u32, priority: i32) -> &mut Self {
+        let hook = Attrs::new().be32(1, hooknum).be32(2, priority as u32);
+        let a = Attrs::new().str(1, table).str(3, chain).nested(4, hook).be32(5, NF_ACCEPT as u32).str(7, kind);
+        self.msgs.push((NFT_MSG_NEWCHAIN, NLM_F_CREATE, a));
+        self
+    }
+
+    /// A regular chain (a jump target), created if missing and never flushed here.
+    pub fn add_chain(&mut self, table: &str, chain: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_NEWCHAIN, NLM_F_CREATE, Attrs::new().str(1, table).str(3, chain)));
+        self
+    }
+
+    /// Removes every rule of a chain.
+    pub fn flush_chain(&mut self, table: &str, chain: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_DELRULE, 0, Attrs::new().str(1, table).str(2, chain)));
+        self
+    }
+
+    pub fn add_rule(&mut self, table: &str, chain: &str, exprs: &[Expr]) -> &mut Self {
+        let mut list = Attrs::new();
+        for e in exprs {
+            list = list.nested(1, e.encode());
+        }
+        let a = Attrs::new().str(1, table).str(2, chain).nested(4, list);
+        self.msgs.push((NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a));
+        self
+    }
+
+    /// Creates a set or map if missing.
+    pub fn add_set(&mut self, table: &str, set: &SetSpec) -> &mut Self {
+        let mut flags = 0;
+        if set.interval {
+            flags |= NFT_SET_INTERVAL;
+        }
+        if set.data.is_some() {
+            flags |= NFT_SET_MAP;
+        }
+        let mut a = Attrs::new().str(1, table).str(2, &set.name).be32(3, flags)
+            .be32(4, set.key_type).be32(5, set.key_len);
+        if let Some((ty, len)) = set.data {
+            a = a.be32(6, ty).be32(7, len);
+        }
+        // NFTA_SET_ID: the kernel insists on a batch-unique id for every new set.
+        a = a.be32(10, self.next_set_id);
+        self.next_set_id += 1;
+        self.msgs.push((NFT_MSG_NEWSET, NLM_F_CREATE, a));
+        self
+    }
+
+    /// Removes every element of a set.
+    pub fn flush_set(&mut self, table: &str, set: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_DELSETELEM, 0, Attrs::new().str(1, table).str(2, set)));
+        self
+    }
+
+    pub fn add_elems(&mut self, table: &str, set: &str, elems: &[Elem]) -> &mut Self {
+        self.elems(NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, set, elems)
+    }
+
+    pub fn del_elems(&mut self, table: &str, set: &str, elems: &[Elem]) -> &mut Self {
+        self.elems(NFT_MSG_DELSETELEM, 0, table, set, elems)
+    }
+
+    fn elems(&mut self, msg: u16, flags: u16, table: &str, set: &str, elems: &[Elem]) -> &mut Self {
+        // Large element lists go in several messages to stay well under the socket buffer.
+        for chunk in elems.chunks(512) {
+            let mut list = Attrs::new();
+            for e in chunk {
+                let mut el = Attrs::new().nested(1, Attrs::new().bytes(1, &e.key));
+                if let Some(d) = &e.data {
+                    el = el.nested(2, Attrs::new().bytes(1, d));
+                }
+                list = list.nested(1, el);
+            }
+            self.msgs.push((msg, flags, Attrs::new().str(1, table).str(2, set).nested(3, list)));
+        }
+        self
+    }
+}
+
+pub struct Nftables {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Nftables {
+    /// A socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Self> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024] })
+    }
+
+    fn header(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) {
+        let len = 16 + 4 + attrs.len();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.push(family);
+        out.push(0); // NFNETLINK_V0
+        out.extend_from_slice(&res_id.to_be_bytes());
+        out.extend_from_slice(attrs);
+    }
+
+    /// True when the table exists.
+    pub fn has_table(&mut self, family: u8, table: &str) -> io::Result<bool> {
+        let attrs = Attrs::new().str(1, table);
+        let mut out = Vec::new();
+        self.seq += 1;
+        let seq = self.seq;
+        Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, &attrs.0);
+        self.sock.send(&out, 0)?;
+        let mut found = false;
+        loop {
+            for (ty, mseq, err) in self.recv()? {
+                if mseq != seq {
+                    continue;
+                }
+                match ty {
+                    NLMSG_ERROR => {
+                        return match err {
+                            0 => Ok(found),
+                            e if e == -libc::ENOENT => Ok(false),
+                            e => Err(io::Error::from_raw_os_error(-e)),
+                        };
+                    }
+                    NLMSG_DONE => return Ok(found),
+                    _ => found = true,
+                }
+            }
+        }
+    }
+
+    /// Commits a batch atomically. On error nothing of it is applied; the error says
+    /// which message (0-based) the kernel refused.
+    pub fn commit(&mut self, batch: &Batch) -> Result<(), (usize, io::Error)> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        self.seq += 1;
+        let begin = self.seq;
+        Self::header(&mut out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, begin, 0, NFNL_SUBSYS_NFTABLES, &[]);
+        let first = self.seq + 1;
+        for (msg, flags, attrs) in &batch.msgs {
+            self.seq += 1;
+            Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_ACK | flags,
+                self.seq, batch.family, 0, &attrs.0);
+        }
+        let last = self.seq;
+        self.seq += 1;
+        Self::header(&mut out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, self.seq, 0, NFNL_SUBSYS_NFTABLES, &[]);
+        self.sock.send(&out, 0).map_err(|e| (0, e))?;
+        // One ack per message, or errors; a failed batch stops early, so stop at the first error.
+        let mut acked = 0;
+        let total = (last - first + 1) as usize;
+        while acked < total {
+            for (ty, seq, err) in self.recv().map_err(|e| (0, e))? {
+                if ty != NLMSG_ERROR || seq < first || seq > last {
+                    continue;
+                }
+                if err != 0 {
+                    return Err(((seq - first) as usize, io::Error::from_raw_os_error(-err)));
+                }
+                acked += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// (type, seq, error code for NLMSG_ERROR) of each message in one datagram.
+    fn recv(&mut self) -> io::Result<Vec<(u16, u32, i32)>> {
+        // SAFETY: buf is ours and writable for its length.
+        let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 16 <= n {
+            let b = &self.buf[off..n];
+            let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());
+            let seq = u32::from_ne_bytes(b[8..12].try_into().unwrap());
+            let err = if ty == NLMSG_ERROR && b.len() >= 20 { i32::from_ne_bytes(b[16..20].try_into().unwrap()) } else { 0 };
+            out.push((ty, seq, err));
+            if len < 16 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+        Ok(out)
+    }
+}
+
+/// An interface name as a 16-byte set key (IFNAMSIZ, zero padded).
+pub fn ifname_key(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.resize(16, 0);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_aligned_and_nested() {
+        let a = Attrs::new().str(1, "ab").nested(2, Attrs::new().be32(1, 7));
+        // "ab\0" → 4 + 3 = 7, padded to 8; nested: 4 + 8.
+        assert_eq!(a.0.len(), 8 + 12);
+        let mut nested_header = 12u16.to_ne_bytes().to_vec();
+        nested_header.extend_from_slice(&(2u16 | 0x8000).to_ne_bytes());
+        assert_eq!(&a.0[8..12], &nested_header[..]);
+        assert_eq!(&a.0[16..20], &7u32.to_be_bytes());
+    }
+
+    #[test]
+    fn concat_types_pack_six_bits_each() {
+        assert_eq!(datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_SERVICE]), (7 << 6) | 13);
+        assert_eq!(ifname_key("br0").len(), 16);
+    }
+}
