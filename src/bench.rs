@@ -17,6 +17,12 @@ pub struct BenchArgs {
     /// Measured repetitions at each size
     #[arg(long, default_value_t = 15)]
     pub runs: usize,
+    /// Ports already published (by one filler container) before timing one more
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
+    pub ports: Vec<usize>,
+    /// Seconds of iperf3 per throughput measurement (0 skips; needs iperf3)
+    #[arg(long, default_value_t = 3)]
+    pub throughput_secs: u64,
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -100,6 +106,74 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         println!("{:>6}   {:<24} {:<24} {:<24}   (attaching {} fillers took {:.1} s)",
             size, cell(&stats(rr)), cell(&stats(at)), cell(&stats(rel)), size, fill_time.as_secs_f64());
     }
+    publish_bench(&sb, args, runs)?;
+    if args.throughput_secs > 0 {
+        throughput_bench(&sb, args.throughput_secs)?;
+    }
     drop(sb);
     Ok(0)
+}
+
+/// Cost of publishing one more port with N ports already published.
+fn publish_bench(sb: &Sandbox, args: &BenchArgs, runs: usize) -> Result<()> {
+    println!("\npublish one more port (run -d -p 40000:80, then rm -f) with P ports already published");
+    println!("{:>6}   {:<24} {:<24} {:<24}", "P", "attach with -p", "release", "publishing P took");
+    let mut sizes = args.ports.clone();
+    sizes.sort();
+    for p in sizes {
+        let t = Instant::now();
+        if p > 0 {
+            let range = format!("20000-{}:20000-{}", 20000 + p - 1, 20000 + p - 1);
+            timed(&mut sb.netwright(["run", "-d", "--name", "portfill", "--network", "bench", "-p", &range, "--", "sleep", "infinity"]))?;
+        }
+        let fill = t.elapsed();
+        let mut at = Vec::new();
+        let mut rel = Vec::new();
+        for i in 0..=runs {
+            let a = timed(&mut sb.netwright(["run", "-d", "--name", "probe", "--network", "bench", "-p", "40000:80", "--", "sleep", "infinity"]))?;
+            let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
+            if i > 0 {
+                at.push(a);
+                rel.push(d);
+            }
+        }
+        println!("{:>6}   {:<24} {:<24} {:.1} ms", p, cell(&stats(at)), cell(&stats(rel)), fill.as_secs_f64() * 1000.0);
+        if p > 0 {
+            timed(&mut sb.netwright(["rm", "-f", "portfill"]))?;
+        }
+    }
+    Ok(())
+}
+
+/// iperf3 from the LAN to a container: through a published port (DNAT) and straight
+/// to the container's address (the LAN gets a route to it), same path otherwise.
+fn throughput_bench(sb: &Sandbox, secs: u64) -> Result<()> {
+    if Command::new("iperf3").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        println!("\nthroughput: skipped (iperf3 is not installed)");
+        return Ok(());
+    }
+    timed(&mut sb.netwright(["run", "-d", "--name", "iperf", "--network", "bench", "-p", "15201:5201", "--", "iperf3", "-s"]))?;
+    let v: serde_json::Value = serde_json::from_slice(&sb.netwright(["inspect", "iperf"]).output()?.stdout)?;
+    let ip = v[0]["NetworkSettings"]["Networks"]["bench"]["IPAddress"].as_str().unwrap_or_default().to_string();
+    let _ = sb.in_lan_cmd("ip").args(["route", "add", "10.200.0.0/16", "via", &crate::sandbox::HOST_ETH0.to_string()]).status();
+    let run = |host: &str, port: &str| -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = sb.in_lan_cmd("iperf3").args(["-c", host, "-p", port, "-t", &secs.to_string(), "-J"]).output()?;
+            if out.status.success() {
+                let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                return Ok(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9);
+            }
+            if Instant::now() > deadline {
+                bail!("iperf3 to {host}:{port} failed: {}", String::from_utf8_lossy(&out.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let direct = run(&ip, "5201")?;
+    let published = run(&crate::sandbox::HOST_ETH0.to_string(), "15201")?;
+    println!("\nthroughput LAN -> container, one TCP connection, {secs} s (iperf3):");
+    println!("  direct to {ip}:5201        {direct:6.2} Gbit/s");
+    println!("  published {}:15201   {published:6.2} Gbit/s  ({:.0}% of direct)", crate::sandbox::HOST_ETH0, published / direct * 100.0);
+    Ok(())
 }

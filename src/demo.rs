@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::ctx::Ctx;
 use crate::kernel::netns;
 use crate::observe;
 use crate::sandbox::{self, Sandbox};
@@ -62,6 +63,14 @@ impl Demo {
     }
 }
 
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Paths of the sandbox's scripts are long; show their file name only.
 fn short(a: &str) -> String {
     if a.starts_with('/') && a.ends_with(".py") {
@@ -89,7 +98,7 @@ pub fn run() -> Result<i32> {
     println!("\n[5] Clean up");
     println!("  sandbox removed: {} ({})", dir.display(), if dir.exists() { "STILL THERE" } else { "gone" });
     result?;
-    println!("\nDone: three containers on one bridge exchanged real packets; nothing was left behind.");
+    println!("\nDone: egress NAT, a published port and the bridge carried real packets; nothing was left behind.");
     Ok(0)
 }
 
@@ -99,8 +108,7 @@ fn steps(d: &Demo) -> Result<()> {
     println!("[2] Three containers on the default bridge network");
     d.nw(&["run", "-d", "--name", "web", "--", "python3", "-m", "http.server", "80"])?;
     d.nw(&["run", "-d", "--name", "kv", "--", "python3", &kv])?;
-    d.nw(&["run", "-d", "--name", "api", "--", "python3", "-m", "http.server", "80"])?;
-    println!("  (api will be published with -p 8080:80 once netwright's firewall lands)");
+    d.nw(&["run", "-d", "--name", "api", "-p", "8080:80", "--", "python3", "-m", "http.server", "80"])?;
     d.nw(&["ps"])?;
     d.nw(&["network", "ls"])?;
 
@@ -121,18 +129,54 @@ fn steps(d: &Demo) -> Result<()> {
         print!("{}", observe::snapshot(Some(&ns))?.describe("    ", |_| None));
     }
 
-    println!("\n[4] Packets over the bridge");
+    let table = crate::firewall::table_name(&Ctx::new(&d.sb.root)?);
+    match d.sb.in_host_cmd("nft").args(["list", "table", "ip", &table]).output() {
+        Ok(out) if out.status.success() => {
+            println!("  nftables (netwright's own table; `nft list table ip {table}`):");
+            for l in String::from_utf8_lossy(&out.stdout).lines() {
+                println!("    {l}");
+            }
+        }
+        _ => println!("  (install nftables to see netwright's table {table} listed here)"),
+    }
+
+    println!("\n[4] The three packet flows");
+    let lan_server = d.sb.in_lan_cmd("python3").args([&tcp, "serve", "7000"])
+        .stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let _lan_server = KillOnDrop(lan_server);
+    println!("  Flow 1 — container -> LAN server {}:7000 (egress, masqueraded):", sandbox::LAN_SERVER);
+    println!("    $ netwright exec web -- python3 tcp.py send {} 7000 hello", sandbox::LAN_SERVER);
+    let reply = d.exchange("web", &["python3", &tcp, "send", &sandbox::LAN_SERVER.to_string(), "7000", "hello"])?;
+    println!("    LAN server answered: {}", reply.trim());
+    println!("    (it saw the host's address {}, not web's: MASQUERADE in postrouting)", sandbox::HOST_ETH0);
+    println!("  Flow 2 — LAN client -> {}:8080 -> api:80 (published port, DNAT):", sandbox::HOST_ETH0);
+    let get = format!("import urllib.request as u; r = u.urlopen('http://{}:8080/', timeout=3); print('HTTP', r.status, r.reason, len(r.read()), 'bytes')", sandbox::HOST_ETH0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = d.sb.in_lan_cmd("python3").args(["-c", &get]).output()?;
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("    $ (in the LAN namespace) python3 -c \"urllib.request.urlopen('http://{}:8080/')\"", sandbox::HOST_ETH0);
+    println!("    {}", String::from_utf8_lossy(&out.stdout).trim());
+    let log = d.quiet(&["logs", "api"])?;
+    if let Some(line) = log.lines().rev().find(|l| l.contains("GET /")) {
+        println!("    api's own log shows the real client: {line}");
+    }
+    println!("  Flow 3 — container <-> container over the bridge:");
     let (web, kv_ip, api) = (d.ip("web")?, d.ip("kv")?, d.ip("api")?);
     let get = format!("import urllib.request as u; r = u.urlopen('http://{api}/', timeout=3); print('HTTP', r.status, r.reason, len(r.read()), 'bytes from api')");
-    println!("  web ({web}) -> api ({api}) port 80:");
+    println!("    web ({web}) -> api ({api}) port 80:");
     println!("    $ netwright exec web -- python3 -c \"urllib.request.urlopen('http://{api}/')\"");
     println!("    {}", d.exchange("web", &["python3", "-c", &get])?.trim());
     let kvcmd = format!("import socket; s = socket.create_connection(('{kv_ip}', 6379), timeout=3); s.sendall(b'SET greeting hello-from-api\\nGET greeting\\n'); s.shutdown(1); print(s.makefile().read().strip().replace(chr(10), ' | '))");
-    println!("  api ({api}) -> kv ({kv_ip}) port 6379: SET greeting hello-from-api; GET greeting");
+    println!("    api ({api}) -> kv ({kv_ip}) port 6379: SET greeting hello-from-api; GET greeting");
     println!("    {}", d.exchange("api", &["python3", "-c", &kvcmd])?.trim());
     d.quiet(&["run", "-d", "--name", "echo", "--", "python3", &tcp, "serve", "7000"])?;
     let echo_ip = d.ip("echo")?;
-    println!("  kv ({kv_ip}) -> a fourth container, echo ({echo_ip}) port 7000, which reports the source it saw:");
+    println!("    kv ({kv_ip}) -> a fourth container, echo ({echo_ip}) port 7000, which reports the source it saw:");
     let reply = d.exchange("kv", &["python3", &tcp, "send", &echo_ip, "7000", "hello"])?;
     println!("    echo answered: {}", reply.trim());
     println!("    (the source is kv's own address {kv_ip}: on one bridge there is no NAT)");

@@ -274,6 +274,13 @@ impl Batch {
         if let Some((ty, len)) = set.data {
             a = a.be32(6, ty).be32(7, len);
         }
+        if set.key_type == datatype::IFNAME {
+            // NFTA_SET_USERDATA, NFTNL_UDATA_SET_KEYBYTEORDER = host endian: only so that
+            // `nft list` prints interface names (the kernel ignores user data).
+            let mut udata = vec![0u8, 4];
+            udata.extend_from_slice(&1u32.to_ne_bytes());
+            a = a.bytes(13, &udata);
+        }
         // NFTA_SET_ID: the kernel insists on a batch-unique id for every new set.
         a = a.be32(10, self.next_set_id);
         self.next_set_id += 1;
@@ -388,6 +395,15 @@ impl Nftables {
         let last = self.seq;
         self.seq += 1;
         Self::header(&mut out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, self.seq, 0, NFNL_SUBSYS_NFTABLES, &[]);
+        // A batch is one datagram: make room for big ones (thousands of elements), as nft does.
+        if out.len() > 128 * 1024 {
+            let size = (out.len() * 2) as libc::c_int;
+            // SAFETY: setsockopt with a valid int option value.
+            unsafe {
+                libc::setsockopt(self.sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE,
+                    (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32);
+            }
+        }
         self.sock.send(&out, 0).map_err(|e| (0, e))?;
         // One ack per message, or errors; a failed batch stops early, so stop at the first error.
         let mut acked = 0;

@@ -513,16 +513,19 @@ fn cstr(s: &std::ffi::OsStr) -> CString {
 /// with it), its addresses in the store; records the exit; removes it if --rm.
 pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
     // Rules before links: a DNAT must never point at an address that is gone.
+    trace("release: start");
     let (mappings, ip) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
     let unpublished = match ip {
         Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
         None => mappings.is_empty(),
     };
+    trace("release: ports unpublished");
     if let Some(pid) = c.pid {
         // Processes the container left behind in its session would pin the namespace.
         let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
     netns::remove_pinned(&ctx.netns_path(&c.id))?;
+    trace("release: namespace unpinned");
     store.write(|tx| {
         tx.mark_exited(&c.id, code, error, now_nanos())?;
         if c.auto_remove {
@@ -530,9 +533,11 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         }
         Ok(())
     })?;
+    trace("release: store updated");
     if !unpublished {
         // The store no longer has the mappings: a rebuild drops whatever is left.
         firewall::sync_all(ctx, store)?;
+        trace("release: firewall rebuilt");
     }
     if c.auto_remove {
         let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
