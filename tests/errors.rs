@@ -6,13 +6,13 @@ use common::*;
 
 /// Runs a failing command and checks the error contract; returns stderr.
 fn rejects(sb: &Sandbox, args: &[&str], expect: &str) -> String {
-    let before = (sb.ok(&["ps", "-a"]), sb.ok(&["network", "ls"]), ours(&sb.host_links(), "nw"));
+    let before = (sb.ok(&["ps", "-a", "-q"]), sb.ok(&["network", "ls"]), ours(&sb.host_links(), "nw"));
     let (code, err) = sb.fails(args);
     assert_ne!(code, 0);
     assert_eq!(err.lines().count(), 1, "one line for {args:?}: {err:?}");
     assert!(err.starts_with("netwright: "), "{err}");
     assert!(err.contains(expect), "{args:?}: expected {expect:?} in {err:?}");
-    let after = (sb.ok(&["ps", "-a"]), sb.ok(&["network", "ls"]), ours(&sb.host_links(), "nw"));
+    let after = (sb.ok(&["ps", "-a", "-q"]), sb.ok(&["network", "ls"]), ours(&sb.host_links(), "nw"));
     assert_eq!(before, after, "state changed by failing {args:?}");
     err
 }
