@@ -54,7 +54,7 @@ pub fn icc(n: &Network) -> bool {
 
 pub fn desired(networks: &[Network], ports: &[(Mapping, Ipv4Addr)]) -> Desired {
     let mut d = Desired::default();
-    for n in networks {
+    for n in networks.iter().filter(|n| n.driver == "bridge") {
         let key = Elem { key: nft::ifname_key(&n.bridge), data: None };
         d.bridges.push(key.clone());
         d.same.push(Elem { key: [nft::ifname_key(&n.bridge), nft::ifname_key(&n.bridge)].concat(), data: None });
@@ -242,7 +242,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
         }
     }
     commit(&mut nft, &b, "the ip table")?;
-    if networks.iter().any(masquerades) {
+    if networks.iter().any(|n| n.driver == "bridge" && masquerades(n)) {
         enable_forwarding()?;
     }
     Ok(())

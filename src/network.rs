@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 
 use crate::ctx::{Ctx, now_nanos, random_hex};
-use crate::drivers::bridge;
+use crate::drivers::{bridge, macvlan};
 use crate::firewall;
 use crate::ipam;
 use crate::kernel::netlink::{Netlink, Route};
@@ -52,28 +52,46 @@ fn used_subnets(tx: &Tx, routes: &[Route]) -> Result<Vec<Ipv4Net>> {
     Ok(used)
 }
 
-fn parse_options(opts: &[String]) -> Result<(u32, BTreeMap<String, String>)> {
-    let mut mtu = DEFAULT_MTU;
+/// Driver options: (explicit MTU, the options to record).
+fn parse_options(driver: &str, opts: &[String]) -> Result<(Option<u32>, BTreeMap<String, String>)> {
+    let mut mtu = None;
     let mut map = BTreeMap::new();
     for o in opts {
         let Some((k, v)) = o.split_once('=') else {
             bail!("option {o:?} is not KEY=VALUE: write e.g. --opt mtu=1400");
         };
-        match k {
-            "mtu" | "com.docker.network.driver.mtu" => {
-                mtu = v.parse().ok().filter(|m| (68..=65535).contains(m))
-                    .with_context(|| format!("option {k}={v}: MTU must be a number between 68 and 65535"))?;
+        let boolean = || -> Result<()> {
+            if v != "true" && v != "false" {
+                bail!("option {k}={v}: use true or false");
             }
-            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc" => {
-                if v != "true" && v != "false" {
-                    bail!("option {k}={v}: use true or false");
+            Ok(())
+        };
+        match (driver, k) {
+            (_, "mtu" | "com.docker.network.driver.mtu") => {
+                mtu = Some(v.parse().ok().filter(|m| (68..=65535).contains(m))
+                    .with_context(|| format!("option {k}={v}: MTU must be a number between 68 and 65535"))?);
+            }
+            ("bridge", "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc") => boolean()?,
+            ("macvlan", macvlan::PARENT) => {}
+            ("macvlan", macvlan::HOST_SHIM) => boolean()?,
+            ("macvlan", macvlan::MODE) => {
+                if !["bridge", "private", "vepa", "passthru"].contains(&v) {
+                    bail!("option {k}={v}: macvlan modes are bridge, private, vepa, passthru");
                 }
             }
-            _ => bail!("unknown network option {k:?}: supported options are mtu, masquerade, icc"),
+            ("bridge", _) => bail!("unknown network option {k:?}: bridge networks take mtu, masquerade, icc"),
+            _ => bail!("unknown network option {k:?}: macvlan networks take parent, macvlan_mode, host_shim, mtu"),
         }
         map.insert(k.to_string(), v.to_string());
     }
     Ok((mtu, map))
+}
+
+/// Addresses IPAM must never hand out: the gateway, and a macvlan host shim's.
+pub fn reserved(n: &Network) -> Vec<std::net::Ipv4Addr> {
+    let mut v = vec![n.gateway];
+    v.extend(macvlan::shim_address(n));
+    v
 }
 
 /// Validates everything about a new network, then records it and creates its bridge.
@@ -84,23 +102,47 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
     if RESERVED.contains(&spec.name.as_str()) {
         bail!("network name {:?} is reserved: pick another name", spec.name);
     }
-    if spec.driver != "bridge" {
-        bail!("network driver {:?} is not supported: use -d bridge", spec.driver);
+    if spec.driver != "bridge" && spec.driver != "macvlan" {
+        bail!("network driver {:?} is not supported: use -d bridge or -d macvlan", spec.driver);
     }
-    let (mtu, options) = parse_options(&spec.options)?;
+    let (mtu, mut options) = parse_options(&spec.driver, &spec.options)?;
+    let is_macvlan = spec.driver == "macvlan";
     let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
     let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
     let ip_range = spec.ip_range.as_deref().map(|s| ipam::parse_cidr("--ip-range", s)).transpose()?;
     if subnet.is_none() && (gateway.is_some() || ip_range.is_some()) {
         bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
     }
-    let routes = host_routes(nl)?;
+    let mut mtu = mtu.unwrap_or(DEFAULT_MTU);
+    if is_macvlan {
+        let parent = options.get(macvlan::PARENT).cloned()
+            .context("macvlan networks need a parent interface: add -o parent=IFACE (e.g. -o parent=eth0)")?;
+        if subnet.is_none() {
+            bail!("macvlan networks live on the parent's LAN: give its --subnet (and --gateway, its router)");
+        }
+        if spec.internal {
+            bail!("--internal does not apply to macvlan networks: their containers sit on the LAN itself");
+        }
+        if options.get(macvlan::HOST_SHIM).is_some_and(|v| v == "true") && ip_range.is_none() {
+            bail!("host_shim=true needs --ip-range: the host routes that range through its shim");
+        }
+        // Checked (and a missing VLAN parent made) before anything is recorded.
+        let (_, parent_mtu, created) = macvlan::ensure_parent(nl, &parent)?;
+        if created {
+            options.insert(macvlan::PARENT_CREATED.into(), "true".into());
+        }
+        if !spec.options.iter().any(|o| o.starts_with("mtu=") || o.starts_with("com.docker.network.driver.mtu=")) {
+            mtu = parent_mtu; // a macvlan cannot exceed its parent's MTU
+        }
+    }
+    let routes = if is_macvlan { Vec::new() } else { host_routes(nl)? };
     let net = store.write(|tx| {
         if tx.network(&spec.name)?.is_some_and(|n| n.name == spec.name) {
             bail!("network with name {} already exists: pick another name or remove it first", spec.name);
         }
         let subnet = match subnet {
             Some(s) => {
+                // A macvlan subnet is the LAN's own: it overlaps the parent's route by design.
                 check_overlap(tx, &routes, s)?;
                 s
             }
@@ -109,8 +151,14 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         };
         let gateway = ipam::validate(subnet, gateway, ip_range)?;
         let id = random_hex(64);
+        let mut options = options.clone();
+        if let (true, Some(r)) = (options.get(macvlan::HOST_SHIM).is_some_and(|v| v == "true"), ip_range) {
+            // The shim takes the range's last address; IPAM skips it.
+            let last = std::net::Ipv4Addr::from(u32::from(r.broadcast()).min(u32::from(subnet.broadcast()) - 1));
+            options.insert(macvlan::SHIM_ADDRESS.into(), last.to_string());
+        }
         let net = Network {
-            bridge: plan::bridge_name(&ctx.tag, &id),
+            bridge: if is_macvlan { plan::shim_name(&ctx.tag, &id) } else { plan::bridge_name(&ctx.tag, &id) },
             id,
             name: spec.name.clone(),
             driver: spec.driver.clone(),
@@ -119,7 +167,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
             ip_range,
             mtu,
             internal: spec.internal,
-            options: options.clone(),
+            options,
             builtin: false,
             created: now_nanos(),
             cursor: 0,
@@ -127,13 +175,28 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         tx.insert_network(&net)?;
         Ok(net)
     })?;
-    if let Err(e) = bridge::ensure_bridge(nl, &plan::network(&net)).and_then(|_| firewall::sync_all(ctx, store)) {
+    let made = if is_macvlan {
+        macvlan::ensure_shim(nl, &net)
+    } else {
+        bridge::ensure_bridge(nl, &plan::network(&net)).and_then(|_| firewall::sync_all(ctx, store))
+    };
+    if let Err(e) = made {
         store.write(|tx| tx.delete_network(&net.id))?;
-        let _ = bridge::remove_bridge(nl, &net.bridge);
+        let _ = remove_devices(store, nl, &net);
         let _ = firewall::sync_all(ctx, store);
         return Err(e);
     }
     Ok(net)
+}
+
+/// The kernel objects of a network: its bridge, or its macvlan shim and VLAN parent.
+fn remove_devices(store: &mut Store, nl: &mut Netlink, net: &Network) -> Result<()> {
+    if net.driver == "macvlan" {
+        let others = store.read(|tx| tx.networks())?;
+        macvlan::remove(nl, net, &others)
+    } else {
+        bridge::remove_bridge(nl, &net.bridge)
+    }
 }
 
 fn check_overlap(tx: &Tx, routes: &[Route], s: Ipv4Net) -> Result<()> {
@@ -218,7 +281,7 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
     // The row goes first: a crash here leaves only a stray bridge, which reconcile removes.
     // Rules before links, so nothing is ever forwarded by a rule to a vanished bridge.
     firewall::sync_all(ctx, store)?;
-    bridge::remove_bridge(nl, &net.bridge)?;
+    remove_devices(store, nl, &net)?;
     Ok(net)
 }
 

@@ -17,9 +17,14 @@ pub fn host_veth_name(tag: &str, endpoint_id: &str) -> String {
     format!("nwv{tag}{}", &endpoint_id[..8])
 }
 
+/// Host-side macvlan shim of a macvlan network: "nwm" + root tag + network id prefix.
+pub fn shim_name(tag: &str, network_id: &str) -> String {
+    format!("nwm{tag}{}", &network_id[..6])
+}
+
 /// True for devices this root created (and so may delete when the store no longer has them).
 pub fn is_ours(tag: &str, name: &str) -> bool {
-    (name.starts_with("nwb") || name.starts_with("nwv")) && name.get(3..7) == Some(tag)
+    ["nwb", "nwv", "nwm"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

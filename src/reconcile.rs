@@ -30,7 +30,10 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
         store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
     let links = nl.links()?;
     let names: HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
-    for n in &networks {
+    for n in networks.iter().filter(|n| n.driver == "macvlan") {
+        crate::drivers::macvlan::ensure_shim(nl, n)?;
+    }
+    for n in networks.iter().filter(|n| n.driver == "bridge") {
         if !names.contains(n.bridge.as_str()) {
             report.bridges_restored += 1;
         }

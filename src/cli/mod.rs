@@ -145,7 +145,7 @@ pub struct RunArgs {
     pub rm: bool,
     #[arg(long)]
     pub name: Option<String>,
-    /// Network to connect to (default: bridge)
+    /// Network to connect to (default: bridge), or host, none, container:NAME
     #[arg(long = "network", alias = "net")]
     pub network: Vec<String>,
     /// IPv4 address on the network
@@ -211,7 +211,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 }
             } else {
                 let rows: Vec<_> = list.iter().map(|(c, p)| output::ps_row(c, p)).collect();
-                write!(out, "{}", output::table(&["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows))?;
+                write!(out, "{}", output::table(&["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORK"], &rows))?;
             }
         }
         Cmd::Inspect { containers } => {

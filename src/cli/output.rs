@@ -87,7 +87,16 @@ pub fn ps_row(c: &Container, ports: &[Mapping]) -> Vec<String> {
         status(c),
         ports_text(ports),
         c.name.clone(),
+        network_mode(c),
     ]
+}
+
+/// The network a container is on, or its mode: host, none, container:<short id>.
+pub fn network_mode(c: &Container) -> String {
+    match c.network_mode.strip_prefix("container:") {
+        Some(id) => format!("container:{}", &id[..12.min(id.len())]),
+        None => c.network_mode.clone(),
+    }
 }
 
 pub fn ps_json(c: &Container, ports: &[Mapping]) -> Value {
@@ -124,9 +133,17 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
         ipam["IPRange"] = json!(r.to_string());
     }
     let mut options = serde_json::Map::new();
-    options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
+    let mut extra = json!({});
+    if n.driver == "bridge" {
+        options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
+    } else {
+        extra["Notes"] = json!([crate::drivers::macvlan::NOTE]);
+        if let Some(a) = crate::drivers::macvlan::shim_address(n) {
+            extra["HostShim"] = json!({"Interface": n.bridge, "Address": a.to_string()});
+        }
+    }
     options.insert("com.docker.network.driver.mtu".into(), json!(n.mtu.to_string()));
-    for (k, v) in &n.options {
+    for (k, v) in n.options.iter().filter(|(k, _)| !k.starts_with("netwright.")) {
         options.insert(k.clone(), json!(v));
     }
     json!({
@@ -135,7 +152,7 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
         "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam]},
         "Internal": n.internal, "Attachable": false, "Ingress": false,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
-        "Containers": containers, "Options": options, "Labels": {},
+        "Containers": containers, "Options": options, "Labels": {}, "Netwright": extra,
     })
 }
 

@@ -59,6 +59,12 @@ pub fn attach(host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, bridge_index:
         isolated: plan.isolated,
     })
     .map_err(|e| explain_veth_error(e, plan))?;
+    configure_inside(ctr, plan)
+}
+
+/// Address, up, lo up and default route for an interface already inside the container:
+/// one netlink batch.
+pub fn configure_inside(ctr: &mut Netlink, plan: &EndpointPlan) -> Result<()> {
     let inner = ctr.link_by_name(&plan.ifname)?
         .with_context(|| format!("{} did not appear inside the container", plan.ifname))?;
     let mut reqs = vec![

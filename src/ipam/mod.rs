@@ -96,14 +96,15 @@ pub fn check_requested(subnet: Ipv4Net, gateway: Ipv4Addr, ip: Ipv4Addr) -> Resu
     Ok(())
 }
 
-/// Hands out the next free address after `cursor` (wrapping), skipping the gateway, so a
+/// Hands out the next free address after `cursor` (wrapping), skipping `reserved` (the
+/// gateway, a host shim), so a
 /// just-freed address is not reused at once (ARP caches elsewhere may still hold it).
 /// `probe` asks the store about one address; after a run of misses the allocator asks for
 /// the whole used set once (`load_used`) so a nearly full network stays O(size), not O(size) queries.
 /// Returns the address and the new cursor.
 pub fn allocate(
     subnet: Ipv4Net,
-    gateway: Ipv4Addr,
+    reserved: &[Ipv4Addr],
     range: Option<Ipv4Net>,
     cursor: u32,
     mut probe: impl FnMut(Ipv4Addr) -> Result<bool>,
@@ -112,15 +113,14 @@ pub fn allocate(
     let (lo, hi) = bounds(subnet, range);
     let size = (hi - lo + 1) as u64;
     let start = if cursor >= lo && cursor < hi { cursor + 1 } else { lo };
-    let gw = u32::from(gateway);
     let mut used: Option<HashSet<Ipv4Addr>> = None;
     let mut load_used = Some(load_used);
     for i in 0..size {
         let v = lo + ((start - lo) as u64 + i).rem_euclid(size) as u32;
-        if v == gw {
+        let ip = Ipv4Addr::from(v);
+        if reserved.contains(&ip) {
             continue;
         }
-        let ip = Ipv4Addr::from(v);
         if used.is_none() && i >= 64 {
             used = Some(load_used.take().expect("loaded once")()?.into_iter().collect());
         }
@@ -187,18 +187,18 @@ mod tests {
         let mut cursor = 0;
         let mut got = vec![];
         for _ in 0..5 {
-            let (ip, c) = allocate(subnet, gw, None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).unwrap();
+            let (ip, c) = allocate(subnet, &[gw], None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).unwrap();
             taken.insert(ip);
             got.push(ip.octets()[3]);
             cursor = c;
         }
         assert_eq!(got, vec![2, 3, 4, 5, 6]);
-        assert!(allocate(subnet, gw, None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).is_err());
+        assert!(allocate(subnet, &[gw], None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).is_err());
         // Freed .3 is found again only after wrapping.
         taken.remove(&Ipv4Addr::new(10, 0, 0, 3));
-        let (ip, _) = allocate(subnet, gw, None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).unwrap();
+        let (ip, _) = allocate(subnet, &[gw], None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 3));
-        let (ip, _) = allocate(net("10.0.0.0/24"), gw, Some(net("10.0.0.128/25")), 0, |_| Ok(false), || Ok(vec![])).unwrap();
+        let (ip, _) = allocate(net("10.0.0.0/24"), &[gw], Some(net("10.0.0.128/25")), 0, |_| Ok(false), || Ok(vec![])).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 128));
     }
 
@@ -208,7 +208,7 @@ mod tests {
         let gw = Ipv4Addr::new(10, 0, 0, 1);
         let used: Vec<Ipv4Addr> = (2..200).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
         let mut probes = 0;
-        let (ip, _) = allocate(subnet, gw, None, 0, |ip| { probes += 1; Ok(used.contains(&ip)) }, || Ok(used.clone())).unwrap();
+        let (ip, _) = allocate(subnet, &[gw], None, 0, |ip| { probes += 1; Ok(used.contains(&ip)) }, || Ok(used.clone())).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 200));
         assert!(probes <= 64);
     }

@@ -15,8 +15,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoMacVlan,
+    InfoPortData, InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -273,6 +274,64 @@ impl Netlink {
             reqs.push((RouteNetlinkMessage::SetLink(up), 0));
         }
         self.batch(reqs).map_err(|(_, e)| e)
+    }
+
+    /// A macvlan on `parent`, created directly inside `netns` (or here when None), with
+    /// its name, MAC and MTU set — one request.
+    pub fn create_macvlan(&mut self, name: &str, parent: u32, mode: &str, netns: Option<RawFd>,
+                          mac: Option<[u8; 6]>, mtu: u32) -> io::Result<()> {
+        let mode = match mode {
+            "private" => MacVlanMode::Private,
+            "vepa" => MacVlanMode::Vepa,
+            "passthru" => MacVlanMode::Passthrough,
+            _ => MacVlanMode::Bridge,
+        };
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(fd) = netns {
+            msg.attributes.push(LinkAttribute::NetNsFd(fd));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// An 802.1Q sub-interface `name` of `parent` with VLAN `id`, up.
+    pub fn create_vlan(&mut self, name: &str, parent: u32, id: u16) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// A route to `dst` out of device `oif` (scope link), replacing any equal one.
+    pub fn add_route_dev(&mut self, dst: ipnet::Ipv4Net, oif: u32) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header = RouteHeader {
+            address_family: AddressFamily::Inet,
+            destination_prefix_length: dst.prefix_len(),
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Boot,
+            scope: RouteScope::Link,
+            kind: RouteType::Unicast,
+            ..Default::default()
+        };
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst.network())));
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE)
     }
 
     pub fn set_up_msg(index: u32) -> RouteNetlinkMessage {

@@ -27,7 +27,7 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::{ForkResult, Pid, fork, setsid};
 
 use crate::ctx::{Ctx, now_nanos, random_hex, trace};
-use crate::drivers::bridge;
+use crate::drivers::{bridge, macvlan};
 use crate::ipam;
 use crate::kernel::{mntns, netlink::Netlink, netns};
 use crate::firewall;
@@ -69,8 +69,60 @@ impl std::error::Error for RunError {}
 
 struct Created {
     container: Container,
-    netns: OwnedFd,
-    mnt_template: OwnedFd,
+    /// The namespace to join; None: stay in the host's (host mode).
+    netns: Option<OwnedFd>,
+    /// The mount template to start from; None: no mount namespace (host mode).
+    mnt_template: Option<OwnedFd>,
+    /// Where the container's /etc files are (its own, or its network owner's).
+    files_dir: std::path::PathBuf,
+}
+
+/// How a container is networked (`--network`).
+enum Mode {
+    /// A netwright network (bridge or macvlan) by name.
+    Net(String),
+    /// The host's own network namespace.
+    Host,
+    /// Its own namespace with only lo.
+    None,
+    /// Another container's namespace (container:NAME).
+    Join(String),
+}
+
+impl Mode {
+    fn parse(spec: &RunSpec) -> Result<Mode> {
+        let net = spec.networks.first().map(String::as_str).unwrap_or(network::DEFAULT_NETWORK);
+        let mode = match net {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            n => match n.strip_prefix("container:") {
+                Some("") => bail!("--network container: needs a container name, e.g. --network container:api"),
+                Some(owner) => Mode::Join(owner.to_string()),
+                None => Mode::Net(n.to_string()),
+            },
+        };
+        let what = match &mode {
+            Mode::Net(_) => return Ok(mode),
+            Mode::Host => "--network host",
+            Mode::None => "--network none",
+            Mode::Join(_) => "--network container:",
+        };
+        if !spec.publish.is_empty() {
+            let why = match mode {
+                Mode::Host => "the container already uses the host's own ports, so bind the port directly",
+                Mode::None => "the container has no network to publish from",
+                _ => "the owner container's network is shared, so publish ports on the owner",
+            };
+            bail!("-p cannot be used with {what}: {why}");
+        }
+        if spec.ip.is_some() {
+            bail!("--ip cannot be used with {what}: the container gets no address of its own");
+        }
+        if matches!(mode, Mode::Join(_)) && spec.hostname.is_some() {
+            bail!("--hostname cannot be used with --network container:: the container takes its owner's hostname");
+        }
+        Ok(mode)
+    }
 }
 
 /// `netwright run`: returns the exit code to pass through.
@@ -279,9 +331,11 @@ fn resolve_ports(tx: &crate::store::Tx, reqs: &[ports::PortRequest]) -> Result<V
 fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     trace("create: start");
     let mut host_nl = Netlink::open().context("opening netlink")?;
-    let net_name = spec.networks.first().map(String::as_str).unwrap_or(network::DEFAULT_NETWORK);
-    if net_name == network::DEFAULT_NETWORK {
-        network::ensure_default(ctx, store, &mut host_nl)?;
+    let mode = Mode::parse(spec)?;
+    if let Mode::Net(n) = &mode {
+        if n == network::DEFAULT_NETWORK {
+            network::ensure_default(ctx, store, &mut host_nl)?;
+        }
     }
     let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
     let port_reqs = parse_publish(&spec.publish)?;
@@ -299,10 +353,28 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         release_if_orphaned(ctx, store, name)?;
     }
     let me = std::process::id() as i32;
-    let (container, endpoints, nets, mappings) = store.write(|tx| {
-        let net = network::resolve(tx, net_name)?;
-        if net.internal && !port_reqs.is_empty() {
-            bail!("network {} is internal: it has no published ports (drop -p or use another network)", net.name);
+    let (container, endpoints, nets, mappings, owner) = store.write(|tx| {
+        let (net, owner) = match &mode {
+            Mode::Net(n) => (Some(network::resolve(tx, n)?), None),
+            Mode::Join(o) => {
+                let owner = tx.container(o)?.with_context(|| format!("no such container: {o} (for --network container:{o})"))?;
+                if owner.state != State::Running || !monitor_alive(&owner) {
+                    bail!("container {} is not running: start it before joining its network", owner.name);
+                }
+                if owner.network_mode.starts_with("container:") {
+                    bail!("container {} itself shares another container's network: join that one instead ({})", owner.name, owner.network_mode);
+                }
+                (None, Some(owner))
+            }
+            Mode::Host | Mode::None => (None, None),
+        };
+        if let Some(net) = &net {
+            if net.internal && !port_reqs.is_empty() {
+                bail!("network {} is internal: it has no published ports (drop -p or use another network)", net.name);
+            }
+            if net.driver == "macvlan" && !port_reqs.is_empty() {
+                bail!("network {} is a macvlan network: its containers are reachable directly on the LAN, so -p does not apply", net.name);
+            }
         }
         let name = match &spec.name {
             Some(n) => {
@@ -319,24 +391,18 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             },
         };
         let id = random_hex(64);
-        let ip = match requested_ip {
-            Some(ip) => {
-                ipam::check_requested(net.subnet, net.gateway, ip)?;
-                if tx.ip_taken(&net.id, ip)? {
-                    bail!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name);
-                }
-                ip
-            }
-            None => {
-                let (ip, cursor) = ipam::allocate(net.subnet, net.gateway, net.ip_range, net.cursor,
-                    |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
-                    .with_context(|| format!("network {}", net.name))?;
-                tx.set_cursor(&net.id, cursor)?;
-                ip
-            }
+        let network_mode = match (&mode, &net, &owner) {
+            (_, Some(n), _) => n.name.clone(),
+            (_, _, Some(o)) => format!("container:{}", o.id),
+            (Mode::Host, _, _) => "host".into(),
+            _ => "none".into(),
+        };
+        let hostname = match &owner {
+            Some(o) => o.hostname.clone(),
+            None => spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
         };
         let container = Container {
-            hostname: spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            hostname,
             id: id.clone(),
             name,
             cmd: spec.cmd.clone(),
@@ -348,15 +414,37 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             error: None,
             auto_remove: spec.auto_remove,
             detached: spec.detach,
-            network_mode: net.name.clone(),
+            network_mode,
             created: now_nanos(),
             started: None,
             finished: None,
         };
         tx.insert_container(&container)?;
+        let Some(net) = net else {
+            return Ok((container, vec![], vec![], vec![], owner));
+        };
+        let ip = match requested_ip {
+            Some(ip) => {
+                ipam::check_requested(net.subnet, net.gateway, ip)?;
+                if network::reserved(&net).contains(&ip) {
+                    bail!("--ip {ip} is reserved on network {} (host shim): pick another address", net.name);
+                }
+                if tx.ip_taken(&net.id, ip)? {
+                    bail!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name);
+                }
+                ip
+            }
+            None => {
+                let (ip, cursor) = ipam::allocate(net.subnet, &network::reserved(&net), net.ip_range, net.cursor,
+                    |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
+                    .with_context(|| format!("network {}", net.name))?;
+                tx.set_cursor(&net.id, cursor)?;
+                ip
+            }
+        };
         let ep_id = random_hex(32);
         let ep = Endpoint {
-            host_ifname: plan::host_veth_name(&ctx.tag, &ep_id),
+            host_ifname: if net.driver == "bridge" { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
             id: ep_id,
             container_id: id,
             network_id: net.id.clone(),
@@ -370,20 +458,26 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         for m in &mappings {
             tx.insert_port(&container.id, m)?;
         }
-        Ok((container, vec![ep], vec![net], mappings))
+        Ok((container, vec![ep], vec![net], mappings, None))
     })?;
     trace("create: store rows written");
-    let published = setup(ctx, &mut host_nl, &container, &endpoints, &nets).and_then(|ns| {
-        firewall::ensure(ctx, store)?;
-        let ip = endpoints[0].ip.expect("allocated");
-        firewall::publish(ctx, store, &mappings, ip, true)?;
-        trace("setup: ports published");
-        Ok(ns)
+    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref()).and_then(|created| {
+        if nets.iter().any(|n| n.driver == "bridge") {
+            // One query; rebuilds the table if a reboot or an admin's flush removed it.
+            firewall::ensure(ctx, store)?;
+        }
+        if let Some(ip) = endpoints.first().and_then(|e| e.ip) {
+            firewall::publish(ctx, store, &mappings, ip, true)?;
+            trace("setup: ports published");
+        }
+        Ok(created)
     });
-    match published {
-        Ok((netns, mnt_template)) => Ok(Created { container, netns, mnt_template }),
+    match made {
+        Ok((netns, mnt_template, files_dir)) => Ok(Created { container, netns, mnt_template, files_dir }),
         Err(e) => {
-            let _ = firewall::publish(ctx, store, &mappings, endpoints[0].ip.expect("allocated"), false);
+            if let Some(ip) = endpoints.first().and_then(|e| e.ip) {
+                let _ = firewall::publish(ctx, store, &mappings, ip, false);
+            }
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));
             let _ = store.write(|tx| tx.delete_container(&container.id));
             let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
@@ -392,24 +486,48 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     }
 }
 
-fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network]) -> Result<(OwnedFd, OwnedFd)> {
+type Setup = (Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf);
+
+/// Files, namespace and interfaces for each mode.
+fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network],
+         mode: &Mode, owner: Option<&Container>) -> Result<Setup> {
+    if let Mode::Host = mode {
+        return Ok((None, None, ctx.container_dir(&c.id)));
+    }
+    if let Some(o) = owner {
+        // The owner's namespace and files; a host-mode owner means the host's namespace.
+        let ns = if o.network_mode == "host" { None } else {
+            Some(netns::open(&ctx.netns_path(&o.id)).with_context(|| format!("opening {}'s network namespace", o.name))?)
+        };
+        let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
+        return Ok((ns, Some(template), ctx.container_dir(&o.id)));
+    }
     write_files(ctx, c, eps)?;
     trace("setup: files written");
-    let bridges: Vec<u32> = nets.iter()
-        .map(|n| bridge::ensure_bridge(host_nl, &plan::network(n)))
-        .collect::<Result<_>>()?;
+    let mut bridges = Vec::new();
+    for n in nets {
+        bridges.push(if n.driver == "bridge" { bridge::ensure_bridge(host_nl, &plan::network(n))? } else { 0 });
+    }
     trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;
     let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
     let ns = netns::create_pinned(&ctx.netns_path(&c.id))?;
     trace("setup: namespace created and pinned");
     let mut ctr_nl = bridge::netlink_in(&ns)?;
+    if nets.is_empty() {
+        ctr_nl.request(Netlink::set_up_msg(1), 0).context("bringing lo up")?;
+    }
     for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
         let ip = ep.ip.expect("allocated above");
-        bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan::endpoint(net, ep, ip, i == 0))?;
+        let plan = plan::endpoint(net, ep, ip, i == 0);
+        if net.driver == "macvlan" {
+            macvlan::attach(host_nl, &mut ctr_nl, &ns, net, &plan)?;
+        } else {
+            bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan)?;
+        }
         trace("setup: endpoint attached");
     }
-    Ok((ns, template))
+    Ok((Some(ns), Some(template), ctx.container_dir(&c.id)))
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname as the container will see them.
@@ -453,15 +571,17 @@ pub fn container_resolv_conf(host: &str) -> String {
 /// mount namespaces, sees its own /etc files, and dies with its monitor.
 fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::process::Child> {
     let c = &created.container;
-    let dir = ctx.container_dir(&c.id);
+    let dir = &created.files_dir;
     let mut cmd = Command::new(&c.cmd[0]);
     cmd.args(&c.cmd[1..]);
     if detached {
         let log = fs::OpenOptions::new().create(true).append(true).open(ctx.log_path(&c.id))?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     }
-    let ns_fd = created.netns.as_raw_fd();
-    let template_fd = created.mnt_template.as_raw_fd();
+    let ns_fd = created.netns.as_ref().map(|f| f.as_raw_fd());
+    let template_fd = created.mnt_template.as_ref().map(|f| f.as_raw_fd());
+    // A sysfs of its own only for a container with its own network namespace.
+    let own_sysfs = ns_fd.is_some() && !c.network_mode.starts_with("container:");
     let hostname = c.hostname.clone();
     let binds: Vec<(CString, CString)> = ["hosts", "hostname", "resolv.conf"].iter()
         .filter(|f| std::path::Path::new("/etc").join(f).exists())
@@ -478,8 +598,11 @@ fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::p
             if libc::getppid() != monitor {
                 return Err(std::io::Error::other("monitor exited during start"));
             }
-            let ns = std::os::fd::BorrowedFd::borrow_raw(ns_fd);
-            setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            if let Some(fd) = ns_fd {
+                setns(std::os::fd::BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            }
+            // Host mode: the host's network, hostname and files, as Docker does.
+            let Some(template_fd) = template_fd else { return Ok(()) };
             // Start from the template (no namespace pins to copy), then take a private copy.
             let template = std::os::fd::BorrowedFd::borrow_raw(template_fd);
             setns(template, CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
@@ -497,6 +620,9 @@ fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Result<std::p
                 }
             }
             // A sysfs of this namespace, so /sys/class/net lists only the container's devices.
+            if !own_sysfs {
+                return Ok(());
+            }
             let _ = mount(Some("sysfs"), "/sys", Some("sysfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None::<&str>);
             Ok(())
@@ -520,6 +646,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         None => mappings.is_empty(),
     };
     trace("release: ports unpublished");
+    detach_for_joiners(ctx, store, c)?;
     if let Some(pid) = c.pid {
         // Processes the container left behind in its session would pin the namespace.
         let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -541,6 +668,33 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     }
     if c.auto_remove {
         let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
+    }
+    Ok(())
+}
+
+/// Containers that joined this one's network keep its namespace alive; like Docker, they
+/// lose the network when the owner goes: its interfaces are removed, leaving them lo.
+fn detach_for_joiners(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()> {
+    let mode = format!("container:{}", c.id);
+    let (joined, eps) = store.read(|tx| Ok((
+        tx.running_containers()?.into_iter().any(|j| j.network_mode == mode),
+        tx.endpoints_of(&c.id)?,
+    )))?;
+    if !joined || eps.is_empty() {
+        return Ok(());
+    }
+    let mut host = Netlink::open()?;
+    let mut inside = netns::open(&ctx.netns_path(&c.id)).ok().map(|ns| bridge::netlink_in(&ns)).transpose()?;
+    for e in eps {
+        // A veth goes from the host side; a macvlan has only the inside end.
+        let (nl, name) = match (e.host_ifname.is_empty(), inside.as_mut()) {
+            (false, _) => (&mut host, &e.host_ifname),
+            (true, Some(nl)) => (nl, &e.ifname),
+            (true, None) => continue,
+        };
+        if let Some(l) = nl.link_by_name(name)? {
+            nl.delete_link(l.index)?;
+        }
     }
     Ok(())
 }
