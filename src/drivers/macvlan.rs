@@ -57,6 +57,9 @@ pub fn ensure_parent(nl: &mut Netlink, parent: &str) -> Result<(u32, u32, bool)>
     match nl.create_vlan(parent, base_link.index, id) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            bail!("cannot create VLAN interface {parent}: this kernel has no 802.1Q support (module 8021q); load it or give an existing parent")
+        }
         Err(e) => return Err(e).with_context(|| format!("creating VLAN interface {parent}")),
     }
     let l = nl.link_by_name(parent)?.with_context(|| format!("VLAN interface {parent} vanished"))?;

@@ -491,6 +491,8 @@ type Setup = (Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf);
 /// Files, namespace and interfaces for each mode.
 fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network],
          mode: &Mode, owner: Option<&Container>) -> Result<Setup> {
+    // Every container has a directory (its log lives there), whatever its network.
+    fs::create_dir_all(ctx.container_dir(&c.id)).with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
     if let Mode::Host = mode {
         return Ok((None, None, ctx.container_dir(&c.id)));
     }
