@@ -105,10 +105,13 @@ pub fn run() -> Result<i32> {
 fn steps(d: &Demo) -> Result<()> {
     let tcp = d.sb.script("tcp.py");
     let kv = d.sb.script("kv.py");
-    println!("[2] Three containers on the default bridge network");
+    println!("[2] Three containers on the default bridge network (api published), a sidecar and a loner");
     d.nw(&["run", "-d", "--name", "web", "--", "python3", "-m", "http.server", "80"])?;
     d.nw(&["run", "-d", "--name", "kv", "--", "python3", &kv])?;
     d.nw(&["run", "-d", "--name", "api", "-p", "8080:80", "--", "python3", "-m", "http.server", "80"])?;
+    println!("  A sidecar in api's network namespace (the pod pattern) and a container with no network:");
+    d.nw(&["run", "-d", "--name", "sidecar", "--network", "container:api", "--", "sleep", "infinity"])?;
+    d.nw(&["run", "-d", "--name", "island", "--network", "none", "--", "sleep", "infinity"])?;
     d.nw(&["ps"])?;
     d.nw(&["network", "ls"])?;
 
@@ -180,6 +183,13 @@ fn steps(d: &Demo) -> Result<()> {
     let reply = d.exchange("kv", &["python3", &tcp, "send", &echo_ip, "7000", "hello"])?;
     println!("    echo answered: {}", reply.trim());
     println!("    (the source is kv's own address {kv_ip}: on one bridge there is no NAT)");
-    d.nw(&["rm", "-f", "web", "kv", "api", "echo"])?;
+    println!("  The sidecar reaches api on localhost — they share one network namespace:");
+    let local = "import urllib.request as u; r = u.urlopen('http://127.0.0.1:80/', timeout=3); print('HTTP', r.status, r.reason, 'from 127.0.0.1:80')";
+    println!("    $ netwright exec sidecar -- python3 -c \"urllib.request.urlopen('http://127.0.0.1:80/')\"");
+    println!("    {}", d.exchange("sidecar", &["python3", "-c", local])?.trim());
+    let links = d.quiet(&["exec", "island", "--", "ip", "-o", "link"])?;
+    let names: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    println!("  island (--network none) has only: {}", names.join(", "));
+    d.nw(&["rm", "-f", "web", "kv", "api", "echo", "sidecar", "island"])?;
     Ok(())
 }
