@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod ctx;
 pub mod demo;
+pub mod dns;
 pub mod drivers;
 pub mod firewall;
 pub mod ipam;

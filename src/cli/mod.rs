@@ -83,6 +83,12 @@ pub enum Cmd {
     Demo,
     /// Measure run+release of a container with 0, 100 and 1,000 containers attached
     Bench(crate::bench::BenchArgs),
+    /// (internal) the DNS resolver's supervisor
+    #[command(name = "_dns", hide = true)]
+    DnsSupervisor,
+    /// (internal) the DNS resolver
+    #[command(name = "_resolver", hide = true)]
+    Resolver,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +160,21 @@ pub struct RunArgs {
     /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp]
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,
+    /// Another name for the container on its (user-defined) network
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// Upstream DNS server for names netwright does not know
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domain
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// DNS resolver option (resolv.conf `options`)
+    #[arg(long = "dns-option")]
+    pub dns_option: Vec<String>,
+    /// Extra /etc/hosts line: NAME:IP
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,
@@ -183,7 +204,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             // Like `docker run`: 125 when netwright itself failed, else the container's code.
             return runtime::run(&ctx, RunSpec {
                 name: a.name, networks: a.network, ip: a.ip, hostname: a.hostname, cmd: a.cmd,
-                detach: a.detach, auto_remove: a.rm, publish: a.publish,
+                detach: a.detach, auto_remove: a.rm, publish: a.publish, aliases: a.network_alias,
+                dns: a.dns, dns_search: a.dns_search, dns_options: a.dns_option, add_hosts: a.add_host,
             }).map_err(|e| match e.downcast::<runtime::RunError>() {
                 Ok(r) => r.into(),
                 Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: runtime::one_line(&e) }.into(),
@@ -269,6 +291,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
             writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
         }
+        Cmd::DnsSupervisor => crate::dns::server::run_supervisor(&ctx)?,
+        Cmd::Resolver => crate::dns::server::run_resolver(&ctx)?,
         Cmd::Demo | Cmd::Bench(_) => unreachable!("handled above"),
     }
     Ok(0)

@@ -117,6 +117,8 @@ pub enum Expr {
     FibDaddrType { dreg: u32 },
     /// Set membership (or map lookup into `dreg`); `invert` for `!= @set`.
     Lookup { set: String, sreg: u32, dreg: Option<u32>, invert: bool },
+    /// Load constant bytes into a data register.
+    ImmediateData { dreg: u32, data: Vec<u8> },
     /// DNAT to the address and port held in registers.
     Dnat { reg_addr: u32, reg_port: u32 },
     Masquerade,
@@ -170,6 +172,10 @@ impl Expr {
             Expr::Dnat { reg_addr, reg_port } => (
                 "nat",
                 Attrs::new().be32(1, 1).be32(2, NFPROTO_IPV4 as u32).be32(3, *reg_addr).be32(5, *reg_port),
+            ),
+            Expr::ImmediateData { dreg, data } => (
+                "immediate",
+                Attrs::new().be32(1, *dreg).nested(2, Attrs::new().bytes(1, data)),
             ),
             Expr::Masquerade => ("masq", Attrs::new()),
             Expr::Counter => ("counter", Attrs::new()),

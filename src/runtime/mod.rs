@@ -47,6 +47,15 @@ pub struct RunSpec {
     pub auto_remove: bool,
     /// Docker `-p` values.
     pub publish: Vec<String>,
+    /// --network-alias names (user-defined networks).
+    pub aliases: Vec<String>,
+    /// --dns upstream servers.
+    pub dns: Vec<String>,
+    /// --dns-search domains and --dns-option options.
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// --add-host NAME:IP lines for /etc/hosts.
+    pub add_hosts: Vec<String>,
 }
 
 /// Exit codes `docker run` uses for its own failures.
@@ -118,6 +127,9 @@ impl Mode {
         if spec.ip.is_some() {
             bail!("--ip cannot be used with {what}: the container gets no address of its own");
         }
+        if !spec.aliases.is_empty() {
+            bail!("--network-alias cannot be used with {what}: aliases name a container on a user-defined network");
+        }
         if matches!(mode, Mode::Join(_)) && spec.hostname.is_some() {
             bail!("--hostname cannot be used with --network container:: the container takes its owner's hostname");
         }
@@ -139,6 +151,17 @@ pub fn run(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
         bail!("only one --network is supported by this version of `run`");
     }
     parse_publish(&spec.publish)?;
+    for d in &spec.dns {
+        ipam::parse_ip("--dns", d)?;
+    }
+    for h in &spec.add_hosts {
+        parse_add_host(h)?;
+    }
+    for a in &spec.aliases {
+        if !names::valid(a) {
+            bail!("invalid --network-alias {a:?}: use letters, digits, '_', '.', '-'");
+        }
+    }
     if spec.detach { run_detached(ctx, spec) } else { supervise(ctx, &spec, None) }
 }
 
@@ -273,6 +296,16 @@ fn forward_signals_to(pid: i32) {
     }
 }
 
+/// --add-host NAME:IP (Docker also accepts NAME=IP).
+fn parse_add_host(s: &str) -> Result<(String, Ipv4Addr)> {
+    let (name, ip) = s.split_once(':').or_else(|| s.split_once('='))
+        .with_context(|| format!("--add-host {s:?}: expected NAME:IP, e.g. db.local:10.0.0.5"))?;
+    if name.is_empty() {
+        bail!("--add-host {s:?}: the name is empty");
+    }
+    Ok((name.to_string(), ipam::parse_ip("--add-host", ip)?))
+}
+
 fn parse_publish(specs: &[String]) -> Result<Vec<ports::PortRequest>> {
     Ok(specs.iter().map(|s| ports::parse(s)).collect::<Result<Vec<_>>>()?.concat())
 }
@@ -372,6 +405,9 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             if net.internal && !port_reqs.is_empty() {
                 bail!("network {} is internal: it has no published ports (drop -p or use another network)", net.name);
             }
+            if net.builtin && !spec.aliases.is_empty() {
+                bail!("--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`");
+            }
             if net.driver == "macvlan" && !port_reqs.is_empty() {
                 bail!("network {} is a macvlan network: its containers are reachable directly on the LAN, so -p does not apply", net.name);
             }
@@ -415,6 +451,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             auto_remove: spec.auto_remove,
             detached: spec.detach,
             network_mode,
+            dns: spec.dns.clone(),
             created: now_nanos(),
             started: None,
             finished: None,
@@ -452,6 +489,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             ip: Some(ip),
             requested_ip,
             mac: ipam::format_mac(ipam::mac_for(ip)),
+            aliases: spec.aliases.clone(),
         };
         tx.insert_endpoint(&ep)?;
         let mappings = resolve_ports(tx, &port_reqs)?;
@@ -461,7 +499,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         Ok((container, vec![ep], vec![net], mappings, None))
     })?;
     trace("create: store rows written");
-    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref()).and_then(|created| {
+    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref(), spec).and_then(|created| {
         if nets.iter().any(|n| n.driver == "bridge") {
             // One query; rebuilds the table if a reboot or an admin's flush removed it.
             firewall::ensure(ctx, store)?;
@@ -469,6 +507,14 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         if let Some(ip) = endpoints.first().and_then(|e| e.ip) {
             firewall::publish(ctx, store, &mappings, ip, true)?;
             trace("setup: ports published");
+        }
+        Ok(created)
+    });
+    // The embedded resolver must listen in the namespace before the process starts.
+    let made = made.and_then(|created| {
+        if nets.iter().any(|n| !n.builtin) {
+            crate::dns::server::sync_now(ctx, true)?;
+            trace("setup: DNS resolver ready");
         }
         Ok(created)
     });
@@ -490,7 +536,7 @@ type Setup = (Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf);
 
 /// Files, namespace and interfaces for each mode.
 fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network],
-         mode: &Mode, owner: Option<&Container>) -> Result<Setup> {
+         mode: &Mode, owner: Option<&Container>, spec: &RunSpec) -> Result<Setup> {
     // Every container has a directory (its log lives there), whatever its network.
     fs::create_dir_all(ctx.container_dir(&c.id)).with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
     if let Mode::Host = mode {
@@ -504,7 +550,8 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
         let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
         return Ok((ns, Some(template), ctx.container_dir(&o.id)));
     }
-    write_files(ctx, c, eps)?;
+    let embedded_dns = nets.iter().any(|n| !n.builtin);
+    write_files(ctx, c, eps, spec, embedded_dns)?;
     trace("setup: files written");
     let mut bridges = Vec::new();
     for n in nets {
@@ -533,12 +580,16 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname as the container will see them.
-fn write_files(ctx: &Ctx, c: &Container, eps: &[Endpoint]) -> Result<()> {
+fn write_files(ctx: &Ctx, c: &Container, eps: &[Endpoint], spec: &RunSpec, embedded_dns: bool) -> Result<()> {
     let dir = ctx.container_dir(&c.id);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    for h in &spec.add_hosts {
+        let (name, ip) = parse_add_host(h)?;
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
     for ep in eps {
         if let Some(ip) = ep.ip {
             hosts.push_str(&format!("{ip}\t{}\n", c.hostname));
@@ -546,25 +597,51 @@ fn write_files(ctx: &Ctx, c: &Container, eps: &[Endpoint]) -> Result<()> {
     }
     fs::write(dir.join("hosts"), hosts)?;
     fs::write(dir.join("hostname"), format!("{}\n", c.hostname))?;
-    fs::write(dir.join("resolv.conf"), container_resolv_conf(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default()))?;
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    fs::write(dir.join("resolv.conf"), resolv_conf(&host, embedded_dns, &spec.dns, &spec.dns_search, &spec.dns_options))?;
     Ok(())
 }
 
-/// The host's resolv.conf minus loopback nameservers, which mean nothing inside a
-/// container's own namespace (systemd-resolved's 127.0.0.53, say).
-pub fn container_resolv_conf(host: &str) -> String {
-    let mut out = String::new();
+/// A container's resolv.conf. On user-defined networks the embedded resolver answers
+/// at 127.0.0.11 (and forwards the rest); elsewhere the upstreams are written directly —
+/// minus loopback ones, which mean nothing inside a container's own namespace.
+pub fn resolv_conf(host: &str, embedded: bool, dns: &[String], search: &[String], options: &[String]) -> String {
+    let mut servers = Vec::new();
+    let mut host_search = Vec::new();
+    let mut host_options = Vec::new();
     for line in host.lines() {
         let mut words = line.split_whitespace();
-        if words.next() == Some("nameserver") {
-            if let Some(Ok(ip)) = words.next().map(|w| w.parse::<std::net::IpAddr>()) {
-                if ip.is_loopback() {
-                    continue;
+        match words.next() {
+            Some("nameserver") => {
+                if let Some(Ok(ip)) = words.next().map(|w| w.parse::<std::net::IpAddr>()) {
+                    if !ip.is_loopback() {
+                        servers.push(ip.to_string());
+                    }
                 }
             }
+            Some("search") | Some("domain") => host_search.extend(words.map(str::to_string)),
+            Some("options") => host_options.extend(words.map(str::to_string)),
+            _ => {}
         }
-        out.push_str(line);
-        out.push('\n');
+    }
+    let mut out = String::new();
+    if embedded {
+        out.push_str("nameserver 127.0.0.11\n");
+    } else {
+        for s in if dns.is_empty() { &servers } else { dns } {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+    }
+    let search = if search.is_empty() { &host_search } else { search };
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    let mut opts: Vec<String> = if options.is_empty() { host_options } else { options.to_vec() };
+    if embedded && !opts.iter().any(|o| o.starts_with("ndots:")) {
+        opts.push("ndots:0".into());
+    }
+    if !opts.is_empty() {
+        out.push_str(&format!("options {}\n", opts.join(" ")));
     }
     out
 }
@@ -663,6 +740,10 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         Ok(())
     })?;
     trace("release: store updated");
+    if !matches!(c.network_mode.as_str(), "host" | "none" | network::DEFAULT_NETWORK) && !c.network_mode.starts_with("container:") {
+        // Its names go away now, not at the resolver's next periodic sync.
+        let _ = crate::dns::server::sync_now(ctx, false);
+    }
     if !unpublished {
         // The store no longer has the mappings: a rebuild drops whatever is left.
         firewall::sync_all(ctx, store)?;
@@ -838,8 +919,13 @@ pub fn exec(store: &mut Store, reference: &str, cmd: &[String]) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn loopback_nameservers_are_dropped() {
-        let out = super::container_resolv_conf("nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\n");
-        assert_eq!(out, "nameserver 10.0.0.2\nsearch lan\n");
+    fn resolv_conf_for_each_kind_of_network() {
+        let host = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\noptions edns0\n";
+        assert_eq!(super::resolv_conf(host, false, &[], &[], &[]), "nameserver 10.0.0.2\nsearch lan\noptions edns0\n");
+        assert_eq!(super::resolv_conf(host, true, &[], &[], &[]), "nameserver 127.0.0.11\nsearch lan\noptions edns0 ndots:0\n");
+        let dns = vec!["192.168.1.100".to_string()];
+        let search = vec!["corp".to_string()];
+        let opts = vec!["timeout:1".to_string()];
+        assert_eq!(super::resolv_conf(host, false, &dns, &search, &opts), "nameserver 192.168.1.100\nsearch corp\noptions timeout:1\n");
     }
 }

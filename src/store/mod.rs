@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS containers (
     auto_remove   INTEGER NOT NULL,
     detached      INTEGER NOT NULL,
     network_mode  TEXT NOT NULL,
+    dns           TEXT NOT NULL DEFAULT '[]',  -- JSON array of --dns upstreams
     created       INTEGER NOT NULL,
     started       INTEGER,
     finished      INTEGER
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
     ip           TEXT,                    -- NULL once released
     requested_ip TEXT,
     mac          TEXT NOT NULL,
+    aliases      TEXT NOT NULL DEFAULT '[]',   -- JSON array of --network-alias
     UNIQUE (network_id, ip)
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
@@ -71,7 +73,7 @@ CREATE TABLE IF NOT EXISTS ports (
 );
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
 "#;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -129,6 +131,8 @@ pub struct Container {
     pub auto_remove: bool,
     pub detached: bool,
     pub network_mode: String,
+    /// --dns upstreams (empty: the host's).
+    pub dns: Vec<String>,
     pub created: i64,
     pub started: Option<i64>,
     pub finished: Option<i64>,
@@ -144,6 +148,7 @@ pub struct Endpoint {
     pub ip: Option<Ipv4Addr>,
     pub requested_ip: Option<Ipv4Addr>,
     pub mac: String,
+    pub aliases: Vec<String>,
 }
 
 pub struct Store {
@@ -189,6 +194,7 @@ fn container_from_row(r: &Row) -> rusqlite::Result<Container> {
         auto_remove: r.get("auto_remove")?,
         detached: r.get("detached")?,
         network_mode: r.get("network_mode")?,
+        dns: serde_json::from_str(&r.get::<_, String>("dns")?).map_err(|_| bad_column("dns"))?,
         created: r.get("created")?,
         started: r.get("started")?,
         finished: r.get("finished")?,
@@ -207,6 +213,7 @@ fn endpoint_from_row(r: &Row) -> rusqlite::Result<Endpoint> {
         ip: ip.and_then(|s| s.parse().ok()),
         requested_ip: req.and_then(|s| s.parse().ok()),
         mac: r.get("mac")?,
+        aliases: serde_json::from_str(&r.get::<_, String>("aliases")?).map_err(|_| bad_column("aliases"))?,
     })
 }
 
@@ -225,7 +232,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < SCHEMA_VERSION {
+        if version == 2 {
+            conn.execute_batch("BEGIN IMMEDIATE;
+                ALTER TABLE endpoints ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
+                ALTER TABLE containers ADD COLUMN dns TEXT NOT NULL DEFAULT '[]';
+                PRAGMA user_version = 3; COMMIT;").context("upgrading the store's schema")?;
+        }
+        if version < SCHEMA_VERSION && version != 2 {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .context("creating the store's schema")?;
         }
@@ -342,12 +355,12 @@ impl Tx<'_> {
     pub fn insert_container(&self, c: &Container) -> Result<()> {
         self.0.prepare_cached(
             "INSERT INTO containers (id, name, cmd, hostname, state, pid, monitor_pid, monitor_start, exit_code, error,
-                                     auto_remove, detached, network_mode, created, started, finished)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                     auto_remove, detached, network_mode, dns, created, started, finished)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?.execute(params![
             c.id, c.name, serde_json::to_string(&c.cmd)?, c.hostname, c.state.as_str(), c.pid,
             c.monitor_pid, c.monitor_start.map(|v| v as i64), c.exit_code, c.error, c.auto_remove,
-            c.detached, c.network_mode, c.created, c.started, c.finished
+            c.detached, c.network_mode, serde_json::to_string(&c.dns)?, c.created, c.started, c.finished
         ])?;
         Ok(())
     }
@@ -375,11 +388,12 @@ impl Tx<'_> {
 
     pub fn insert_endpoint(&self, e: &Endpoint) -> Result<()> {
         self.0.prepare_cached(
-            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac, aliases)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?.execute(params![
             e.id, e.container_id, e.network_id, e.ifname, e.host_ifname,
-            e.ip.map(|i| i.to_string()), e.requested_ip.map(|i| i.to_string()), e.mac
+            e.ip.map(|i| i.to_string()), e.requested_ip.map(|i| i.to_string()), e.mac,
+            serde_json::to_string(&e.aliases)?
         ])?;
         Ok(())
     }

@@ -1,0 +1,239 @@
+//! The embedded DNS resolver (Docker's 127.0.0.11), in two parts: here the zone — which
+//! names each container may see and what they answer — as pure functions over the store;
+//! in `server` the long-lived process that listens inside container namespaces.
+//!
+//! A name resolves only on a network the asker shares with its owner, so DNS does not
+//! leak across networks; the default `bridge` network has no names, as in Docker.
+
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::store::{Container, Endpoint, Network, State};
+
+pub const TTL: u32 = 600;
+
+/// One container on one network, with every name it answers to there.
+#[derive(Debug, Clone)]
+struct Entry {
+    network_id: String,
+    ip: Ipv4Addr,
+    names: Vec<String>,
+}
+
+/// Everything the resolver knows, rebuilt from the store.
+#[derive(Debug, Default)]
+pub struct Zone {
+    entries: Vec<Entry>,
+    /// container → networks it can ask on (user-defined ones).
+    networks_of: HashMap<String, Vec<String>>,
+    /// container → its own --dns upstreams.
+    pub upstreams_of: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Zone {
+    pub fn build(networks: &[Network], containers: &[Container], endpoints: &[Endpoint]) -> Zone {
+        let user: HashMap<&str, &Network> = networks.iter().filter(|n| !n.builtin).map(|n| (n.id.as_str(), n)).collect();
+        // Created too: a container's resolver must be listening before its process starts.
+        let running: HashMap<&str, &Container> = containers.iter()
+            .filter(|c| c.state != State::Exited).map(|c| (c.id.as_str(), c)).collect();
+        let mut z = Zone::default();
+        for e in endpoints {
+            let (Some(ip), Some(_), Some(c)) = (e.ip, user.get(e.network_id.as_str()), running.get(e.container_id.as_str())) else { continue };
+            let mut names = vec![normalize(&c.name), normalize(&c.hostname)];
+            names.extend(e.aliases.iter().map(|a| normalize(a)));
+            names.dedup();
+            z.entries.push(Entry { network_id: e.network_id.clone(), ip, names });
+            z.networks_of.entry(c.id.clone()).or_default().push(e.network_id.clone());
+            z.upstreams_of.insert(c.id.clone(), c.dns.iter().filter_map(|d| d.parse().ok()).collect());
+        }
+        z
+    }
+
+    /// Containers that get a resolver (those on at least one user-defined network).
+    pub fn served(&self) -> impl Iterator<Item = &String> {
+        self.networks_of.keys()
+    }
+
+    /// Addresses for `name` as seen by `asker`: None when no container anywhere has the
+    /// name (ask upstream), Some(empty) when it exists only on other networks.
+    pub fn lookup(&self, asker: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let name = normalize(name);
+        let mine = self.networks_of.get(asker)?;
+        let mut known = false;
+        let mut ips = Vec::new();
+        for e in self.entries.iter().filter(|e| e.names.contains(&name)) {
+            known = true;
+            if mine.contains(&e.network_id) && !ips.contains(&e.ip) {
+                ips.push(e.ip);
+            }
+        }
+        known.then_some(ips)
+    }
+
+    /// The container name for an address on a network the asker shares.
+    pub fn reverse(&self, asker: &str, ip: Ipv4Addr) -> Option<String> {
+        let mine = self.networks_of.get(asker)?;
+        self.entries.iter().find(|e| e.ip == ip && mine.contains(&e.network_id)).map(|e| e.names[0].clone())
+    }
+
+    #[cfg(test)]
+    fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// 4.3.2.1.in-addr.arpa → 1.2.3.4
+fn ptr_address(name: &str) -> Option<Ipv4Addr> {
+    let rest = normalize(name);
+    let rest = rest.strip_suffix(".in-addr.arpa")?;
+    let mut o: Vec<u8> = rest.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if o.len() != 4 {
+        return None;
+    }
+    o.reverse();
+    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+}
+
+/// What to do with a query.
+pub enum Decision {
+    Reply(Vec<u8>),
+    /// Not ours: ask upstream.
+    Forward,
+}
+
+/// Answers a query from `asker` out of the zone; `rotate` turns the order of a
+/// multi-address answer (round robin).
+pub fn answer(zone: &Zone, asker: &str, query: &Message, rotate: usize) -> Decision {
+    let Some(q) = query.queries.first() else {
+        return Decision::Reply(error(query, ResponseCode::FormErr));
+    };
+    let qname = q.name().to_ascii();
+    let mut reply = Message::response(query.metadata.id, OpCode::Query);
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.add_query(q.clone());
+    match q.query_type() {
+        RecordType::PTR => match ptr_address(&qname) {
+            Some(ip) => match zone.reverse(asker, ip) {
+                Some(target) => {
+                    reply.metadata.authoritative = true;
+                    if let Ok(t) = Name::from_ascii(format!("{target}.")) {
+                        reply.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::PTR(PTR(t))));
+                    }
+                }
+                None => return Decision::Forward,
+            },
+            None => return Decision::Forward,
+        },
+        t => match zone.lookup(asker, &qname) {
+            None => return Decision::Forward,
+            Some(ips) if ips.is_empty() => reply.metadata.response_code = ResponseCode::NXDomain,
+            Some(mut ips) => {
+                reply.metadata.authoritative = true;
+                // AAAA (and anything else) for an IPv4-only container: NOERROR, no data.
+                if t == RecordType::A {
+                    let n = ips.len();
+                    ips.rotate_left(rotate % n);
+                    for ip in ips {
+                        reply.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))));
+                    }
+                }
+            }
+        },
+    }
+    Decision::Reply(reply.to_vec().unwrap_or_else(|_| error(query, ResponseCode::ServFail)))
+}
+
+pub fn error(query: &Message, code: ResponseCode) -> Vec<u8> {
+    let mut m = Message::error_msg(query.metadata.id, OpCode::Query, code);
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.recursion_available = true;
+    if let Some(q) = query.queries.first() {
+        m.add_query(q.clone());
+    }
+    m.to_vec().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn net(id: &str, builtin: bool) -> Network {
+        Network {
+            id: id.into(), name: id.into(), driver: "bridge".into(), subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(), ip_range: None, bridge: format!("br{id}"), mtu: 1500,
+            internal: false, options: BTreeMap::new(), builtin, created: 0, cursor: 0,
+        }
+    }
+
+    fn ctr(id: &str) -> Container {
+        Container {
+            id: id.into(), name: id.into(), cmd: vec![], hostname: format!("{id}-host"), state: State::Running,
+            pid: None, monitor_pid: None, monitor_start: None, exit_code: None, error: None, auto_remove: false,
+            detached: true, network_mode: String::new(), dns: vec![], created: 0, started: None, finished: None,
+        }
+    }
+
+    fn ep(c: &str, n: &str, ip: &str, aliases: &[&str]) -> Endpoint {
+        Endpoint {
+            id: format!("{c}{n}"), container_id: c.into(), network_id: n.into(), ifname: "eth0".into(),
+            host_ifname: String::new(), ip: Some(ip.parse().unwrap()), requested_ip: None, mac: String::new(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_resolve_only_on_shared_networks() {
+        let nets = [net("a", false), net("b", false), net("d", true)];
+        let ctrs = [ctr("web"), ctr("db"), ctr("other"), ctr("plain")];
+        let eps = [
+            ep("web", "a", "10.0.0.2", &["www"]), ep("db", "a", "10.0.0.3", &["store"]),
+            ep("other", "b", "10.0.1.2", &[]), ep("plain", "d", "172.17.0.2", &[]),
+        ];
+        let z = Zone::build(&nets, &ctrs, &eps);
+        assert_eq!(z.entry_count(), 3, "the default network has no names");
+        assert_eq!(z.lookup("web", "DB."), Some(vec!["10.0.0.3".parse().unwrap()]));
+        assert_eq!(z.lookup("web", "store"), Some(vec!["10.0.0.3".parse().unwrap()]));
+        assert_eq!(z.lookup("web", "db-host"), Some(vec!["10.0.0.3".parse().unwrap()]));
+        assert_eq!(z.lookup("web", "other"), Some(vec![]), "exists elsewhere: NXDOMAIN, no leak");
+        assert_eq!(z.lookup("web", "example.com"), None, "unknown: forward");
+        assert_eq!(z.lookup("plain", "web"), None, "default-network containers have no embedded DNS");
+        assert_eq!(z.reverse("web", "10.0.0.3".parse().unwrap()).as_deref(), Some("db"));
+        assert_eq!(z.reverse("web", "10.0.1.2".parse().unwrap()), None);
+        assert_eq!(ptr_address("3.0.0.10.in-addr.arpa."), Some("10.0.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn aliases_round_robin() {
+        let nets = [net("a", false)];
+        let ctrs: Vec<Container> = (0..3).map(|i| ctr(&format!("c{i}"))).collect();
+        let eps: Vec<Endpoint> = (0..3).map(|i| ep(&format!("c{i}"), "a", &format!("10.0.0.{}", i + 2), &["svc"])).collect();
+        let z = Zone::build(&nets, &ctrs, &eps);
+        let mut q = Message::query();
+        q.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::A));
+        let mut firsts = std::collections::HashSet::new();
+        for r in 0..3 {
+            let Decision::Reply(bytes) = answer(&z, "c0", &q, r) else { panic!("ours") };
+            let m = Message::from_vec(&bytes).unwrap();
+            assert_eq!(m.answers.len(), 3);
+            firsts.insert(format!("{:?}", m.answers[0].data));
+        }
+        assert_eq!(firsts.len(), 3, "each address comes first once");
+        let mut q6 = Message::query();
+        q6.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::AAAA));
+        let Decision::Reply(bytes) = answer(&z, "c0", &q6, 0) else { panic!("ours") };
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+    }
+}
