@@ -32,6 +32,8 @@ pub const INTERNET_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
 const TCP_PY: &str = include_str!("../assets/tcp.py");
 const KV_PY: &str = include_str!("../assets/kv.py");
+const DNSQ_PY: &str = include_str!("../assets/dnsq.py");
+const FAKEDNS_PY: &str = include_str!("../assets/fakedns.py");
 
 pub struct Sandbox {
     pub dir: PathBuf,
@@ -63,6 +65,8 @@ impl Sandbox {
         sb.wire().context("wiring the sandbox LAN")?;
         fs::write(sb.dir.join("tcp.py"), TCP_PY)?;
         fs::write(sb.dir.join("kv.py"), KV_PY)?;
+        fs::write(sb.dir.join("dnsq.py"), DNSQ_PY)?;
+        fs::write(sb.dir.join("fakedns.py"), FAKEDNS_PY)?;
         Ok(sb)
     }
 

@@ -1,0 +1,160 @@
+//! The embedded DNS resolver with real queries from inside containers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// dnsq.py from inside a container: (rcode line, answers).
+fn ask(sb: &Sandbox, from: &str, args: &[&str]) -> (String, Vec<String>) {
+    let script = sb.script("dnsq.py");
+    let mut full = vec!["exec", from, "--", "python3", &script];
+    full.extend_from_slice(args);
+    let out = sb.nw(&full);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(str::to_string);
+    (lines.next().unwrap_or_else(|| format!("NO ANSWER {}", String::from_utf8_lossy(&out.stderr).trim())), lines.collect())
+}
+
+fn sleeper(sb: &Sandbox, name: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend(["--", "sleep", "300"]);
+    sb.ok(&args);
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn names_aliases_ptr_and_no_leak_across_networks() {
+    let sb = sandbox("dns");
+    sb.ok(&["network", "create", "app", "--subnet", "10.91.0.0/24"]);
+    sb.ok(&["network", "create", "other", "--subnet", "10.92.0.0/24"]);
+    sleeper(&sb, "web", &["--network", "app", "--network-alias", "www", "--network-alias", "front", "--hostname", "webhost"]);
+    sleeper(&sb, "client", &["--network", "app"]);
+    sleeper(&sb, "outsider", &["--network", "other"]);
+    let web = sb.ip_of("web");
+    let resolv = sb.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 127.0.0.11") && resolv.contains("ndots:0"), "{resolv}");
+    for name in ["web", "www", "front", "webhost", "WEB."] {
+        assert_eq!(ask(&sb, "client", &[name]), ("NOERROR".into(), vec![web.clone()]), "{name}");
+    }
+    // Over TCP too, and with the libc resolver programs actually use.
+    assert_eq!(ask(&sb, "client", &["www", "A", "127.0.0.11", "tcp"]).1, vec![web.clone()]);
+    let getent = sb.ok(&["exec", "client", "--", "getent", "hosts", "web"]);
+    assert!(getent.starts_with(&web), "{getent}");
+    // PTR; AAAA for an IPv4-only container is an empty NOERROR.
+    let rev: Vec<&str> = web.split('.').rev().collect();
+    assert_eq!(ask(&sb, "client", &[&format!("{}.in-addr.arpa", rev.join(".")), "PTR"]).1, vec!["web".to_string()]);
+    assert_eq!(ask(&sb, "client", &["web", "AAAA"]), ("NOERROR".into(), vec![]));
+    // Not across networks: the outsider gets NXDOMAIN, and web's PTR is not given to it.
+    assert_eq!(ask(&sb, "outsider", &["web"]).0, "NXDOMAIN");
+    assert_eq!(ask(&sb, "outsider", &["www"]).0, "NXDOMAIN");
+    // The default bridge has no names and no embedded resolver, as in Docker.
+    sleeper(&sb, "plain", &[]);
+    let resolv = sb.ok(&["exec", "plain", "--", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains("127.0.0.11"), "{resolv}");
+    assert!(!sb.nw(&["exec", "plain", "--", "getent", "hosts", "web"]).status.success());
+    // A container that stops takes its names with it.
+    sb.ok(&["rm", "-f", "web"]);
+    // (Unknown now, so asked upstream — which this sandbox does not have.)
+    assert!(ask(&sb, "client", &["www"]).1.is_empty(), "www is gone with web");
+}
+
+#[test]
+fn alias_round_robin_over_five_containers() {
+    let sb = sandbox("rr");
+    sb.ok(&["network", "create", "app", "--subnet", "10.93.0.0/24"]);
+    for i in 0..5 {
+        sleeper(&sb, &format!("svc{i}"), &["--network", "app", "--network-alias", "svc"]);
+    }
+    sleeper(&sb, "client", &["--network", "app"]);
+    let ips: HashSet<String> = (0..5).map(|i| sb.ip_of(&format!("svc{i}"))).collect();
+    // 100 lookups in one process (a python loop), first answers collected.
+    let script = format!(
+        "import subprocess\nfirst=set()\nfor _ in range(100):\n    out=subprocess.run(['python3','{}','svc'],capture_output=True,text=True).stdout.split()\n    assert out[0]=='NOERROR' and len(out)==6, out\n    first.add(out[1])\nprint(' '.join(sorted(first)))",
+        sb.script("dnsq.py"));
+    let out = sb.ok(&["exec", "client", "--", "python3", "-c", &script]);
+    let firsts: HashSet<String> = out.split_whitespace().map(str::to_string).collect();
+    assert_eq!(firsts, ips, "every address comes first at least once");
+}
+
+#[test]
+fn forwarding_tcp_fallback_servfail_dns_and_add_host() {
+    let sb = sandbox("fwd");
+    let upstream = Kill(sb.in_lan_cmd("python3").args([&sb.script("fakedns.py")]).stdout(Stdio::null()).spawn().unwrap());
+    sb.ok(&["network", "create", "app", "--subnet", "10.94.0.0/24"]);
+    sleeper(&sb, "cc", &["--network", "app", "--dns", "192.168.1.100", "--add-host", "db.local:10.1.2.3",
+        "--dns-search", "corp.example", "--dns-option", "timeout:2"]);
+    let mut first = (String::new(), vec![]);
+    for _ in 0..50 {
+        first = ask(&sb, "cc", &["example.test"]);
+        if first.0 == "NOERROR" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(first, ("NOERROR".into(), vec!["198.51.100.7".to_string()]), "forwarded to --dns");
+    // The upstream truncates "big*" over UDP: the resolver retries over TCP.
+    assert_eq!(ask(&sb, "cc", &["big.example.test"]), ("NOERROR".into(), vec!["198.51.100.8".to_string()]));
+    let hosts = sb.ok(&["exec", "cc", "--", "getent", "hosts", "db.local"]);
+    assert!(hosts.starts_with("10.1.2.3"), "{hosts}");
+    let resolv = sb.ok(&["exec", "cc", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("search corp.example") && resolv.contains("timeout:2"), "{resolv}");
+    // --dns on the default bridge goes straight into resolv.conf.
+    let out = sb.ok(&["run", "--rm", "--dns", "192.168.1.100", "--", "cat", "/etc/resolv.conf"]);
+    assert!(out.contains("nameserver 192.168.1.100"), "{out}");
+    // Upstream down: SERVFAIL, promptly.
+    drop(upstream);
+    let t = Instant::now();
+    assert_eq!(ask(&sb, "cc", &["gone.example.test"]).0, "SERVFAIL");
+    assert!(t.elapsed() < Duration::from_secs(4), "no hang: {:?}", t.elapsed());
+}
+
+#[test]
+fn resolver_comes_back_own_port_53_works_and_no_open_resolver() {
+    let sb = sandbox("dnslife");
+    sb.ok(&["network", "create", "app", "--subnet", "10.95.0.0/24"]);
+    // A container running its own DNS server on port 53 (all addresses).
+    sb.ok(&["run", "-d", "--name", "ns1", "--network", "app", "--", "python3", &sb.script("fakedns.py")]);
+    sleeper(&sb, "client", &["--network", "app"]);
+    let ns1 = sb.ip_of("ns1");
+    let mut own = (String::new(), vec![]);
+    for _ in 0..50 {
+        own = ask(&sb, "client", &["anything.test", "A", &ns1]);
+        if own.0 == "NOERROR" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(own.1, vec!["198.51.100.7".to_string()], "the container's own port-53 server answers");
+    assert_eq!(ask(&sb, "ns1", &["client"]).1, vec![sb.ip_of("client")], "and its 127.0.0.11 still works");
+    // Kill the resolver: a query within 5 s still gets its answer.
+    let pid = std::fs::read_dir("/proc").unwrap().flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).map(|c| c.ends_with(b"_resolver\0")
+            && std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default().contains(sb.root.to_str().unwrap())).unwrap_or(false))
+        .expect("resolver process");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let t = Instant::now();
+    let mut back = (String::new(), vec![]);
+    while t.elapsed() < Duration::from_secs(5) {
+        back = ask(&sb, "client", &["ns1"]);
+        if back.0 == "NOERROR" {
+            break;
+        }
+    }
+    assert_eq!(back.1, vec![ns1], "answered within 5 s of the resolver's death");
+    // Nothing answers DNS on the host's LAN address.
+    let out = sb.in_lan_cmd("python3").args([&sb.script("dnsq.py"), "client", "A", "192.168.1.10"]).output().unwrap();
+    assert!(!out.status.success(), "no open resolver on the LAN: {}", String::from_utf8_lossy(&out.stdout));
+}
