@@ -158,3 +158,38 @@ fn resolver_comes_back_own_port_53_works_and_no_open_resolver() {
     let out = sb.in_lan_cmd("python3").args([&sb.script("dnsq.py"), "client", "A", "192.168.1.10"]).output().unwrap();
     assert!(!out.status.success(), "no open resolver on the LAN: {}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn connect_and_disconnect_change_reachability_and_names() {
+    let sb = sandbox("connect");
+    sb.ok(&["network", "create", "front", "--subnet", "10.96.0.0/24"]);
+    sb.ok(&["network", "create", "back", "--subnet", "10.97.0.0/24"]);
+    sb.ok(&["run", "-d", "--name", "db", "--network", "back", "--", "python3", &sb.script("tcp.py"), "serve", "7000"]);
+    sleeper(&sb, "api", &["--network", "front"]);
+    let db = sb.ip_of("db");
+    sb.send_from("db", &db, 7000, "up").expect("db serving");
+    assert!(sb.send_once("api", &db, 7000, "x").is_err(), "different networks");
+    assert_eq!(ask(&sb, "api", &["db"]).0, "NXDOMAIN");
+    sb.ok(&["network", "connect", "back", "api", "--alias", "gateway-api"]);
+    let links = sb.ok(&["exec", "api", "--", "ip", "-o", "-4", "addr"]);
+    assert!(links.contains("eth1") && links.contains("10.97.0."), "{links}");
+    sb.send_from("api", &db, 7000, "hi").expect("connected: api reaches db");
+    assert_eq!(ask(&sb, "api", &["db"]).1, vec![db.clone()], "and resolves it");
+    assert_eq!(ask(&sb, "db", &["gateway-api"]).0, "NOERROR", "the new alias resolves on back");
+    let (_, err) = sb.fails(&["network", "connect", "back", "api"]);
+    assert!(err.contains("already connected"), "{err}");
+    let (_, err) = sb.fails(&["network", "rm", "back"]);
+    assert!(err.contains("in use"), "{err}");
+    sb.ok(&["network", "disconnect", "back", "api"]);
+    assert!(!sb.ok(&["exec", "api", "--", "ip", "-o", "link"]).contains("eth1"));
+    assert!(sb.send_once("api", &db, 7000, "x").is_err(), "disconnected again");
+    assert_eq!(ask(&sb, "api", &["db"]).0, "NXDOMAIN");
+    let (_, err) = sb.fails(&["network", "disconnect", "back", "api"]);
+    assert!(err.contains("not connected"), "{err}");
+    // run accepts --network more than once: one interface per network, names on both.
+    sleeper(&sb, "both", &["--network", "front", "--network", "back"]);
+    sb.send_from("both", &db, 7000, "hi").expect("both -> db on back");
+    assert_eq!(ask(&sb, "both", &["api"]).1, vec![sb.ip_of("api")]);
+    let v = sb.inspect("both");
+    assert_eq!(v["NetworkSettings"]["Networks"].as_object().unwrap().len(), 2);
+}

@@ -114,6 +114,20 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         networks: Vec<String>,
     },
+    /// Connect a running container to a network (a new interface: eth1, eth2, ...)
+    Connect {
+        network: String,
+        container: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long = "alias")]
+        alias: Vec<String>,
+    },
+    /// Disconnect a running container from a network
+    Disconnect {
+        network: String,
+        container: String,
+    },
     /// Remove all networks no container is attached to
     Prune {
         /// Accepted for Docker compatibility; netwright never prompts
@@ -359,6 +373,12 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
             if let Some(e) = failed {
                 return Err(e);
             }
+        }
+        NetworkCmd::Connect { network, container, ip, alias } => {
+            runtime::connect::connect(ctx, &mut store, &network, &container, ip.as_deref(), &alias)?;
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            runtime::connect::disconnect(ctx, &mut store, &network, &container)?;
         }
         NetworkCmd::Prune { .. } => {
             runtime::sweep(ctx, &mut store)?;

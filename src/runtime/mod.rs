@@ -7,6 +7,7 @@
 //! it cannot outlive a monitor killed with -9; the next netwright command then finds the
 //! monitor dead (PID plus start time, so PID reuse cannot fool it) and releases instead.
 
+pub mod connect;
 pub mod names;
 pub mod process;
 
@@ -88,8 +89,8 @@ struct Created {
 
 /// How a container is networked (`--network`).
 enum Mode {
-    /// A netwright network (bridge or macvlan) by name.
-    Net(String),
+    /// netwright networks (bridge or macvlan) by name; the first carries the default route.
+    Net(Vec<String>),
     /// The host's own network namespace.
     Host,
     /// Its own namespace with only lo.
@@ -101,13 +102,20 @@ enum Mode {
 impl Mode {
     fn parse(spec: &RunSpec) -> Result<Mode> {
         let net = spec.networks.first().map(String::as_str).unwrap_or(network::DEFAULT_NETWORK);
+        let special = |n: &str| n == "host" || n == "none" || n.starts_with("container:");
+        if spec.networks.len() > 1 {
+            if spec.networks.iter().any(|n| special(n)) {
+                bail!("--network host, none and container: cannot be combined with other networks");
+            }
+            return Ok(Mode::Net(spec.networks.clone()));
+        }
         let mode = match net {
             "host" => Mode::Host,
             "none" => Mode::None,
             n => match n.strip_prefix("container:") {
                 Some("") => bail!("--network container: needs a container name, e.g. --network container:api"),
                 Some(owner) => Mode::Join(owner.to_string()),
-                None => Mode::Net(n.to_string()),
+                None => Mode::Net(vec![n.to_string()]),
             },
         };
         let what = match &mode {
@@ -146,9 +154,6 @@ pub fn run(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
         if !names::valid(n) {
             bail!("invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)");
         }
-    }
-    if spec.networks.len() > 1 {
-        bail!("only one --network is supported by this version of `run`");
     }
     parse_publish(&spec.publish)?;
     for d in &spec.dns {
@@ -360,13 +365,55 @@ fn resolve_ports(tx: &crate::store::Tx, reqs: &[ports::PortRequest]) -> Result<V
     Ok(out)
 }
 
+/// Allocates an address on `net` (the requested one, or the next free) and records the
+/// endpoint. Runs inside the write transaction.
+pub(crate) fn add_endpoint(ctx: &Ctx, tx: &crate::store::Tx, net: &Network, container_id: &str, ifname: &str,
+                requested_ip: Option<Ipv4Addr>, aliases: &[String]) -> Result<Endpoint> {
+    let ip = match requested_ip {
+        Some(ip) => {
+            ipam::check_requested(net.subnet, net.gateway, ip)?;
+            if network::reserved(net).contains(&ip) {
+                bail!("--ip {ip} is reserved on network {} (host shim): pick another address", net.name);
+            }
+            if tx.ip_taken(&net.id, ip)? {
+                bail!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name);
+            }
+            ip
+        }
+        None => {
+            let (ip, cursor) = ipam::allocate(net.subnet, &network::reserved(net), net.ip_range, net.cursor,
+                |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
+                .with_context(|| format!("network {}", net.name))?;
+            tx.set_cursor(&net.id, cursor)?;
+            ip
+        }
+    };
+    if net.builtin && !aliases.is_empty() {
+        bail!("--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`");
+    }
+    let ep_id = random_hex(32);
+    let ep = Endpoint {
+        host_ifname: if net.driver == "bridge" { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
+        id: ep_id,
+        container_id: container_id.to_string(),
+        network_id: net.id.clone(),
+        ifname: ifname.to_string(),
+        ip: Some(ip),
+        requested_ip,
+        mac: ipam::format_mac(ipam::mac_for(ip)),
+        aliases: aliases.to_vec(),
+    };
+    tx.insert_endpoint(&ep)?;
+    Ok(ep)
+}
+
 /// Store rows, container files, namespace and veths. On any failure, undoes what it did.
 fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     trace("create: start");
     let mut host_nl = Netlink::open().context("opening netlink")?;
     let mode = Mode::parse(spec)?;
-    if let Mode::Net(n) = &mode {
-        if n == network::DEFAULT_NETWORK {
+    if let Mode::Net(ns) = &mode {
+        if ns.iter().any(|n| n == network::DEFAULT_NETWORK) {
             network::ensure_default(ctx, store, &mut host_nl)?;
         }
     }
@@ -387,8 +434,18 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     }
     let me = std::process::id() as i32;
     let (container, endpoints, nets, mappings, owner) = store.write(|tx| {
-        let (net, owner) = match &mode {
-            Mode::Net(n) => (Some(network::resolve(tx, n)?), None),
+        let (nets, owner) = match &mode {
+            Mode::Net(ns) => {
+                let mut v: Vec<Network> = Vec::new();
+                for n in ns {
+                    let net = network::resolve(tx, n)?;
+                    if v.iter().any(|o| o.id == net.id) {
+                        bail!("network {} is given twice", net.name);
+                    }
+                    v.push(net);
+                }
+                (v, None)
+            }
             Mode::Join(o) => {
                 let owner = tx.container(o)?.with_context(|| format!("no such container: {o} (for --network container:{o})"))?;
                 if owner.state != State::Running || !monitor_alive(&owner) {
@@ -397,16 +454,13 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
                 if owner.network_mode.starts_with("container:") {
                     bail!("container {} itself shares another container's network: join that one instead ({})", owner.name, owner.network_mode);
                 }
-                (None, Some(owner))
+                (vec![], Some(owner))
             }
-            Mode::Host | Mode::None => (None, None),
+            Mode::Host | Mode::None => (vec![], None),
         };
-        if let Some(net) = &net {
+        if let Some(net) = nets.first() {
             if net.internal && !port_reqs.is_empty() {
                 bail!("network {} is internal: it has no published ports (drop -p or use another network)", net.name);
-            }
-            if net.builtin && !spec.aliases.is_empty() {
-                bail!("--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`");
             }
             if net.driver == "macvlan" && !port_reqs.is_empty() {
                 bail!("network {} is a macvlan network: its containers are reachable directly on the LAN, so -p does not apply", net.name);
@@ -427,7 +481,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             },
         };
         let id = random_hex(64);
-        let network_mode = match (&mode, &net, &owner) {
+        let network_mode = match (&mode, nets.first(), &owner) {
             (_, Some(n), _) => n.name.clone(),
             (_, _, Some(o)) => format!("container:{}", o.id),
             (Mode::Host, _, _) => "host".into(),
@@ -457,46 +511,19 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             finished: None,
         };
         tx.insert_container(&container)?;
-        let Some(net) = net else {
-            return Ok((container, vec![], vec![], vec![], owner));
-        };
-        let ip = match requested_ip {
-            Some(ip) => {
-                ipam::check_requested(net.subnet, net.gateway, ip)?;
-                if network::reserved(&net).contains(&ip) {
-                    bail!("--ip {ip} is reserved on network {} (host shim): pick another address", net.name);
-                }
-                if tx.ip_taken(&net.id, ip)? {
-                    bail!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name);
-                }
-                ip
-            }
-            None => {
-                let (ip, cursor) = ipam::allocate(net.subnet, &network::reserved(&net), net.ip_range, net.cursor,
-                    |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
-                    .with_context(|| format!("network {}", net.name))?;
-                tx.set_cursor(&net.id, cursor)?;
-                ip
-            }
-        };
-        let ep_id = random_hex(32);
-        let ep = Endpoint {
-            host_ifname: if net.driver == "bridge" { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
-            id: ep_id,
-            container_id: id,
-            network_id: net.id.clone(),
-            ifname: "eth0".into(),
-            ip: Some(ip),
-            requested_ip,
-            mac: ipam::format_mac(ipam::mac_for(ip)),
-            aliases: spec.aliases.clone(),
-        };
-        tx.insert_endpoint(&ep)?;
+        let mut eps = Vec::new();
+        for (i, net) in nets.iter().enumerate() {
+            // --ip applies to the first network, as in Docker.
+            let ip = if i == 0 { requested_ip } else { None };
+            // Aliases name the container on its user-defined networks.
+            let aliases: &[String] = if net.builtin && nets.len() > 1 { &[] } else { &spec.aliases };
+            eps.push(add_endpoint(ctx, tx, net, &id, &format!("eth{i}"), ip, aliases)?);
+        }
         let mappings = resolve_ports(tx, &port_reqs)?;
         for m in &mappings {
             tx.insert_port(&container.id, m)?;
         }
-        Ok((container, vec![ep], vec![net], mappings, None))
+        Ok((container, eps, nets, mappings, owner))
     })?;
     trace("create: store rows written");
     let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref(), spec).and_then(|created| {
@@ -782,7 +809,7 @@ fn detach_for_joiners(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()>
     Ok(())
 }
 
-fn monitor_alive(c: &Container) -> bool {
+pub(crate) fn monitor_alive(c: &Container) -> bool {
     process::alive(c.monitor_pid, c.monitor_start)
 }
 

@@ -417,6 +417,16 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    pub fn delete_endpoint(&self, id: &str) -> Result<()> {
+        self.0.prepare_cached("DELETE FROM endpoints WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    pub fn delete_ports(&self, container_id: &str) -> Result<()> {
+        self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([container_id])?;
+        Ok(())
+    }
+
     pub fn insert_port(&self, container_id: &str, m: &Mapping) -> Result<()> {
         self.0.prepare_cached(
             "INSERT INTO ports (container_id, host_ip, host_port, proto, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
