@@ -23,6 +23,9 @@ pub struct BenchArgs {
     /// Seconds of iperf3 per throughput measurement (0 skips; needs iperf3)
     #[arg(long, default_value_t = 3)]
     pub throughput_secs: u64,
+    /// Seconds of dnsperf per DNS measurement at each N (0 skips; needs dnsperf)
+    #[arg(long, default_value_t = 3)]
+    pub dns_secs: u64,
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -85,6 +88,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     println!("reference: spawn `true` {} ms; `netwright network ls` {} ms\n", cell(&floor).trim(), cell(&nwfloor).trim());
     println!("{:>6}   {:<24} {:<24} {:<24}", "N", "run --rm -- true", "attach (run -d)", "release (rm -f)");
     let mut attached = 0;
+    let mut dns_results = Vec::new();
     for size in sizes {
         let t = Instant::now();
         fill(&sb, &mut attached, size)?;
@@ -105,6 +109,19 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         }
         println!("{:>6}   {:<24} {:<24} {:<24}   (attaching {} fillers took {:.1} s)",
             size, cell(&stats(rr)), cell(&stats(at)), cell(&stats(rel)), size, fill_time.as_secs_f64());
+        if args.dns_secs > 0 && size > 0 {
+            dns_results.push((size, dns_bench(&sb, args.dns_secs)?));
+        }
+    }
+    if !dns_results.is_empty() {
+        println!("\nembedded DNS: a container name asked from inside a container (dnsperf, {} s, 10 clients)", args.dns_secs);
+        println!("{:>6}   {:>12} {:>14} {:>14} {:>16}", "N", "queries/s", "avg latency", "max latency", "resolver RSS");
+        for (n, r) in dns_results {
+            match r {
+                Some(r) => println!("{n:>6}   {:>12.0} {:>11.3} ms {:>11.3} ms {:>13} kB", r.qps, r.avg_ms, r.max_ms, r.rss_kb),
+                None => println!("{n:>6}   skipped (dnsperf is not installed)"),
+            }
+        }
     }
     publish_bench(&sb, args, runs)?;
     if args.throughput_secs > 0 {
@@ -112,6 +129,49 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     }
     drop(sb);
     Ok(0)
+}
+
+struct DnsResult {
+    qps: f64,
+    avg_ms: f64,
+    max_ms: f64,
+    rss_kb: u64,
+}
+
+/// dnsperf inside a client container on the bench network, asking for a filler's name.
+fn dns_bench(sb: &Sandbox, secs: u64) -> Result<Option<DnsResult>> {
+    if Command::new("dnsperf").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        return Ok(None);
+    }
+    let data = sb.dir.join("dnsperf.txt");
+    std::fs::write(&data, "fill0 A\n")?;
+    timed(&mut sb.netwright(["run", "-d", "--name", "dnsclient", "--network", "bench", "--", "sleep", "infinity"]))?;
+    let out = sb.netwright(["exec", "dnsclient", "--", "dnsperf", "-s", "127.0.0.11", "-d", data.to_str().unwrap_or_default(),
+        "-l", &secs.to_string(), "-c", "10", "-q", "100"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    timed(&mut sb.netwright(["rm", "-f", "dnsclient"]))?;
+    let num = |key: &str| -> f64 {
+        text.lines().find(|l| l.trim_start().starts_with(key))
+            .and_then(|l| l.split(':').nth(1)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
+    let (avg, max) = text.lines().find(|l| l.contains("Average Latency"))
+        .map(|l| {
+            let nums: Vec<f64> = l.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|w| w.parse().ok()).collect();
+            (nums.first().copied().unwrap_or(0.0), nums.get(2).copied().unwrap_or(0.0))
+        }).unwrap_or((0.0, 0.0));
+    Ok(Some(DnsResult { qps: num("Queries per second"), avg_ms: avg * 1000.0, max_ms: max * 1000.0, rss_kb: resolver_rss(sb) }))
+}
+
+/// Resident memory of the sandbox's resolver process (kB).
+fn resolver_rss(sb: &Sandbox) -> u64 {
+    let root = sb.root.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").into_iter().flatten().flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).map(|c| c.ends_with(b"_resolver\0")).unwrap_or(false)
+            && std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default().contains(&root))
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Cost of publishing one more port with N ports already published.

@@ -18,20 +18,21 @@ use crate::store::{Container, Endpoint, Network, State};
 
 pub const TTL: u32 = 600;
 
-/// One container on one network, with every name it answers to there.
-#[derive(Debug, Clone)]
-struct Entry {
-    network_id: String,
-    ip: Ipv4Addr,
-    names: Vec<String>,
+/// What one container contributes: per network, its address and names.
+#[derive(Debug, Clone, Default)]
+struct Contribution {
+    networks: Vec<String>,
+    records: Vec<(String, Ipv4Addr, Vec<String>)>,
 }
 
-/// Everything the resolver knows, rebuilt from the store.
+/// Everything the resolver knows, indexed for O(1) answers; updated per container.
 #[derive(Debug, Default)]
 pub struct Zone {
-    entries: Vec<Entry>,
-    /// container → networks it can ask on (user-defined ones).
-    networks_of: HashMap<String, Vec<String>>,
+    by_container: HashMap<String, Contribution>,
+    /// name → (network, address, container)
+    names: HashMap<String, Vec<(String, Ipv4Addr, String)>>,
+    /// address → (network, primary name)
+    addrs: HashMap<Ipv4Addr, Vec<(String, String)>>,
     /// container → its own --dns upstreams.
     pub upstreams_of: HashMap<String, Vec<Ipv4Addr>>,
 }
@@ -42,53 +43,99 @@ fn normalize(name: &str) -> String {
 
 impl Zone {
     pub fn build(networks: &[Network], containers: &[Container], endpoints: &[Endpoint]) -> Zone {
-        let user: HashMap<&str, &Network> = networks.iter().filter(|n| !n.builtin).map(|n| (n.id.as_str(), n)).collect();
-        // Created too: a container's resolver must be listening before its process starts.
-        let running: HashMap<&str, &Container> = containers.iter()
-            .filter(|c| c.state != State::Exited).map(|c| (c.id.as_str(), c)).collect();
         let mut z = Zone::default();
+        let mut eps_of: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
         for e in endpoints {
-            let (Some(ip), Some(_), Some(c)) = (e.ip, user.get(e.network_id.as_str()), running.get(e.container_id.as_str())) else { continue };
-            let mut names = vec![normalize(&c.name), normalize(&c.hostname)];
-            names.extend(e.aliases.iter().map(|a| normalize(a)));
-            names.dedup();
-            z.entries.push(Entry { network_id: e.network_id.clone(), ip, names });
-            z.networks_of.entry(c.id.clone()).or_default().push(e.network_id.clone());
-            z.upstreams_of.insert(c.id.clone(), c.dns.iter().filter_map(|d| d.parse().ok()).collect());
+            eps_of.entry(e.container_id.as_str()).or_default().push(e);
+        }
+        for c in containers {
+            let eps: Vec<Endpoint> = eps_of.get(c.id.as_str()).map(|v| v.iter().map(|e| (*e).clone()).collect()).unwrap_or_default();
+            z.update(networks, &c.id, Some(c), &eps);
         }
         z
     }
 
+    /// Replaces what container `id` contributes (nothing when `c` is None or exited).
+    pub fn update(&mut self, networks: &[Network], id: &str, c: Option<&Container>, eps: &[Endpoint]) {
+        self.remove(id);
+        // Created too: a container's resolver must be listening before its process starts.
+        let Some(c) = c.filter(|c| c.state != State::Exited) else { return };
+        let mut contribution = Contribution::default();
+        for e in eps {
+            let Some(ip) = e.ip else { continue };
+            if !networks.iter().any(|n| n.id == e.network_id && !n.builtin) {
+                continue;
+            }
+            let mut names = vec![normalize(&c.name), normalize(&c.hostname)];
+            names.extend(e.aliases.iter().map(|a| normalize(a)));
+            names.dedup();
+            for n in &names {
+                self.names.entry(n.clone()).or_default().push((e.network_id.clone(), ip, c.id.clone()));
+            }
+            self.addrs.entry(ip).or_default().push((e.network_id.clone(), names[0].clone()));
+            contribution.networks.push(e.network_id.clone());
+            contribution.records.push((e.network_id.clone(), ip, names));
+        }
+        if contribution.networks.is_empty() {
+            return;
+        }
+        self.upstreams_of.insert(c.id.clone(), c.dns.iter().filter_map(|d| d.parse().ok()).collect());
+        self.by_container.insert(c.id.clone(), contribution);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_container.remove(id) else { return };
+        self.upstreams_of.remove(id);
+        for (net, ip, names) in old.records {
+            for n in names {
+                if let Some(v) = self.names.get_mut(&n) {
+                    v.retain(|(_, _, cid)| cid != id);
+                    if v.is_empty() {
+                        self.names.remove(&n);
+                    }
+                }
+            }
+            if let Some(v) = self.addrs.get_mut(&ip) {
+                v.retain(|(n, _)| *n != net);
+                if v.is_empty() {
+                    self.addrs.remove(&ip);
+                }
+            }
+        }
+    }
+
     /// Containers that get a resolver (those on at least one user-defined network).
     pub fn served(&self) -> impl Iterator<Item = &String> {
-        self.networks_of.keys()
+        self.by_container.keys()
+    }
+
+    pub fn serves(&self, id: &str) -> bool {
+        self.by_container.contains_key(id)
     }
 
     /// Addresses for `name` as seen by `asker`: None when no container anywhere has the
     /// name (ask upstream), Some(empty) when it exists only on other networks.
     pub fn lookup(&self, asker: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
-        let name = normalize(name);
-        let mine = self.networks_of.get(asker)?;
-        let mut known = false;
+        let mine = &self.by_container.get(asker)?.networks;
+        let found = self.names.get(&normalize(name))?;
         let mut ips = Vec::new();
-        for e in self.entries.iter().filter(|e| e.names.contains(&name)) {
-            known = true;
-            if mine.contains(&e.network_id) && !ips.contains(&e.ip) {
-                ips.push(e.ip);
+        for (net, ip, _) in found {
+            if mine.contains(net) && !ips.contains(ip) {
+                ips.push(*ip);
             }
         }
-        known.then_some(ips)
+        Some(ips)
     }
 
     /// The container name for an address on a network the asker shares.
     pub fn reverse(&self, asker: &str, ip: Ipv4Addr) -> Option<String> {
-        let mine = self.networks_of.get(asker)?;
-        self.entries.iter().find(|e| e.ip == ip && mine.contains(&e.network_id)).map(|e| e.names[0].clone())
+        let mine = &self.by_container.get(asker)?.networks;
+        self.addrs.get(&ip)?.iter().find(|(n, _)| mine.contains(n)).map(|(_, name)| name.clone())
     }
 
     #[cfg(test)]
     fn entry_count(&self) -> usize {
-        self.entries.len()
+        self.by_container.values().map(|c| c.records.len()).sum()
     }
 }
 
@@ -219,7 +266,11 @@ mod tests {
         let nets = [net("a", false)];
         let ctrs: Vec<Container> = (0..3).map(|i| ctr(&format!("c{i}"))).collect();
         let eps: Vec<Endpoint> = (0..3).map(|i| ep(&format!("c{i}"), "a", &format!("10.0.0.{}", i + 2), &["svc"])).collect();
-        let z = Zone::build(&nets, &ctrs, &eps);
+        let mut z = Zone::build(&nets, &ctrs, &eps);
+        // Incremental updates keep the indexes exact.
+        z.update(&nets, "c2", None, &[]);
+        assert_eq!(z.lookup("c0", "svc").map(|v| v.len()), Some(2));
+        z.update(&nets, "c2", Some(&ctrs[2]), &eps[2..3]);
         let mut q = Message::query();
         q.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::A));
         let mut firsts = std::collections::HashSet::new();

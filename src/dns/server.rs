@@ -77,18 +77,53 @@ async fn resolver(ctx: Ctx) -> Result<()> {
     });
     let mut served: HashMap<String, Served> = HashMap::new();
     sync(&ctx, &shared, &mut served);
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // A safety net only: every change arrives as a "sync <id>" from the command making it.
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
     loop {
         tokio::select! {
             conn = control.accept() => {
                 let Ok((mut stream, _)) = conn else { continue };
-                let mut line = [0u8; 16];
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut line)).await;
-                sync(&ctx, &shared, &mut served);
+                let mut line = vec![0u8; 128];
+                let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut line)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
+                let text = String::from_utf8_lossy(&line[..n]).into_owned();
+                match text.trim().strip_prefix("sync ") {
+                    Some(id) => sync_one(&ctx, &shared, &mut served, id.trim()),
+                    None => sync(&ctx, &shared, &mut served),
+                }
                 let _ = stream.write_all(b"ok\n").await;
             }
             _ = tick.tick() => sync(&ctx, &shared, &mut served),
         }
+    }
+}
+
+/// One container changed: update its records and listeners only (O(1) in containers).
+fn sync_one(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: &str) {
+    let Ok(mut store) = ctx.store() else { return };
+    let Ok((nets, c, eps)) = store.read(|tx| Ok((tx.networks()?, tx.container(id)?, tx.endpoints_of(id)?))) else { return };
+    let serves = {
+        let mut zone = shared.zone.write().expect("zone lock");
+        zone.update(&nets, id, c.as_ref(), &eps);
+        zone.serves(id)
+    };
+    if !serves {
+        served.remove(id);
+    } else if !served.contains_key(id) {
+        adopt_into(ctx, shared, served, id.to_string());
+    }
+}
+
+fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: String) {
+    match adopt(ctx, &id) {
+        Ok((udp, tcp)) => {
+            let tasks = vec![
+                tokio::spawn(serve_udp(udp, id.clone(), shared.clone())),
+                tokio::spawn(serve_tcp(tcp, id.clone(), shared.clone())),
+            ];
+            served.insert(id, Served { tasks });
+        }
+        Err(e) => eprintln!("netwright-dns: cannot serve container {}: {e:#}", &id[..12.min(id.len())]),
     }
 }
 
@@ -102,18 +137,8 @@ fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     *shared.host_upstreams.write().expect("upstreams lock") = host_upstreams();
     served.retain(|id, _| wanted.contains(id));
     for id in wanted {
-        if served.contains_key(&id) {
-            continue;
-        }
-        match adopt(ctx, &id) {
-            Ok((udp, tcp)) => {
-                let tasks = vec![
-                    tokio::spawn(serve_udp(udp, id.clone(), shared.clone())),
-                    tokio::spawn(serve_tcp(tcp, id.clone(), shared.clone())),
-                ];
-                served.insert(id, Served { tasks });
-            }
-            Err(e) => eprintln!("netwright-dns: cannot serve container {}: {e:#}", &id[..12]),
+        if !served.contains_key(&id) {
+            adopt_into(ctx, shared, served, id);
         }
     }
 }
@@ -172,13 +197,22 @@ async fn serve_udp(sock: UdpSocket, id: String, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
-        let query = buf[..n].to_vec();
-        let (sock, id, shared) = (sock.clone(), id.clone(), shared.clone());
-        tokio::spawn(async move {
-            if let Some(reply) = respond(&query, &id, &shared).await {
-                let _ = sock.send_to(&reply, peer).await;
+        // Our own names are answered right here; only forwarding gets a task of its own,
+        // so a slow upstream never holds up the rest.
+        let Ok(msg) = Message::from_vec(&buf[..n]) else { continue };
+        match local(&msg, &id, &shared) {
+            Decision::Reply(r) => {
+                let _ = sock.send_to(&r, peer).await;
             }
-        });
+            Decision::Forward => {
+                let query = buf[..n].to_vec();
+                let (sock, id, shared) = (sock.clone(), id.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let reply = forward_for(&query, &msg, &id, &shared).await;
+                    let _ = sock.send_to(&reply, peer).await;
+                });
+            }
+        }
     }
 }
 
@@ -212,28 +246,32 @@ async fn serve_tcp(listener: TcpListener, id: String, shared: Arc<Shared>) {
     }
 }
 
+fn local(msg: &Message, id: &str, shared: &Shared) -> Decision {
+    let zone = shared.zone.read().expect("zone lock");
+    super::answer(&zone, id, msg, shared.rotate.fetch_add(1, Ordering::Relaxed))
+}
+
 /// The reply to one query from container `id`.
 async fn respond(query: &[u8], id: &str, shared: &Shared) -> Option<Vec<u8>> {
     let msg = Message::from_vec(query).ok()?;
-    let decision = {
-        let zone = shared.zone.read().expect("zone lock");
-        super::answer(&zone, id, &msg, shared.rotate.fetch_add(1, Ordering::Relaxed))
-    };
-    match decision {
+    match local(&msg, id, shared) {
         Decision::Reply(r) => Some(r),
-        Decision::Forward => {
-            let upstreams: Vec<Ipv4Addr> = {
-                let zone = shared.zone.read().expect("zone lock");
-                match zone.upstreams_of.get(id).filter(|u| !u.is_empty()) {
-                    Some(u) => u.clone(),
-                    None => shared.host_upstreams.read().expect("upstreams lock").clone(),
-                }
-            };
-            Some(match forward(query, &upstreams).await {
-                Some(r) => r,
-                None => super::error(&msg, ResponseCode::ServFail),
-            })
+        Decision::Forward => Some(forward_for(query, &msg, id, shared).await),
+    }
+}
+
+/// Forwards to the container's --dns servers, or the host's; SERVFAIL if none answers.
+async fn forward_for(query: &[u8], msg: &Message, id: &str, shared: &Shared) -> Vec<u8> {
+    let upstreams: Vec<Ipv4Addr> = {
+        let zone = shared.zone.read().expect("zone lock");
+        match zone.upstreams_of.get(id).filter(|u| !u.is_empty()) {
+            Some(u) => u.clone(),
+            None => shared.host_upstreams.read().expect("upstreams lock").clone(),
         }
+    };
+    match forward(query, &upstreams).await {
+        Some(r) => r,
+        None => super::error(msg, ResponseCode::ServFail),
     }
 }
 
@@ -304,7 +342,7 @@ fn supervisor_alive(ctx: &Ctx) -> bool {
 
 /// Asks the resolver to re-read the store and waits until it has (so a new container's
 /// resolver is listening before its process starts). Starts the resolver if needed.
-pub fn sync_now(ctx: &Ctx, start_if_needed: bool) -> Result<()> {
+pub fn sync_now(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<()> {
     if !supervisor_alive(ctx) {
         if !start_if_needed {
             return Ok(());
@@ -316,7 +354,10 @@ pub fn sync_now(ctx: &Ctx, start_if_needed: bool) -> Result<()> {
         match UnixStream::connect(socket_path(ctx)) {
             Ok(mut s) => {
                 s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                s.write_all(b"sync\n")?;
+                match container {
+                    Some(id) => s.write_all(format!("sync {id}\n").as_bytes())?,
+                    None => s.write_all(b"sync\n")?,
+                }
                 let mut line = String::new();
                 BufReader::new(s).read_line(&mut line)?;
                 return Ok(());

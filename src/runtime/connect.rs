@@ -54,7 +54,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, ip: O
         store.write(|tx| tx.delete_endpoint(&ep.id))?;
         return Err(e);
     }
-    crate::dns::server::sync_now(ctx, !net.builtin)?;
+    crate::dns::server::sync_now(ctx, !net.builtin, Some(&c.id))?;
     Ok(())
 }
 
@@ -90,7 +90,7 @@ pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) ->
         }
         Ok(())
     })?;
-    crate::dns::server::sync_now(ctx, false)?;
+    crate::dns::server::sync_now(ctx, false, Some(&c.id))?;
     let _ = net;
     Ok(())
 }

@@ -540,7 +540,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     // The embedded resolver must listen in the namespace before the process starts.
     let made = made.and_then(|created| {
         if nets.iter().any(|n| !n.builtin) {
-            crate::dns::server::sync_now(ctx, true)?;
+            crate::dns::server::sync_now(ctx, true, Some(&container.id))?;
             trace("setup: DNS resolver ready");
         }
         Ok(created)
@@ -769,7 +769,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     trace("release: store updated");
     if !matches!(c.network_mode.as_str(), "host" | "none" | network::DEFAULT_NETWORK) && !c.network_mode.starts_with("container:") {
         // Its names go away now, not at the resolver's next periodic sync.
-        let _ = crate::dns::server::sync_now(ctx, false);
+        let _ = crate::dns::server::sync_now(ctx, false, Some(&c.id));
     }
     if !unpublished {
         // The store no longer has the mappings: a rebuild drops whatever is left.
