@@ -26,14 +26,6 @@ fn sleeper(sb: &Sandbox, name: &str, extra: &[&str]) {
     sb.ok(&args);
 }
 
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn names_aliases_ptr_and_no_leak_across_networks() {
     let sb = sandbox("dns");

@@ -7,39 +7,6 @@ use std::process::Stdio;
 
 use common::*;
 
-/// Runs tcp.py `send` from the LAN namespace ("another machine").
-fn from_lan(sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
-    client(sb.in_lan_cmd("python3"), sb, host, port, proto)
-}
-
-/// Runs tcp.py `send` from the host namespace itself.
-fn from_host(sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
-    client(sb.in_host_cmd("python3"), sb, host, port, proto)
-}
-
-fn client(mut cmd: std::process::Command, sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
-    let out = cmd.args([&sb.script("tcp.py"), "send", host, &port.to_string(), "hi", proto])
-        .stdin(Stdio::null()).output().unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// Retries while a server starts.
-fn retry(mut f: impl FnMut() -> Result<String, String>) -> Result<String, String> {
-    let mut last = Err(String::new());
-    for _ in 0..50 {
-        last = f();
-        if last.is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    last
-}
-
 /// A container serving tcp.py on `ports` (TCP and UDP each).
 fn server(sb: &Sandbox, name: &str, extra: &[&str], ports: &[u16]) {
     let script = sb.script("tcp.py");
@@ -57,14 +24,6 @@ fn server(sb: &Sandbox, name: &str, extra: &[&str], ports: &[u16]) {
 fn lan_server(sb: &Sandbox, port: u16) -> std::process::Child {
     sb.in_lan_cmd("python3").args([&sb.script("tcp.py"), "serve", &port.to_string()])
         .stdout(Stdio::null()).spawn().unwrap()
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn nft(sb: &Sandbox, args: &[&str]) -> String {

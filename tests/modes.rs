@@ -7,45 +7,13 @@ use std::time::Duration;
 
 use common::*;
 
-fn lan_send(sb: &Sandbox, host: &str, port: u16) -> Result<String, String> {
-    let out = sb.in_lan_cmd("python3").args([&sb.script("tcp.py"), "send", host, &port.to_string(), "hi"])
-        .stdin(Stdio::null()).output().unwrap();
-    if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-}
-
-fn host_send(sb: &Sandbox, host: &str, port: u16) -> Result<String, String> {
-    let out = sb.in_host_cmd("python3").args([&sb.script("tcp.py"), "send", host, &port.to_string(), "hi"])
-        .stdin(Stdio::null()).output().unwrap();
-    if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-}
-
-fn retry(mut f: impl FnMut() -> Result<String, String>) -> Result<String, String> {
-    let mut last = Err(String::new());
-    for _ in 0..50 {
-        last = f();
-        if last.is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    last
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn host_mode_shares_the_host_network() {
     let sb = sandbox("host");
     let script = sb.script("tcp.py");
     sb.ok(&["run", "-d", "--name", "hh", "--network", "host", "--", "python3", &script, "serve", "7400"]);
     // The server bound in the container is a server of the host: the LAN reaches it on eth0.
-    let r = retry(|| lan_send(&sb, "192.168.1.10", 7400)).expect("LAN -> host-mode container");
+    let r = retry(|| from_lan(&sb, "192.168.1.10", 7400, "tcp")).expect("LAN -> host-mode container");
     assert!(r.contains("hi from 192.168.1."), "{r}");
     let v = sb.inspect("hh");
     assert_eq!(v["HostConfig"]["NetworkMode"], "host");
@@ -132,13 +100,13 @@ fn macvlan_containers_sit_on_the_lan_without_nat() {
     let (m1, m2) = (sb.ip_of("m1"), sb.ip_of("m2"));
     assert_eq!(m1, "192.168.1.192");
     // The LAN reaches the container at its own address, and sees it unNATed.
-    let r = retry(|| lan_send(&sb, &m1, 7000)).expect("LAN -> macvlan container");
+    let r = retry(|| from_lan(&sb, &m1, 7000, "tcp")).expect("LAN -> macvlan container");
     assert!(r.ends_with("hi from 192.168.1.1") || r.contains("from 192.168.1."), "{r}");
     let r = sb.send_from("m1", "192.168.1.100", 7000, "out").expect("macvlan -> LAN server");
     assert!(r.ends_with(&format!("from {m1}")), "no NAT: {r}");
     sb.send_from("m1", &m2, 7000, "peer").expect("m1 -> m2");
     // The classic catch: the host cannot reach its own macvlan containers...
-    assert!(host_send(&sb, &m1, 7000).is_err(), "host -> macvlan must fail without a shim");
+    assert!(from_host(&sb, &m1, 7000, "tcp").is_err(), "host -> macvlan must fail without a shim");
     let net: serde_json::Value = serde_json::from_str(&sb.ok(&["network", "inspect", "lan"])).unwrap();
     assert!(net[0]["Netwright"]["Notes"][0].as_str().unwrap().contains("host_shim"));
     // ...until it has a shim of its own.
@@ -148,7 +116,7 @@ fn macvlan_containers_sit_on_the_lan_without_nat() {
         "--gateway", "192.168.1.1", "--ip-range", "192.168.1.192/27", "lan"]);
     sb.ok(&["run", "-d", "--name", "m3", "--network", "lan", "--", "python3", &script, "serve", "7000"]);
     let m3 = sb.ip_of("m3");
-    retry(|| host_send(&sb, &m3, 7000)).expect("host -> macvlan through the shim");
+    retry(|| from_host(&sb, &m3, 7000, "tcp")).expect("host -> macvlan through the shim");
     let net: serde_json::Value = serde_json::from_str(&sb.ok(&["network", "inspect", "lan"])).unwrap();
     let shim = net[0]["Netwright"]["HostShim"]["Interface"].as_str().unwrap().to_string();
     assert_eq!(net[0]["Netwright"]["HostShim"]["Address"], "192.168.1.223");

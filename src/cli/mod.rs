@@ -77,6 +77,11 @@ pub enum Cmd {
     },
     /// List a container's published ports
     Port { container: String },
+    /// Check the classic container-networking failures against the live system
+    Doctor {
+        /// Only this container's checks
+        container: Option<String>,
+    },
     /// Rebuild kernel state from the store: release crashed containers, restore bridges, remove strays
     Reconcile,
     /// Build a sandbox (a LAN and a host namespace) and show netwright at work in it
@@ -294,6 +299,24 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
                     m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
             }
+        }
+        Cmd::Doctor { container } => {
+            let mut store = ctx.store()?;
+            runtime::sweep(&ctx, &mut store)?;
+            let findings = crate::observe::doctor::run(&ctx, &mut store, container.as_deref())?;
+            let mut failed = false;
+            for f in &findings {
+                let tag = match f.level {
+                    crate::observe::doctor::Level::Ok => "ok  ",
+                    crate::observe::doctor::Level::Warn => "WARN",
+                    crate::observe::doctor::Level::Fail => { failed = true; "FAIL" }
+                };
+                writeln!(out, "{tag}  {:<16} {}", f.check, f.detail)?;
+                if let (Some(fix), false) = (&f.fix, f.level == crate::observe::doctor::Level::Ok) {
+                    writeln!(out, "      {:<16} fix: {fix}", "")?;
+                }
+            }
+            return Ok(if failed { 1 } else { 0 });
         }
         Cmd::Reconcile => {
             let mut store = ctx.store()?;

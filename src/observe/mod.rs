@@ -1,6 +1,8 @@
 //! Observe: read live kernel state back over netlink, per namespace, and describe it.
 //! (The demo's "what was created" listing; the seed of `topology`.)
 
+pub mod doctor;
+
 use std::fmt::Write;
 use std::os::fd::OwnedFd;
 

@@ -108,3 +108,46 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn ours(links: &[Link], prefix: &str) -> Vec<String> {
     links.iter().filter(|l| l.name.starts_with(prefix)).map(|l| l.name.clone()).collect()
 }
+
+/// tcp.py `send` from the LAN namespace ("another machine").
+pub fn from_lan(sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
+    tcp_client(sb.in_lan_cmd("python3"), sb, host, port, proto)
+}
+
+/// tcp.py `send` from the host namespace itself, outside any container.
+pub fn from_host(sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
+    tcp_client(sb.in_host_cmd("python3"), sb, host, port, proto)
+}
+
+fn tcp_client(mut cmd: std::process::Command, sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
+    let out = cmd.args([&sb.script("tcp.py"), "send", host, &port.to_string(), "hi", proto])
+        .stdin(Stdio::null()).output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Retries while a server starts (up to 5 s).
+pub fn retry(mut f: impl FnMut() -> Result<String, String>) -> Result<String, String> {
+    let mut last = Err(String::new());
+    for _ in 0..50 {
+        last = f();
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last
+}
+
+/// A helper process (a server in the LAN, say) killed when the test ends, also on panic.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
