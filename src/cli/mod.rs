@@ -77,6 +77,11 @@ pub enum Cmd {
     },
     /// List a container's published ports
     Port { container: String },
+    /// Draw the live system: interfaces, bridges, veths, containers, ports, names
+    Topology {
+        #[arg(long, value_parser = ["text", "json", "dot", "mermaid", "svg"], default_value = "text")]
+        format: String,
+    },
     /// Check the classic container-networking failures against the live system
     Doctor {
         /// Only this container's checks
@@ -202,7 +207,7 @@ pub struct RunArgs {
 }
 
 fn needs_admin(cmd: &Cmd) -> bool {
-    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. } | Cmd::Port { .. }
+    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. } | Cmd::Port { .. } | Cmd::Topology { .. }
         | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. }))
 }
 
@@ -299,6 +304,20 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
                     m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
             }
+        }
+        Cmd::Topology { format } => {
+            use crate::observe::topology as topo;
+            let mut store = ctx.store()?;
+            runtime::sweep(&ctx, &mut store)?;
+            let t = topo::build(&ctx, &mut store)?;
+            let text = match format.as_str() {
+                "json" => serde_json::to_string_pretty(&t)? + "\n",
+                "dot" => topo::dot(&t),
+                "mermaid" => topo::mermaid(&t),
+                "svg" => topo::svg(&t),
+                _ => topo::text(&t),
+            };
+            write!(out, "{text}")?;
         }
         Cmd::Doctor { container } => {
             let mut store = ctx.store()?;

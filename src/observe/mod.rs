@@ -2,6 +2,7 @@
 //! (The demo's "what was created" listing; the seed of `topology`.)
 
 pub mod doctor;
+pub mod topology;
 
 use std::fmt::Write;
 use std::os::fd::OwnedFd;
