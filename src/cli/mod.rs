@@ -77,6 +77,18 @@ pub enum Cmd {
     },
     /// List a container's published ports
     Port { container: String },
+    /// Explain, hop by hop, whether a packet from SRC reaches DST[:PORT][/PROTO]
+    Trace {
+        /// A container, host, an IP, or lan:IP (outside)
+        src: String,
+        /// The same, with an optional :PORT and /PROTO
+        dst: String,
+        /// Also send a real connection and compare
+        #[arg(long)]
+        probe: bool,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+    },
     /// Draw the live system: interfaces, bridges, veths, containers, ports, names
     Topology {
         #[arg(long, value_parser = ["text", "json", "dot", "mermaid", "svg"], default_value = "text")]
@@ -304,6 +316,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
                     m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
             }
+        }
+        Cmd::Trace { src, dst, probe, format } => {
+            let mut store = ctx.store()?;
+            runtime::sweep(&ctx, &mut store)?;
+            let t = crate::observe::trace::trace(&ctx, &mut store, &src, &dst, probe)?;
+            if format == "json" {
+                writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
+            } else {
+                write!(out, "{}", crate::observe::trace::text(&t))?;
+            }
+            return Ok(if t.verdict == "DELIVERED" { 0 } else { 1 });
         }
         Cmd::Topology { format } => {
             use crate::observe::topology as topo;

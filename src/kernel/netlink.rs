@@ -435,6 +435,42 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// `ip route get DST`: the kernel's own routing decision (oif, gateway, source).
+    pub fn route_get(&mut self, dst: Ipv4Addr) -> io::Result<Route> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        req.header.destination_prefix_length = 32;
+        req.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let msgs = self.query(RouteNetlinkMessage::GetRoute(req), 0)?;
+        let mut route = Route { dst: None, gateway: None, oif: None };
+        for m in msgs {
+            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+            for a in r.attributes {
+                match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => route.gateway = Some(IpAddr::V4(ip)),
+                    RouteAttribute::Oif(i) => route.oif = Some(i),
+                    _ => {}
+                }
+            }
+        }
+        Ok(route)
+    }
+
+    /// The bridge port (ifindex) a MAC was learned on, from the bridge FDB.
+    pub fn fdb_port(&mut self, mac: [u8; 6]) -> io::Result<Option<u32>> {
+        use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Bridge;
+        let msgs = self.query(RouteNetlinkMessage::GetNeighbour(req), NLM_F_DUMP)?;
+        Ok(msgs.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => n.attributes.iter().any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l[..] == mac[..]))
+                .then_some(n.header.ifindex),
+            _ => None,
+        }))
+    }
+}
+
 fn no_ipv6_link_local() -> LinkAttribute {
     LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])
 }

@@ -37,7 +37,7 @@ fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) 
 }
 
 /// Listening sockets (port, bound address) from a /proc/.../net/{tcp,udp} table.
-fn listeners(table: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
+pub fn listeners(table: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
     table.lines().skip(1).filter_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         // TCP: state 0A is LISTEN; UDP sockets are "listening" when unconnected (07).
@@ -169,7 +169,7 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         fail("host-ports", port_problems.join("; "), "stop the host process or publish another host port")
     });
     out.push(if bind_problems.is_empty() { ok("listening", "every published port has a server listening on all addresses") } else {
-        fail("listening", bind_problems.join("; "), "make the server listen on 0.0.0.0 (e.g. --bind 0.0.0.0) inside the container")
+        fail("listening", bind_problems.join("; "), "start the server inside the container listening on 0.0.0.0 (not 127.0.0.1), e.g. --bind 0.0.0.0")
     });
 
     // DNS asked on the default bridge: no names there, as in Docker.

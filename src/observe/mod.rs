@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod topology;
+pub mod trace;
 
 use std::fmt::Write;
 use std::os::fd::OwnedFd;
