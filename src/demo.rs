@@ -183,6 +183,18 @@ fn steps(d: &Demo) -> Result<()> {
     let reply = d.exchange("kv", &["python3", &tcp, "send", &echo_ip, "7000", "hello"])?;
     println!("    echo answered: {}", reply.trim());
     println!("    (the source is kv's own address {kv_ip}: on one bridge there is no NAT)");
+    println!("\n  See it: netwright explains the path and checks the system");
+    let tr = d.sb.netwright(["trace", "web", &format!("lan:{}:7000", sandbox::LAN_SERVER)]).output()?;
+    println!("  $ netwright trace web lan:{}:7000", sandbox::LAN_SERVER);
+    for l in String::from_utf8_lossy(&tr.stdout).lines() {
+        println!("    {l}");
+    }
+    d.nw(&["topology"])?;
+    let doc = d.sb.netwright(["doctor"]).output()?;
+    println!("  $ netwright doctor");
+    for l in String::from_utf8_lossy(&doc.stdout).lines() {
+        println!("    {l}");
+    }
     println!("  The sidecar reaches api on localhost — they share one network namespace:");
     let local = "import urllib.request as u; r = u.urlopen('http://127.0.0.1:80/', timeout=3); print('HTTP', r.status, r.reason, 'from 127.0.0.1:80')";
     println!("    $ netwright exec sidecar -- python3 -c \"urllib.request.urlopen('http://127.0.0.1:80/')\"");
