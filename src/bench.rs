@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Seconds of dnsperf per DNS measurement at each N (0 skips; needs dnsperf)
     #[arg(long, default_value_t = 3)]
     pub dns_secs: u64,
+    /// Compare attach/release with netavark and the CNI plugins instead (at --sizes)
+    #[arg(long)]
+    pub compare: bool,
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -76,6 +79,11 @@ fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
 
 pub fn run(args: &BenchArgs) -> Result<i32> {
     let bin = std::env::current_exe().context("locating the netwright binary")?;
+    if args.compare {
+        let mut sizes = args.sizes.clone();
+        sizes.sort();
+        return crate::compare::run(&bin, &sizes, args.runs.max(1));
+    }
     let sb = Sandbox::new("bench", &bin)?;
     let mut sizes = args.sizes.clone();
     sizes.sort();

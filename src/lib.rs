@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod ctx;
 pub mod demo;
 pub mod dns;

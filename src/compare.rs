@@ -1,0 +1,251 @@
+//! `netwright bench --compare`: the same work done by netwright, netavark (Podman's
+//! network backend) and the CNI bridge + host-local + portmap chain, each in a fresh
+//! sandbox on this machine, in one run: attach and release one container with one
+//! published TCP port while N containers (each with its own port) are already attached.
+//! The peers come from Debian's packages (`netavark`, `containernetworking-plugins`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::kernel::netns;
+use crate::sandbox::Sandbox;
+
+const NETAVARK: &str = "/usr/lib/podman/netavark";
+const CNI_PATH: &str = "/usr/lib/cni";
+
+trait System {
+    fn name(&self) -> &'static str;
+    /// Attaches container `i` publishing host port `port`.
+    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()>;
+    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()>;
+}
+
+fn ok(out: std::process::Output, what: &str) -> Result<Vec<u8>> {
+    if !out.status.success() {
+        bail!("{what} failed: {}{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim());
+    }
+    Ok(out.stdout)
+}
+
+fn run_with_stdin(mut cmd: Command, input: &[u8], what: &str) -> Result<Vec<u8>> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+        .with_context(|| format!("starting {what}"))?;
+    child.stdin.take().expect("piped").write_all(input)?;
+    ok(child.wait_with_output()?, what)
+}
+
+struct Netwright;
+
+impl System for Netwright {
+    fn name(&self) -> &'static str {
+        "netwright"
+    }
+    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+        let p = format!("{port}:80");
+        ok(sb.netwright(["run", "-d", "--name", &format!("c{i}"), "--network", "bench", "-p", &p, "--", "sleep", "infinity"]).output()?, "netwright run")?;
+        Ok(())
+    }
+    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()> {
+        ok(sb.netwright(["rm", "-f", &format!("c{i}")]).output()?, "netwright rm")?;
+        Ok(())
+    }
+}
+
+/// A container namespace for the peers, pinned under the sandbox directory.
+fn make_ns(sb: &Sandbox, i: usize) -> Result<PathBuf> {
+    let dir = sb.dir.join("peer-ns");
+    netns::ensure_shared_dir(&dir)?;
+    let path = dir.join(format!("c{i}"));
+    netns::create_pinned(&path)?;
+    Ok(path)
+}
+
+struct Netavark {
+    config: PathBuf,
+    ports: std::collections::HashMap<usize, u16>,
+}
+
+impl Netavark {
+    fn options(&self, i: usize, port: u16) -> serde_json::Value {
+        json!({
+            "container_id": format!("{:064x}", i + 1), "container_name": format!("c{i}"),
+            "networks": {"bench": {"interface_name": "eth0"}},
+            "network_info": {"bench": {"dns_enabled": false, "driver": "bridge", "id": format!("{:064x}", 7), "internal": false,
+                "ipv6_enabled": false, "name": "bench", "network_interface": "nvbench0",
+                "subnets": [{"subnet": "10.210.0.0/16", "gateway": "10.210.0.1"}]}},
+            "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": port, "range": 1, "protocol": "tcp"}],
+        })
+    }
+}
+
+/// netavark takes no IPAM of its own: the caller (Podman) hands it the address.
+fn static_ip(i: usize) -> String {
+    let n = i % 60_000 + 2;
+    format!("10.210.{}.{}", n / 250, n % 250 + 2)
+}
+
+impl System for Netavark {
+    fn name(&self) -> &'static str {
+        "netavark"
+    }
+    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+        let ns = make_ns(sb, i)?;
+        let mut opts = self.options(i, port);
+        opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
+        self.ports.insert(i, port);
+        let mut cmd = sb.in_host_cmd(NETAVARK);
+        cmd.args(["--config", self.config.to_str().unwrap_or_default(), "setup", ns.to_str().unwrap_or_default()]);
+        run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark setup")?;
+        Ok(())
+    }
+    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()> {
+        let ns = sb.dir.join("peer-ns").join(format!("c{i}"));
+        let port = self.ports.remove(&i).unwrap_or(0);
+        let mut opts = self.options(i, port);
+        opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
+        let mut cmd = sb.in_host_cmd(NETAVARK);
+        cmd.args(["--config", self.config.to_str().unwrap_or_default(), "teardown", ns.to_str().unwrap_or_default()]);
+        run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark teardown")?;
+        netns::remove_pinned(&ns)?;
+        Ok(())
+    }
+}
+
+struct Cni {
+    data: PathBuf,
+    results: std::collections::HashMap<usize, serde_json::Value>,
+    ports: std::collections::HashMap<usize, u16>,
+}
+
+impl Cni {
+    fn conf(&self) -> serde_json::Value {
+        json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "cnibench0", "isGateway": true, "ipMasq": true,
+               "ipam": {"type": "host-local", "subnet": "10.220.0.0/16", "dataDir": self.data.to_str()}})
+    }
+    fn plugin(&self, sb: &Sandbox, plugin: &str, command: &str, i: usize, conf: &serde_json::Value) -> Result<Vec<u8>> {
+        let ns = sb.dir.join("peer-ns").join(format!("c{i}"));
+        let mut cmd = sb.in_host_cmd(&format!("{CNI_PATH}/{plugin}"));
+        cmd.env("CNI_COMMAND", command).env("CNI_CONTAINERID", format!("c{i}")).env("CNI_NETNS", &ns)
+            .env("CNI_IFNAME", "eth0").env("CNI_PATH", CNI_PATH);
+        run_with_stdin(cmd, conf.to_string().as_bytes(), &format!("CNI {plugin} {command}"))
+    }
+    fn portmap(&self, i: usize, port: u16, prev: &serde_json::Value) -> serde_json::Value {
+        json!({"cniVersion": "1.0.0", "name": "bench", "type": "portmap", "capabilities": {"portMappings": true},
+               "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]},
+               "prevResult": prev, "snat": true, "_i": i})
+    }
+}
+
+impl System for Cni {
+    fn name(&self) -> &'static str {
+        "CNI bridge+portmap"
+    }
+    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+        make_ns(sb, i)?;
+        let result: serde_json::Value = serde_json::from_slice(&self.plugin(sb, "bridge", "ADD", i, &self.conf())?)?;
+        self.plugin(sb, "portmap", "ADD", i, &self.portmap(i, port, &result))?;
+        self.results.insert(i, result);
+        self.ports.insert(i, port);
+        Ok(())
+    }
+    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()> {
+        let prev = self.results.remove(&i).unwrap_or_default();
+        let port = self.ports.remove(&i).unwrap_or(0);
+        self.plugin(sb, "portmap", "DEL", i, &self.portmap(i, port, &prev))?;
+        let mut conf = self.conf();
+        conf["prevResult"] = prev;
+        self.plugin(sb, "bridge", "DEL", i, &conf)?;
+        netns::remove_pinned(&sb.dir.join("peer-ns").join(format!("c{i}")))?;
+        Ok(())
+    }
+}
+
+struct Row {
+    system: &'static str,
+    n: usize,
+    attach: Vec<Duration>,
+    release: Vec<Duration>,
+}
+
+fn med(v: &[Duration]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn span(v: &[Duration]) -> String {
+    let mut v = v.to_vec();
+    v.sort();
+    format!("{:.1} ({:.1}–{:.1})", med(&v), v[0].as_secs_f64() * 1000.0, v[v.len() - 1].as_secs_f64() * 1000.0)
+}
+
+fn measure(bin: &Path, sys: &mut dyn System, sizes: &[usize], runs: usize) -> Result<Vec<Row>> {
+    let sb = Sandbox::new("compare", bin)?;
+    if sys.name() == "netwright" {
+        ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
+    }
+    let mut rows = Vec::new();
+    let mut attached = 0;
+    let probe = 100_000; // index of the measured container, far from the fillers
+    for &n in sizes {
+        while attached < n {
+            sys.attach(&sb, attached, 30000 + attached as u16)?;
+            attached += 1;
+        }
+        let mut row = Row { system: sys.name(), n, attach: vec![], release: vec![] };
+        for r in 0..=runs {
+            let t = Instant::now();
+            sys.attach(&sb, probe, 40000)?;
+            let a = t.elapsed();
+            let t = Instant::now();
+            sys.release(&sb, probe)?;
+            let d = t.elapsed();
+            if r > 0 {
+                row.attach.push(a);
+                row.release.push(d);
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+pub fn run(bin: &Path, sizes: &[usize], runs: usize) -> Result<i32> {
+    let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright)];
+    let tmp = std::env::temp_dir().join(format!("netwright-compare-{}", crate::ctx::random_hex(6)));
+    std::fs::create_dir_all(&tmp)?;
+    if Path::new(NETAVARK).exists() {
+        systems.push(Box::new(Netavark { config: tmp.join("netavark"), ports: Default::default() }));
+    } else {
+        println!("netavark not installed (apt-get install netavark): skipped");
+    }
+    if Path::new(CNI_PATH).join("bridge").exists() {
+        systems.push(Box::new(Cni { data: tmp.join("cni"), results: Default::default(), ports: Default::default() }));
+    } else {
+        println!("CNI plugins not installed (apt-get install containernetworking-plugins): skipped");
+    }
+    let versions = Command::new(NETAVARK).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    println!("netwright bench --compare: attach and release one container with one published TCP port,");
+    println!("N containers (each with its own port) already attached. Whole processes, ms, median (min–max) of {runs}.");
+    println!("machine: {} cores; kernel {}; {}; CNI plugins {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(), versions,
+        Command::new("dpkg-query").args(["-W", "-f=${Version}", "containernetworking-plugins"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
+    let mut all = Vec::new();
+    for sys in systems.iter_mut() {
+        all.extend(measure(bin, sys.as_mut(), sizes, runs)?);
+    }
+    println!("\n{:>6}  {:<20} {:<24} {:<24} {:>10} {:>10}", "N", "system", "attach", "release", "attach ×", "release ×");
+    for r in &all {
+        let base = all.iter().find(|b| b.system == "netwright" && b.n == r.n).expect("netwright measured");
+        println!("{:>6}  {:<20} {:<24} {:<24} {:>9.1}x {:>9.1}x", r.n, r.system, span(&r.attach), span(&r.release),
+            med(&r.attach) / med(&base.attach), med(&r.release) / med(&base.release));
+    }
+    println!("\n(× = the system's median / netwright's: how many times slower than netwright)");
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(0)
+}
