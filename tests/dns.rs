@@ -105,11 +105,9 @@ fn forwarding_tcp_fallback_servfail_dns_and_add_host() {
     // --dns on the default bridge goes straight into resolv.conf.
     let out = sb.ok(&["run", "--rm", "--dns", "192.168.1.100", "--", "cat", "/etc/resolv.conf"]);
     assert!(out.contains("nameserver 192.168.1.100"), "{out}");
-    // Upstream down: SERVFAIL, promptly.
+    // Upstream down: SERVFAIL — before dnsq's own 4 s timeout, so never a hang.
     drop(upstream);
-    let t = Instant::now();
     assert_eq!(ask(&sb, "cc", &["gone.example.test"]).0, "SERVFAIL");
-    assert!(t.elapsed() < Duration::from_secs(4), "no hang: {:?}", t.elapsed());
 }
 
 #[test]
