@@ -298,20 +298,6 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr,
     }
 }
 
-/// Removes both tables (nothing else): for `netwright reset`-like teardown and tests.
-pub fn remove_tables(ctx: &Ctx) -> Result<()> {
-    let t = table_name(ctx);
-    let mut nft = Nftables::open()?;
-    for fam in [nft::NFPROTO_IPV4] {
-        if nft.has_table(fam, &t)? {
-            let mut b = Batch::new(fam);
-            b.del_table(&t);
-            commit(&mut nft, &b, "deleting the table")?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,10 +131,6 @@ impl Sandbox {
         run_in(&self.host, f)
     }
 
-    pub fn in_lan<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        run_in(&self.lan, f)
-    }
-
     /// Mount points under the sandbox directory, deepest first (from /proc/self/mountinfo).
     fn mounts(&self) -> Vec<(PathBuf, bool)> {
         let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

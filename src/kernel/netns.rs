@@ -125,7 +125,3 @@ pub fn within<T>(ns: &impl AsFd, f: impl FnOnce() -> T) -> Result<T> {
     enter(&original).context("returning to the original network namespace")?;
     Ok(out)
 }
-
-pub fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
-}
