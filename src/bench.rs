@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Compare attach/release with netavark and the CNI plugins instead (at --sizes)
     #[arg(long)]
     pub compare: bool,
+    /// With --compare: containers attached at once for the throughput figure (0 skips)
+    #[arg(long, default_value_t = 100)]
+    pub concurrent: usize,
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -82,7 +85,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     if args.compare {
         let mut sizes = args.sizes.clone();
         sizes.sort();
-        return crate::compare::run(&bin, &sizes, args.runs.max(1));
+        return crate::compare::run(&bin, &sizes, args.runs.max(1), args.concurrent);
     }
     let sb = Sandbox::new("bench", &bin)?;
     let mut sizes = args.sizes.clone();

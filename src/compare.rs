@@ -18,12 +18,14 @@ use crate::sandbox::Sandbox;
 const NETAVARK: &str = "/usr/lib/podman/netavark";
 const CNI_PATH: &str = "/usr/lib/cni";
 
-trait System {
+trait System: Sync {
     fn name(&self) -> &'static str;
     /// Attaches container `i` publishing host port `port`.
-    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()>;
-    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()>;
+    fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()>;
+    fn release(&self, sb: &Sandbox, i: usize) -> Result<()>;
 }
+
+type Memo<T> = std::sync::Mutex<std::collections::HashMap<usize, T>>;
 
 fn ok(out: std::process::Output, what: &str) -> Result<Vec<u8>> {
     if !out.status.success() {
@@ -45,12 +47,12 @@ impl System for Netwright {
     fn name(&self) -> &'static str {
         "netwright"
     }
-    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+    fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         let p = format!("{port}:80");
         ok(sb.netwright(["run", "-d", "--name", &format!("c{i}"), "--network", "bench", "-p", &p, "--", "sleep", "infinity"]).output()?, "netwright run")?;
         Ok(())
     }
-    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()> {
+    fn release(&self, sb: &Sandbox, i: usize) -> Result<()> {
         ok(sb.netwright(["rm", "-f", &format!("c{i}")]).output()?, "netwright rm")?;
         Ok(())
     }
@@ -67,7 +69,10 @@ fn make_ns(sb: &Sandbox, i: usize) -> Result<PathBuf> {
 
 struct Netavark {
     config: PathBuf,
-    ports: std::collections::HashMap<usize, u16>,
+    ports: Memo<u16>,
+    /// Podman serializes its netavark calls (netavark itself races with concurrent
+    /// callers: "Chain already exists"); the bench does as Podman does.
+    serial: std::sync::Mutex<()>,
 }
 
 impl Netavark {
@@ -93,24 +98,27 @@ impl System for Netavark {
     fn name(&self) -> &'static str {
         "netavark"
     }
-    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+    fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         let ns = make_ns(sb, i)?;
         let mut opts = self.options(i, port);
         opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
-        self.ports.insert(i, port);
+        self.ports.lock().expect("ports").insert(i, port);
         let mut cmd = sb.in_host_cmd(NETAVARK);
         cmd.args(["--config", self.config.to_str().unwrap_or_default(), "setup", ns.to_str().unwrap_or_default()]);
+        let _serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark setup")?;
         Ok(())
     }
-    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()> {
+    fn release(&self, sb: &Sandbox, i: usize) -> Result<()> {
         let ns = sb.dir.join("peer-ns").join(format!("c{i}"));
-        let port = self.ports.remove(&i).unwrap_or(0);
+        let port = self.ports.lock().expect("ports").remove(&i).unwrap_or(0);
         let mut opts = self.options(i, port);
         opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
         let mut cmd = sb.in_host_cmd(NETAVARK);
         cmd.args(["--config", self.config.to_str().unwrap_or_default(), "teardown", ns.to_str().unwrap_or_default()]);
+        let serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark teardown")?;
+        drop(serial);
         netns::remove_pinned(&ns)?;
         Ok(())
     }
@@ -118,8 +126,8 @@ impl System for Netavark {
 
 struct Cni {
     data: PathBuf,
-    results: std::collections::HashMap<usize, serde_json::Value>,
-    ports: std::collections::HashMap<usize, u16>,
+    results: Memo<serde_json::Value>,
+    ports: Memo<u16>,
 }
 
 impl Cni {
@@ -145,17 +153,17 @@ impl System for Cni {
     fn name(&self) -> &'static str {
         "CNI bridge+portmap"
     }
-    fn attach(&mut self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+    fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         make_ns(sb, i)?;
         let result: serde_json::Value = serde_json::from_slice(&self.plugin(sb, "bridge", "ADD", i, &self.conf())?)?;
         self.plugin(sb, "portmap", "ADD", i, &self.portmap(i, port, &result))?;
-        self.results.insert(i, result);
-        self.ports.insert(i, port);
+        self.results.lock().expect("results").insert(i, result);
+        self.ports.lock().expect("ports").insert(i, port);
         Ok(())
     }
-    fn release(&mut self, sb: &Sandbox, i: usize) -> Result<()> {
-        let prev = self.results.remove(&i).unwrap_or_default();
-        let port = self.ports.remove(&i).unwrap_or(0);
+    fn release(&self, sb: &Sandbox, i: usize) -> Result<()> {
+        let prev = self.results.lock().expect("results").remove(&i).unwrap_or_default();
+        let port = self.ports.lock().expect("ports").remove(&i).unwrap_or(0);
         self.plugin(sb, "portmap", "DEL", i, &self.portmap(i, port, &prev))?;
         let mut conf = self.conf();
         conf["prevResult"] = prev;
@@ -184,7 +192,50 @@ fn span(v: &[Duration]) -> String {
     format!("{:.1} ({:.1}–{:.1})", med(&v), v[0].as_secs_f64() * 1000.0, v[v.len() - 1].as_secs_f64() * 1000.0)
 }
 
-fn measure(bin: &Path, sys: &mut dyn System, sizes: &[usize], runs: usize) -> Result<Vec<Row>> {
+/// `count` containers attached all at once, then released all at once: containers/second.
+fn concurrent(bin: &Path, sys: &dyn System, count: usize) -> Result<(f64, f64)> {
+    let sb = Sandbox::new("compare", bin)?;
+    if sys.name() == "netwright" {
+        ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
+    }
+    let all = |f: &(dyn Fn(usize) -> Result<()> + Sync)| -> Result<f64> {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..count).map(|i| s.spawn(move || f(i))).collect();
+            hs.into_iter().map(|h| h.join().expect("worker")).collect::<Result<Vec<()>>>()
+        })?;
+        Ok(count as f64 / t.elapsed().as_secs_f64())
+    };
+    let up = all(&|i| sys.attach(&sb, i, 30000 + i as u16))?;
+    let down = all(&|i| sys.release(&sb, i))?;
+    Ok((up, down))
+}
+
+/// Resident memory (PSS, kB) of netwright's long-lived processes in a sandbox root:
+/// the per-container monitors and the DNS resolver with its supervisor.
+fn netwright_memory(root: &Path) -> (usize, u64, u64) {
+    let root = root.to_string_lossy().into_owned();
+    let (mut monitors, mut monitor_kb, mut dns_kb) = (0, 0, 0);
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else { continue };
+        if !std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default().contains(&root)
+            || !String::from_utf8_lossy(&cmd).contains("netwright") {
+            continue;
+        }
+        let pss: u64 = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default().lines()
+            .find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("_resolver") || cmd.contains("_dns") {
+            dns_kb += pss;
+        } else if cmd.contains("\0run\0") || cmd.contains("run\0-d") {
+            monitors += 1;
+            monitor_kb += pss;
+        }
+    }
+    (monitors, monitor_kb, dns_kb)
+}
+
+fn measure(bin: &Path, sys: &dyn System, sizes: &[usize], runs: usize) -> Result<Vec<Row>> {
     let sb = Sandbox::new("compare", bin)?;
     if sys.name() == "netwright" {
         ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
@@ -211,16 +262,21 @@ fn measure(bin: &Path, sys: &mut dyn System, sizes: &[usize], runs: usize) -> Re
             }
         }
         rows.push(row);
+        if sys.name() == "netwright" && n >= 100 {
+            let (count, monitors, dns) = netwright_memory(&sb.root);
+            println!("memory at N={n}: {count} container monitors, {:.1} MiB PSS in all ({:.0} kB each); DNS resolver + supervisor {:.1} MiB PSS",
+                monitors as f64 / 1024.0, monitors as f64 / count.max(1) as f64, dns as f64 / 1024.0);
+        }
     }
     Ok(rows)
 }
 
-pub fn run(bin: &Path, sizes: &[usize], runs: usize) -> Result<i32> {
+pub fn run(bin: &Path, sizes: &[usize], runs: usize, concurrency: usize) -> Result<i32> {
     let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright)];
     let tmp = std::env::temp_dir().join(format!("netwright-compare-{}", crate::ctx::random_hex(6)));
     std::fs::create_dir_all(&tmp)?;
     if Path::new(NETAVARK).exists() {
-        systems.push(Box::new(Netavark { config: tmp.join("netavark"), ports: Default::default() }));
+        systems.push(Box::new(Netavark { config: tmp.join("netavark"), ports: Default::default(), serial: Default::default() }));
     } else {
         println!("netavark not installed (apt-get install netavark): skipped");
     }
@@ -236,8 +292,8 @@ pub fn run(bin: &Path, sizes: &[usize], runs: usize) -> Result<i32> {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(), versions,
         Command::new("dpkg-query").args(["-W", "-f=${Version}", "containernetworking-plugins"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
     let mut all = Vec::new();
-    for sys in systems.iter_mut() {
-        all.extend(measure(bin, sys.as_mut(), sizes, runs)?);
+    for sys in &systems {
+        all.extend(measure(bin, sys.as_ref(), sizes, runs)?);
     }
     println!("\n{:>6}  {:<20} {:<24} {:<24} {:>10} {:>10}", "N", "system", "attach", "release", "attach ×", "release ×");
     for r in &all {
@@ -246,6 +302,20 @@ pub fn run(bin: &Path, sizes: &[usize], runs: usize) -> Result<i32> {
             med(&r.attach) / med(&base.attach), med(&r.release) / med(&base.release));
     }
     println!("\n(× = the system's median / netwright's: how many times slower than netwright)");
+    if concurrency > 0 {
+        println!("\n{concurrency} containers attached concurrently, then released concurrently (containers/second):");
+        let mut base = None;
+        for sys in &systems {
+            match concurrent(bin, sys.as_ref(), concurrency) {
+                Ok((up, down)) => {
+                    let (bu, bd) = *base.get_or_insert((up, down));
+                    println!("  {:<20} attach {:>7.1}/s   release {:>7.1}/s   (netwright is {:.1}x / {:.1}x)", sys.name(), up, down, bu / up, bd / down);
+                }
+                // A peer that cannot take concurrent callers is a result, not a crash of the bench.
+                Err(e) => println!("  {:<20} FAILED under concurrency: {}", sys.name(), crate::runtime::one_line(&e)),
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(0)
 }
