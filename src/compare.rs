@@ -68,7 +68,6 @@ fn make_ns(sb: &Sandbox, i: usize) -> Result<PathBuf> {
 }
 
 struct Netavark {
-    config: PathBuf,
     ports: Memo<u16>,
     /// Podman serializes its netavark calls (netavark itself races with concurrent
     /// callers: "Chain already exists"); the bench does as Podman does.
@@ -104,7 +103,8 @@ impl System for Netavark {
         opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
         self.ports.lock().expect("ports").insert(i, port);
         let mut cmd = sb.in_host_cmd(NETAVARK);
-        cmd.args(["--config", self.config.to_str().unwrap_or_default(), "setup", ns.to_str().unwrap_or_default()]);
+        let config = sb.dir.join("netavark");
+        cmd.args(["--config", config.to_str().unwrap_or_default(), "setup", ns.to_str().unwrap_or_default()]);
         let _serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark setup")?;
         Ok(())
@@ -115,7 +115,8 @@ impl System for Netavark {
         let mut opts = self.options(i, port);
         opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
         let mut cmd = sb.in_host_cmd(NETAVARK);
-        cmd.args(["--config", self.config.to_str().unwrap_or_default(), "teardown", ns.to_str().unwrap_or_default()]);
+        let config = sb.dir.join("netavark");
+        cmd.args(["--config", config.to_str().unwrap_or_default(), "teardown", ns.to_str().unwrap_or_default()]);
         let serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark teardown")?;
         drop(serial);
@@ -125,15 +126,15 @@ impl System for Netavark {
 }
 
 struct Cni {
-    data: PathBuf,
     results: Memo<serde_json::Value>,
     ports: Memo<u16>,
 }
 
 impl Cni {
-    fn conf(&self) -> serde_json::Value {
+    /// Each sandbox keeps host-local's allocation files of its own.
+    fn conf(&self, sb: &Sandbox) -> serde_json::Value {
         json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "cnibench0", "isGateway": true, "ipMasq": true,
-               "ipam": {"type": "host-local", "subnet": "10.220.0.0/16", "dataDir": self.data.to_str()}})
+               "ipam": {"type": "host-local", "subnet": "10.220.0.0/16", "dataDir": sb.dir.join("cni-ipam").to_str()}})
     }
     fn plugin(&self, sb: &Sandbox, plugin: &str, command: &str, i: usize, conf: &serde_json::Value) -> Result<Vec<u8>> {
         let ns = sb.dir.join("peer-ns").join(format!("c{i}"));
@@ -155,7 +156,7 @@ impl System for Cni {
     }
     fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         make_ns(sb, i)?;
-        let result: serde_json::Value = serde_json::from_slice(&self.plugin(sb, "bridge", "ADD", i, &self.conf())?)?;
+        let result: serde_json::Value = serde_json::from_slice(&self.plugin(sb, "bridge", "ADD", i, &self.conf(sb))?)?;
         self.plugin(sb, "portmap", "ADD", i, &self.portmap(i, port, &result))?;
         self.results.lock().expect("results").insert(i, result);
         self.ports.lock().expect("ports").insert(i, port);
@@ -165,7 +166,7 @@ impl System for Cni {
         let prev = self.results.lock().expect("results").remove(&i).unwrap_or_default();
         let port = self.ports.lock().expect("ports").remove(&i).unwrap_or(0);
         self.plugin(sb, "portmap", "DEL", i, &self.portmap(i, port, &prev))?;
-        let mut conf = self.conf();
+        let mut conf = self.conf(sb);
         conf["prevResult"] = prev;
         self.plugin(sb, "bridge", "DEL", i, &conf)?;
         netns::remove_pinned(&sb.dir.join("peer-ns").join(format!("c{i}")))?;
@@ -273,15 +274,13 @@ fn measure(bin: &Path, sys: &dyn System, sizes: &[usize], runs: usize) -> Result
 
 pub fn run(bin: &Path, sizes: &[usize], runs: usize, concurrency: usize) -> Result<i32> {
     let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright)];
-    let tmp = std::env::temp_dir().join(format!("netwright-compare-{}", crate::ctx::random_hex(6)));
-    std::fs::create_dir_all(&tmp)?;
     if Path::new(NETAVARK).exists() {
-        systems.push(Box::new(Netavark { config: tmp.join("netavark"), ports: Default::default(), serial: Default::default() }));
+        systems.push(Box::new(Netavark { ports: Default::default(), serial: Default::default() }));
     } else {
         println!("netavark not installed (apt-get install netavark): skipped");
     }
     if Path::new(CNI_PATH).join("bridge").exists() {
-        systems.push(Box::new(Cni { data: tmp.join("cni"), results: Default::default(), ports: Default::default() }));
+        systems.push(Box::new(Cni { results: Default::default(), ports: Default::default() }));
     } else {
         println!("CNI plugins not installed (apt-get install containernetworking-plugins): skipped");
     }
@@ -316,6 +315,5 @@ pub fn run(bin: &Path, sizes: &[usize], runs: usize, concurrency: usize) -> Resu
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(0)
 }
