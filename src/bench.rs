@@ -175,13 +175,9 @@ fn dns_bench(sb: &Sandbox, secs: u64) -> Result<Option<DnsResult>> {
 
 /// Resident memory of the sandbox's resolver process (kB).
 fn resolver_rss(sb: &Sandbox) -> u64 {
-    let root = sb.root.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").into_iter().flatten().flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).map(|c| c.ends_with(b"_resolver\0")).unwrap_or(false)
-            && std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default().contains(&root))
-        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+    crate::runtime::process::of_root(&sb.root).into_iter()
+        .find(|(_, argv)| argv.iter().any(|a| a == "_resolver"))
+        .map(|(p, _)| crate::runtime::process::kb(p, "status", "VmRSS:"))
         .unwrap_or(0)
 }
 

@@ -215,22 +215,16 @@ fn concurrent(bin: &Path, sys: &dyn System, count: usize) -> Result<(f64, f64)> 
 /// Resident memory (PSS, kB) of netwright's long-lived processes in a sandbox root:
 /// the per-container monitors and the DNS resolver with its supervisor.
 fn netwright_memory(root: &Path) -> (usize, u64, u64) {
-    let root = root.to_string_lossy().into_owned();
     let (mut monitors, mut monitor_kb, mut dns_kb) = (0, 0, 0);
-    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
-        let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else { continue };
-        if !std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default().contains(&root)
-            || !String::from_utf8_lossy(&cmd).contains("netwright") {
-            continue;
-        }
-        let pss: u64 = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default().lines()
-            .find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("_resolver") || cmd.contains("_dns") {
-            dns_kb += pss;
-        } else if cmd.contains("\0run\0") || cmd.contains("run\0-d") {
-            monitors += 1;
-            monitor_kb += pss;
+    for (p, argv) in crate::runtime::process::of_root(root) {
+        let pss = crate::runtime::process::kb(p, "smaps_rollup", "Pss:");
+        match argv.get(1).map(String::as_str) {
+            Some("_resolver" | "_dns") => dns_kb += pss,
+            Some("run") => {
+                monitors += 1;
+                monitor_kb += pss;
+            }
+            _ => {}
         }
     }
     (monitors, monitor_kb, dns_kb)

@@ -7,7 +7,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("netwright: {}", netwright::runtime::one_line(&e));
-            e.downcast_ref::<netwright::runtime::RunError>().map(|r| r.code).unwrap_or(1)
+            netwright::runtime::RunError::code_of(&e, 1)
         }
     };
     std::process::exit(code);

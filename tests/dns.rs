@@ -129,10 +129,8 @@ fn resolver_comes_back_own_port_53_works_and_no_open_resolver() {
     assert_eq!(own.1, vec!["198.51.100.7".to_string()], "the container's own port-53 server answers");
     assert_eq!(ask(&sb, "ns1", &["client"]).1, vec![sb.ip_of("client")], "and its 127.0.0.11 still works");
     // Kill the resolver: a query within 5 s still gets its answer.
-    let pid = std::fs::read_dir("/proc").unwrap().flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).map(|c| c.ends_with(b"_resolver\0")
-            && std::fs::read_to_string(format!("/proc/{p}/environ")).unwrap_or_default().contains(sb.root.to_str().unwrap())).unwrap_or(false))
+    let pid = netwright::runtime::process::of_root(&sb.root).into_iter()
+        .find(|(_, argv)| argv.iter().any(|a| a == "_resolver")).map(|(p, _)| p)
         .expect("resolver process");
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let t = Instant::now();

@@ -66,25 +66,19 @@ fn published_port_faults_are_found() {
     // A server bound to 127.0.0.1 inside: the classic "connection refused from outside".
     sb.ok(&["run", "-d", "--name", "shy", "--network", "app", "-p", "8080:80", "--", "python3", "-m", "http.server", "80", "--bind", "127.0.0.1"]);
     let mut out = String::new();
-    for _ in 0..50 {
+    eventually(std::time::Duration::from_secs(5), || {
         out = doctor(&sb, &[]).1;
-        if line(&out, "listening").contains("127.0.0.1:80 only") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        line(&out, "listening").contains("127.0.0.1:80 only")
+    });
     assert!(line(&out, "listening").starts_with("FAIL") && line(&out, "listening").contains("127.0.0.1:80 only"), "{out}");
     assert!(from_lan(&sb, "192.168.1.10", 8080, "tcp").is_err(), "and a real packet is refused");
     // A host process that started listening on a published port afterwards.
     let _host = Kill(sb.in_host_cmd("python3").args([&sb.script("tcp.py"), "serve", "8080"]).stdout(Stdio::null()).spawn().unwrap());
     let mut out = String::new();
-    for _ in 0..50 {
+    eventually(std::time::Duration::from_secs(5), || {
         out = doctor(&sb, &[]).1;
-        if line(&out, "host-ports").starts_with("FAIL") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        line(&out, "host-ports").starts_with("FAIL")
+    });
     assert!(line(&out, "host-ports").starts_with("FAIL"), "{out}");
 }
 

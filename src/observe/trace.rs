@@ -197,7 +197,7 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: bool) ->
             };
             b.hop(c.name.clone(), format!("route lookup for {dst_ip}: {} via {} ({})", r.gateway.map(|g| format!("gateway {g}")).unwrap_or_else(|| "on-link".into()),
                 ep.ifname, ep.ip.expect("active")));
-            from_container(b, ctx, &w, &mut host_nl, c, ep, net, r.gateway.is_none(), &dst_end, dst_ip, port, proto, table_ok, forwarding, uplink_ip)?
+            from_container(b, &w, &mut host_nl, c, ep, net, r.gateway.is_none(), &dst_end, dst_ip, port, proto, table_ok, forwarding, uplink_ip)?
         }
         End::Host => {
             let r = host_nl.route_get(dst_ip)?;
@@ -259,7 +259,7 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: bool) ->
 }
 
 #[allow(clippy::too_many_arguments)]
-fn from_container(mut b: Builder, ctx: &Ctx, w: &World, host: &mut Netlink, c: &Container, ep: &Endpoint, net: &Network, on_link: bool,
+fn from_container(mut b: Builder, w: &World, host: &mut Netlink, c: &Container, ep: &Endpoint, net: &Network, on_link: bool,
                   dst_end: &End, dst_ip: Ipv4Addr, port: Option<u16>, proto: Proto, table_ok: bool, forwarding: bool,
                   uplink_ip: Option<Ipv4Addr>) -> Result<Trace> {
     let link = if ep.host_ifname.is_empty() { format!("{} (macvlan of {})", ep.ifname, crate::drivers::macvlan::parent(net)) } else {
@@ -326,7 +326,6 @@ fn from_container(mut b: Builder, ctx: &Ctx, w: &World, host: &mut Netlink, c: &
         b.hop("host postrouting", "no NAT (masquerade=false): the far side needs a route back to the container's subnet");
     }
     b.hop(oif, "leaves the host; conntrack turns the answer back to the container");
-    let _ = ctx;
     match dst_end {
         End::Ctr(d, _) => finish(b, d, port, proto),
         _ => Ok(b.delivered()),

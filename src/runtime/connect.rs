@@ -60,11 +60,11 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, ip: O
 
 pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) -> Result<()> {
     let c = running_with_own_namespace(store, ctr_ref)?;
-    let (net, ep, ports) = store.read(|tx| {
+    let (ep, ports) = store.read(|tx| {
         let net = network::resolve(tx, net_ref)?;
         let ep = tx.endpoints_of(&c.id)?.into_iter().find(|e| e.network_id == net.id && e.ip.is_some())
             .with_context(|| format!("container {} is not connected to network {}", c.name, net.name))?;
-        Ok((net, ep, tx.ports_of(&c.id)?))
+        Ok((ep, tx.ports_of(&c.id)?))
     })?;
     // Published ports point at the first interface's address: they go with it.
     let ip = ep.ip.expect("active endpoint");
@@ -91,6 +91,5 @@ pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) ->
         Ok(())
     })?;
     crate::dns::server::sync_now(ctx, false, Some(&c.id))?;
-    let _ = net;
     Ok(())
 }

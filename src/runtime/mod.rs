@@ -77,6 +77,13 @@ impl std::fmt::Display for RunError {
 }
 impl std::error::Error for RunError {}
 
+impl RunError {
+    /// The exit code an error stands for: a RunError's own, else `default`.
+    pub fn code_of(e: &anyhow::Error, default: i32) -> i32 {
+        e.downcast_ref::<RunError>().map(|r| r.code).unwrap_or(default)
+    }
+}
+
 struct Created {
     container: Container,
     /// The namespace to join; None: stay in the host's (host mode).
@@ -200,7 +207,7 @@ fn run_detached(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
             let _ = setsid();
             let code = match supervise(ctx, &spec, Some(fs::File::from(w))) {
                 Ok(c) => c,
-                Err(e) => e.downcast_ref::<RunError>().map(|r| r.code).unwrap_or(EXIT_RUN_ERROR),
+                Err(e) => RunError::code_of(&e, EXIT_RUN_ERROR),
             };
             std::process::exit(code);
         }
@@ -227,7 +234,7 @@ fn supervise(ctx: &Ctx, spec: &RunSpec, report: Option<fs::File>) -> Result<i32>
         (Ok(s), None) => s,
         (Err(e), report) => {
             if let Some(mut r) = report {
-                let code = e.downcast_ref::<RunError>().map(|r| r.code).unwrap_or(EXIT_RUN_ERROR);
+                let code = RunError::code_of(&e, EXIT_RUN_ERROR);
                 let _ = writeln!(r, "ERR {code} {}", one_line(&e));
             }
             return Err(e);
@@ -785,11 +792,8 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
 /// Containers that joined this one's network keep its namespace alive; like Docker, they
 /// lose the network when the owner goes: its interfaces are removed, leaving them lo.
 fn detach_for_joiners(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()> {
-    let mode = format!("container:{}", c.id);
-    let (joined, eps) = store.read(|tx| Ok((
-        tx.running_containers()?.into_iter().any(|j| j.network_mode == mode),
-        tx.endpoints_of(&c.id)?,
-    )))?;
+    // One store question about this container, not a scan of every running one.
+    let (joined, eps) = store.read(|tx| Ok((tx.has_joiners(&c.id)?, tx.endpoints_of(&c.id)?)))?;
     if !joined || eps.is_empty() {
         return Ok(());
     }

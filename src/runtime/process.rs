@@ -20,6 +20,30 @@ pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
     }
 }
 
+/// netwright processes working for the state root `root` (their NETWRIGHT_ROOT names
+/// it): (pid, argv). Monitors, the DNS resolver and its supervisor, for benches and tests.
+pub fn of_root(root: &std::path::Path) -> Vec<(i32, Vec<String>)> {
+    let want = format!("NETWRIGHT_ROOT={}", root.display());
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes())))
+        .filter_map(|p| {
+            let argv = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let argv: Vec<String> = argv.split(|b| *b == 0).filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            argv.first().is_some_and(|a| a.contains("netwright")).then_some((p, argv))
+        })
+        .collect()
+}
+
+/// A /proc/PID/status or smaps_rollup field in kB (VmRSS, Pss, ...).
+pub fn kb(pid: i32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default().lines()
+        .find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
 /// Effective capability check: CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21).
 pub fn has_admin_caps() -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };

@@ -347,6 +347,13 @@ impl Tx<'_> {
         Ok(if found.len() == 1 { found.into_iter().next() } else { None })
     }
 
+    /// Whether a live container shares `id`'s network namespace (container:<id>).
+    pub fn has_joiners(&self, id: &str) -> Result<bool> {
+        let mut st = self.0.prepare_cached(
+            "SELECT 1 FROM containers WHERE network_mode = 'container:' || ?1 AND state != 'exited'")?;
+        Ok(st.exists([id])?)
+    }
+
     pub fn name_taken(&self, name: &str) -> Result<bool> {
         let mut st = self.0.prepare_cached("SELECT 1 FROM containers WHERE name = ?1")?;
         Ok(st.exists([name])?)
