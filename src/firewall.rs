@@ -135,24 +135,24 @@ fn verdict(code: i32) -> Expr {
 }
 
 /// DNAT through the two port maps: exact host address first, then any local address.
-fn dnat_rules() -> Vec<Vec<Expr>> {
+fn dnat_rules() -> Vec<(&'static str, Vec<Expr>)> {
     let r = nft::REG32_00;
     vec![
-        vec![
+        ("published port: DNAT to the container (map pub_ip: host address . proto . port)", vec![
             Expr::Payload { base: 1, offset: 16, len: 4, dreg: r },
             Expr::Meta { key: meta::L4PROTO, dreg: r + 1 },
             Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 2 },
             Expr::Lookup { set: "pub_ip".into(), sreg: r, dreg: Some(r), invert: false },
             Expr::Dnat { reg_addr: r, reg_port: r + 1 },
-        ],
-        vec![
+        ]),
+        ("published port: DNAT to the container (map pub_any: any local address . proto . port)", vec![
             Expr::FibDaddrType { dreg: nft::REG_1 },
             Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
             Expr::Meta { key: meta::L4PROTO, dreg: r },
             Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
             Expr::Lookup { set: "pub_any".into(), sreg: r, dreg: Some(r), invert: false },
             Expr::Dnat { reg_addr: r, reg_port: r + 1 },
-        ],
+        ]),
     ]
 }
 
@@ -166,9 +166,9 @@ fn skeleton(b: &mut Batch, t: &str) {
     for c in ["prerouting", "output", "postrouting", "forward"] {
         b.flush_chain(t, c);
     }
-    for r in dnat_rules() {
-        b.add_rule(t, "prerouting", &r);
-        b.add_rule(t, "output", &r);
+    for (comment, r) in dnat_rules() {
+        b.add_rule(t, "prerouting", comment, &r);
+        b.add_rule(t, "output", comment, &r);
     }
     // Hairpin: a container reaching a published port through the host's address gets
     // the gateway as source, so the answer comes back through the host.
@@ -176,23 +176,23 @@ fn skeleton(b: &mut Batch, t: &str) {
         .chain(in_set(meta::IIFNAME, "bridges", false))
         .chain(in_set(meta::OIFNAME, "bridges", false))
         .chain([Expr::Masquerade]).collect();
-    b.add_rule(t, "postrouting", &hairpin);
+    b.add_rule(t, "postrouting", "hairpin: a container reached a published port, masquerade to the gateway", &hairpin);
     // The host reaching a published port on 127.0.0.1.
     let localhost: Vec<Expr> = [
         Expr::Payload { base: 1, offset: 12, len: 4, dreg: nft::REG_1 },
         Expr::Bitwise { sreg: nft::REG_1, dreg: nft::REG_1, mask: vec![255, 0, 0, 0] },
         Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![127, 0, 0, 0] },
     ].into_iter().chain(in_set(meta::OIFNAME, "bridges", false)).chain([Expr::Masquerade]).collect();
-    b.add_rule(t, "postrouting", &localhost);
+    b.add_rule(t, "postrouting", "the host reached a published port on 127.0.0.1: masquerade", &localhost);
     // Egress: from a masquerading network's bridge to anywhere but a bridge.
     let egress: Vec<Expr> = in_set(meta::IIFNAME, "masq", false).into_iter()
         .chain(in_set(meta::OIFNAME, "bridges", true)).chain([Expr::Masquerade]).collect();
-    b.add_rule(t, "postrouting", &egress);
+    b.add_rule(t, "postrouting", "egress: masquerade a network's traffic leaving the host", &egress);
     // Forwarding: the admin's chain first, then published traffic, then isolation.
-    b.add_rule(t, "forward", &[Expr::Verdict { code: nft::NFT_JUMP, chain: Some(USER_CHAIN.into()) }]);
+    b.add_rule(t, "forward", "the admin's chain first", &[Expr::Verdict { code: nft::NFT_JUMP, chain: Some(USER_CHAIN.into()) }]);
     let published: Vec<Expr> = ct_dnat().into_iter().chain([verdict(nft::NF_ACCEPT)]).collect();
-    b.add_rule(t, "forward", &published);
-    b.add_rule(t, "forward", &[
+    b.add_rule(t, "forward", "accept published traffic (ct status dnat)", &published);
+    b.add_rule(t, "forward", "accept traffic within one network", &[
         Expr::Meta { key: meta::IIFNAME, dreg: nft::REG_1 },
         Expr::Meta { key: meta::OIFNAME, dreg: nft::REG_1 + 1 },
         Expr::Lookup { set: "same".into(), sreg: nft::REG_1, dreg: None, invert: false },
@@ -200,10 +200,10 @@ fn skeleton(b: &mut Batch, t: &str) {
     ]);
     let between: Vec<Expr> = in_set(meta::IIFNAME, "bridges", false).into_iter()
         .chain(in_set(meta::OIFNAME, "bridges", false)).chain([Expr::Counter, verdict(nft::NF_DROP)]).collect();
-    b.add_rule(t, "forward", &between);
-    for k in [meta::IIFNAME, meta::OIFNAME] {
+    b.add_rule(t, "forward", "isolation: drop traffic between different networks", &between);
+    for (k, comment) in [(meta::IIFNAME, "internal network: drop what leaves it"), (meta::OIFNAME, "internal network: drop what enters it from outside")] {
         let internal: Vec<Expr> = in_set(k, "internal", false).into_iter().chain([Expr::Counter, verdict(nft::NF_DROP)]).collect();
-        b.add_rule(t, "forward", &internal);
+        b.add_rule(t, "forward", comment, &internal);
     }
 }
 

@@ -26,6 +26,8 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
     // Rebuilt on the next start, from the host's mounts as they are now.
     crate::kernel::mntns::remove_template(&ctx.mnt_template())?;
     crate::firewall::sync_all(ctx, store)?;
+    // A probe killed mid-way leaves its marking table behind.
+    crate::kernel::nftrace::remove(&crate::observe::trace::trace_table(ctx))?;
     let (networks, containers, endpoints) =
         store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
     let links = nl.links()?;

@@ -83,9 +83,13 @@ pub enum Cmd {
         src: String,
         /// The same, with an optional :PORT and /PROTO
         dst: String,
-        /// Also send a real connection and compare
+        /// Also send a real connection (from the LAN: wait for one), follow it with the
+        /// kernel's nftables trace, and compare. Exit code 1 when blocked or contradicted.
         #[arg(long)]
         probe: bool,
+        /// With --probe from lan:IP: how long to wait for the packet, in seconds
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         format: String,
     },
@@ -317,16 +321,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                     m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
             }
         }
-        Cmd::Trace { src, dst, probe, format } => {
+        Cmd::Trace { src, dst, probe, wait, format } => {
             let mut store = ctx.store()?;
             runtime::sweep(&ctx, &mut store)?;
+            let probe = probe.then(|| std::time::Duration::from_secs(wait));
             let t = crate::observe::trace::trace(&ctx, &mut store, &src, &dst, probe)?;
             if format == "json" {
                 writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
             } else {
                 write!(out, "{}", crate::observe::trace::text(&t))?;
             }
-            return Ok(if t.verdict == "DELIVERED" { 0 } else { 1 });
+            return Ok(if t.verdict == "DELIVERED" && t.probe_agrees != Some(false) { 0 } else { 1 });
         }
         Cmd::Topology { format } => {
             use crate::observe::topology as topo;

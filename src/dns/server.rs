@@ -177,7 +177,7 @@ fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
     let mut b = Batch::new(nft::NFPROTO_IPV4);
     b.add_table(t).add_base_chain(t, "output", "nat", nft::hook::OUTPUT, -100).flush_chain(t, "output");
     for (proto, port) in [(17u8, udp_port), (6u8, tcp_port)] {
-        b.add_rule(t, "output", &[
+        b.add_rule(t, "output", "the embedded DNS server: 127.0.0.11:53 → the resolver's port", &[
             Expr::Payload { base: 1, offset: 16, len: 4, dreg: nft::REG_1 },
             Expr::Cmp { sreg: nft::REG_1, op: 0, data: DNS_IP.octets().to_vec() },
             Expr::Meta { key: nft::meta::L4PROTO, dreg: nft::REG_1 },

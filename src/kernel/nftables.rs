@@ -20,13 +20,16 @@ const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+pub const NFT_MSG_TRACE: u16 = 17;
 
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 2;
@@ -98,6 +101,9 @@ impl Attrs {
     pub fn nested(self, ty: u16, inner: Attrs) -> Self {
         self.bytes(ty | NLA_F_NESTED, &inner.0)
     }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
 }
 
 /// One expression of a rule.
@@ -113,6 +119,10 @@ pub enum Expr {
     Bitwise { sreg: u32, dreg: u32, mask: Vec<u8> },
     /// Conntrack key (NFT_CT_*) into `dreg`.
     Ct { key: u32, dreg: u32 },
+    /// Conntrack key of one direction's tuple (0 original, 1 reply) into `dreg`.
+    CtDir { key: u32, dir: u8, dreg: u32 },
+    /// Set metadata (key: NFT_META_*) from `sreg`.
+    MetaSet { key: u32, sreg: u32 },
     /// fib daddr type → dreg.
     FibDaddrType { dreg: u32 },
     /// Set membership (or map lookup into `dreg`); `invert` for `!= @set`.
@@ -132,6 +142,14 @@ pub mod meta {
     pub const OIFNAME: u32 = 7;
     pub const L4PROTO: u32 = 16;
     pub const BRI_IIFNAME: u32 = 18;
+    pub const NFTRACE: u32 = 12;
+}
+pub mod ct {
+    pub const PROTOCOL: u32 = 10;
+    pub const PROTO_SRC: u32 = 11;
+    pub const PROTO_DST: u32 = 12;
+    pub const SRC_IP: u32 = 19;
+    pub const DST_IP: u32 = 20;
 }
 pub const NFT_CT_STATUS: u32 = 2;
 pub const IPS_DST_NAT: u32 = 0x20;
@@ -156,6 +174,8 @@ impl Expr {
                     .nested(5, Attrs::new().bytes(1, &vec![0; mask.len()])),
             ),
             Expr::Ct { key, dreg } => ("ct", Attrs::new().be32(1, *dreg).be32(2, *key)),
+            Expr::CtDir { key, dir, dreg } => ("ct", Attrs::new().be32(1, *dreg).be32(2, *key).bytes(3, &[*dir])),
+            Expr::MetaSet { key, sreg } => ("meta", Attrs::new().be32(2, *key).be32(3, *sreg)),
             // NFTA_FIB_RESULT_ADDRTYPE = 3, NFTA_FIB_F_DADDR = 2
             Expr::FibDaddrType { dreg } => ("fib", Attrs::new().be32(1, *dreg).be32(2, 3).be32(3, 2)),
             Expr::Lookup { set, sreg, dreg, invert } => {
@@ -256,12 +276,21 @@ impl Batch {
         self
     }
 
-    pub fn add_rule(&mut self, table: &str, chain: &str, exprs: &[Expr]) -> &mut Self {
+    /// Appends a rule; its comment is what `nft list` and `netwright trace` show.
+    pub fn add_rule(&mut self, table: &str, chain: &str, comment: &str, exprs: &[Expr]) -> &mut Self {
         let mut list = Attrs::new();
         for e in exprs {
             list = list.nested(1, e.encode());
         }
-        let a = Attrs::new().str(1, table).str(2, chain).nested(4, list);
+        let mut a = Attrs::new().str(1, table).str(2, chain).nested(4, list);
+        if !comment.is_empty() {
+            // NFTA_RULE_USERDATA: nft's TLV, type NFTNL_UDATA_RULE_COMMENT = 0, NUL included.
+            let text = &comment.as_bytes()[..comment.len().min(250)];
+            let mut udata = vec![0, text.len() as u8 + 1];
+            udata.extend_from_slice(text);
+            udata.push(0);
+            a = a.bytes(7, &udata);
+        }
         self.msgs.push((NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a));
         self
     }
@@ -430,28 +459,118 @@ impl Nftables {
 
     /// (type, seq, error code for NLMSG_ERROR) of each message in one datagram.
     fn recv(&mut self) -> io::Result<Vec<(u16, u32, i32)>> {
-        // SAFETY: buf is ours and writable for its length.
-        let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        let mut out = Vec::new();
-        let mut off = 0;
-        while off + 16 <= n {
-            let b = &self.buf[off..n];
-            let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
-            let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());
-            let seq = u32::from_ne_bytes(b[8..12].try_into().unwrap());
-            let err = if ty == NLMSG_ERROR && b.len() >= 20 { i32::from_ne_bytes(b[16..20].try_into().unwrap()) } else { 0 };
-            out.push((ty, seq, err));
-            if len < 16 {
-                break;
-            }
-            off += (len + 3) & !3;
-        }
-        Ok(out)
+        Ok(recv_msgs(&self.sock, &mut self.buf)?.into_iter().map(|m| (m.ty, m.seq, m.err)).collect())
     }
+
+    /// The rules of one table: (chain, handle, comment).
+    pub fn rules(&mut self, family: u8, table: &str) -> io::Result<Vec<RuleInfo>> {
+        let attrs = Attrs::new().str(1, table);
+        let mut out = Vec::new();
+        self.seq += 1;
+        let seq = self.seq;
+        Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0, &attrs.0);
+        self.sock.send(&out, 0)?;
+        let mut rules = Vec::new();
+        loop {
+            for m in recv_msgs(&self.sock, &mut self.buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_DONE => return Ok(rules),
+                    NLMSG_ERROR if m.err == -libc::ENOENT => return Ok(rules),
+                    NLMSG_ERROR if m.err != 0 => return Err(io::Error::from_raw_os_error(-m.err)),
+                    NLMSG_ERROR => {}
+                    _ => {
+                        let mut r = RuleInfo::default();
+                        for (ty, v) in attrs_of(m.payload.get(4..).unwrap_or_default()) {
+                            match ty {
+                                2 => r.chain = cstr(v),
+                                3 if v.len() == 8 => r.handle = u64::from_be_bytes(v.try_into().unwrap()),
+                                7 => r.comment = udata_comment(v),
+                                _ => {}
+                            }
+                        }
+                        rules.push(r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RuleInfo {
+    pub chain: String,
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+/// One netlink message: header fields and what follows the header.
+pub struct Msg {
+    pub ty: u16,
+    pub seq: u32,
+    /// For NLMSG_ERROR: the (negative) errno, 0 for an ack.
+    pub err: i32,
+    pub payload: Vec<u8>,
+}
+
+/// The messages of one datagram.
+pub fn recv_msgs(sock: &Socket, buf: &mut [u8]) -> io::Result<Vec<Msg>> {
+    // SAFETY: buf is ours and writable for its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 16 <= n {
+        let b = &buf[off..n];
+        let len = (u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize).min(b.len());
+        let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(b[8..12].try_into().unwrap());
+        let err = if ty == NLMSG_ERROR && b.len() >= 20 { i32::from_ne_bytes(b[16..20].try_into().unwrap()) } else { 0 };
+        if len < 16 {
+            break;
+        }
+        out.push(Msg { ty, seq, err, payload: b[16..len].to_vec() });
+        off += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
+/// Netlink attributes (type without flag bits, value).
+pub fn attrs_of(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            break;
+        }
+        out.push((ty, &b[4..len]));
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    out
+}
+
+/// A NUL-terminated netlink string.
+pub fn cstr(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.split(|c| *c == 0).next().unwrap_or_default()).into_owned()
+}
+
+/// The comment in a rule's userdata (nft's TLVs: type, length, value).
+fn udata_comment(mut v: &[u8]) -> Option<String> {
+    while v.len() >= 2 {
+        let (ty, len) = (v[0], v[1] as usize);
+        let val = v.get(2..2 + len)?;
+        if ty == 0 {
+            return Some(cstr(val));
+        }
+        v = &v[2 + len..];
+    }
+    None
 }
 
 /// An interface name as a 16-byte set key (IFNAMSIZ, zero padded).

@@ -1,10 +1,12 @@
 //! `netwright trace SRC DST[:PORT][/PROTO]`: the path a packet takes, hop by hop, read from
 //! the live kernel (route lookups, the bridge FDB, netwright's table, listening sockets)
 //! and the store, ending in DELIVERED or BLOCKED with the reason and the fix. `--probe`
-//! sends a real connection and shows whether it agrees.
+//! sends a real connection (or, from the LAN, waits for one), follows it with the
+//! kernel's own nf_tables trace, and shows whether reality agrees with the explanation.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -14,6 +16,7 @@ use crate::drivers::bridge;
 use crate::firewall;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns;
+use crate::kernel::nftrace::{Event, Filter, Packet, Tracer};
 use crate::kernel::nftables::{self as nft, Nftables};
 use crate::observe::doctor::listeners;
 use crate::ports::{Mapping, Proto};
@@ -33,8 +36,27 @@ pub struct Trace {
     pub verdict: String,
     pub reason: Option<String>,
     pub fix: Option<String>,
-    pub probe: Option<String>,
+    pub probe: Option<Probe>,
     pub probe_agrees: Option<bool>,
+}
+
+/// What a real packet did.
+#[derive(Debug, Serialize)]
+pub struct Probe {
+    /// Whether the connection was established (None: unknown, e.g. UDP without answer).
+    pub connected: Option<bool>,
+    pub outcome: String,
+    /// The kernel's trace, packet by packet (the first few).
+    pub kernel: Vec<TracedPacket>,
+    pub more_packets: usize,
+    /// The kernel trace in one sentence.
+    pub kernel_says: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TracedPacket {
+    pub packet: String,
+    pub steps: Vec<String>,
 }
 
 enum End {
@@ -134,7 +156,7 @@ fn published_target(w: &World, host_ip: Option<Ipv4Addr>, port: u16, proto: Prot
     None
 }
 
-pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: bool) -> Result<Trace> {
+pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: Option<Duration>) -> Result<Trace> {
     let (dst_name, port, proto) = parse_dst(dst)?;
     let src_end = end(store, src)?;
     let dst_end = end(store, &dst_name)?;
@@ -246,14 +268,12 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: bool) ->
             }
         }
     };
-    if probe {
-        let outcome = run_probe(ctx, &src_end, dst_ip, port, proto);
-        result.probe_agrees = outcome.as_ref().ok().map(|connected| *connected == (result.verdict == "DELIVERED"));
-        result.probe = Some(match outcome {
-            Ok(true) => "a real connection succeeded".into(),
-            Ok(false) => "a real connection failed".into(),
-            Err(e) => format!("not run: {e}"),
+    if let Some(wait) = probe {
+        let p = run_probe(ctx, &src_end, dst_ip, port, proto, wait).unwrap_or_else(|e| Probe {
+            connected: None, outcome: format!("not run: {e}"), kernel: vec![], more_packets: 0, kernel_says: String::new(),
         });
+        result.probe_agrees = p.connected.map(|c| c == (result.verdict == "DELIVERED"));
+        result.probe = Some(p);
     }
     Ok(result)
 }
@@ -355,22 +375,190 @@ fn parse_dst(s: &str) -> Result<(String, Option<u16>, Proto)> {
     Ok((name, port, proto))
 }
 
-/// A real TCP connection from the source's namespace (containers and the host only).
-fn run_probe(ctx: &Ctx, src: &End, dst: Ipv4Addr, port: Option<u16>, proto: Proto) -> Result<bool> {
+/// A real packet, followed by the kernel's trace in the host namespace. From a container
+/// or the host netwright connects itself; from the LAN it waits up to `wait` for the
+/// user's own packet.
+fn run_probe(ctx: &Ctx, src: &End, dst: Ipv4Addr, port: Option<u16>, proto: Proto, wait: Duration) -> Result<Probe> {
     let Some(port) = port else { bail!("a probe needs DST:PORT") };
-    if proto != Proto::Tcp {
-        bail!("probes are TCP only");
-    }
-    let ns = match src {
-        End::Ctr(c, _) => Some(netns::open(&ctx.netns_path(&c.id))?),
-        End::Host => None,
-        End::Ip(_) => bail!("cannot originate from outside the host"),
+    let table = trace_table(ctx);
+    let mut filter = Filter { proto: proto.number(), daddr: Some(dst), dport: Some(port), ..Default::default() };
+    let (connected, events) = match src {
+        End::Ip(from) => {
+            filter.saddr = Some(*from);
+            let mut tracer = Tracer::arm(&table, &filter)?;
+            eprintln!("netwright: watching for {} from {from} to {dst}:{port} for {} s: send it now", proto.as_str(), wait.as_secs());
+            let events = tracer.collect(Instant::now() + wait, Duration::from_millis(500));
+            (None, events)
+        }
+        End::Ctr(..) | End::Host => {
+            let sport = rand::random_range(33000..61000u16);
+            filter.sport = Some(sport);
+            let mut tracer = Tracer::arm(&table, &filter)?;
+            let attempt = move || connect_from(sport, dst, port, proto);
+            let connected = match src {
+                End::Ctr(c, _) => netns::within(&netns::open(&ctx.netns_path(&c.id))?, attempt)?,
+                _ => attempt(),
+            };
+            (connected, tracer.collect(Instant::now() + Duration::from_millis(400), Duration::from_millis(150)))
+        }
     };
-    let connect = move || std::net::TcpStream::connect_timeout(&SocketAddr::from((dst, port)), Duration::from_secs(2)).is_ok();
-    Ok(match ns {
-        Some(ns) => netns::within(&ns, connect)?,
-        None => connect(),
-    })
+    let packets = by_packet(&events);
+    let (says, seen) = kernel_says(&packets, proto);
+    let connected = connected.or(seen);
+    let outcome = match (connected, src) {
+        (Some(true), _) => "a real connection succeeded".to_string(),
+        (Some(false), _) => "a real connection failed".into(),
+        (None, End::Ip(_)) if events.is_empty() => format!("no such packet arrived within {} s", wait.as_secs()),
+        (None, _) => "no answer (UDP): see where the kernel sent it".into(),
+    };
+    let names = Names::load(&events);
+    let more = packets.len().saturating_sub(4);
+    let kernel = packets.iter().take(4).map(|(p, evs)| TracedPacket {
+        packet: p.as_ref().map(describe_packet).unwrap_or_else(|| "packet".into()),
+        steps: evs.iter().filter(|e| !e.end_marker).map(|e| names.step(e)).collect(),
+    }).collect();
+    Ok(Probe { connected, outcome, kernel, more_packets: more, kernel_says: says })
+}
+
+/// The marking table of this root's probes (removed again by `reconcile` if a probe died).
+pub fn trace_table(ctx: &Ctx) -> String {
+    format!("{}-trace", firewall::table_name(ctx))
+}
+
+/// Connects from a fixed source port (so the trace can match it). TCP: established or
+/// not; UDP: answered, refused, or unknown.
+fn connect_from(sport: u16, dst: Ipv4Addr, port: u16, proto: Proto) -> Option<bool> {
+    use socket2::{Domain, Socket, Type};
+    let ty = if proto == Proto::Tcp { Type::STREAM } else { Type::DGRAM };
+    let s = Socket::new(Domain::IPV4, ty, None).ok()?;
+    s.set_reuse_address(true).ok()?;
+    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, sport)).into()).ok()?;
+    let to = SocketAddr::from((dst, port)).into();
+    if proto == Proto::Tcp {
+        return Some(s.connect_timeout(&to, Duration::from_secs(2)).is_ok());
+    }
+    s.connect(&to).ok()?;
+    s.send(b"netwright probe\n").ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+    match s.recv(&mut buf) {
+        Ok(_) => Some(true),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// Events grouped by packet. The kernel's trace id is per hook pass, so passes are
+/// joined into one packet until one goes the other way (a reply) or meets a chain the
+/// packet already met (a retransmission).
+fn by_packet(events: &[Event]) -> Vec<(Option<Packet>, Vec<&Event>)> {
+    let mut passes: Vec<(u32, Vec<&Event>)> = Vec::new();
+    for e in events {
+        match passes.last_mut() {
+            Some((id, evs)) if *id == e.id => evs.push(e),
+            _ => passes.push((e.id, vec![e])),
+        }
+    }
+    let mut out: Vec<(Option<Packet>, Vec<&Event>)> = Vec::new();
+    for (_, evs) in passes {
+        let header = evs.iter().find_map(|e| e.packet.clone());
+        let joins = out.last().is_some_and(|(p, seen)| {
+            let same_way = match (p, &header) {
+                (Some(a), Some(b)) => a.src == b.src && a.sport == b.sport,
+                _ => true,
+            };
+            same_way && !evs.iter().any(|e| seen.iter().any(|s| s.table == e.table && s.chain == e.chain))
+        });
+        if joins {
+            out.last_mut().expect("checked").1.extend(evs);
+        } else {
+            out.push((header, evs));
+        }
+    }
+    out
+}
+
+/// The trace in one sentence, and whether it shows the connection working.
+fn kernel_says(packets: &[(Option<Packet>, Vec<&Event>)], proto: Proto) -> (String, Option<bool>) {
+    let Some((first, evs)) = packets.first() else {
+        return ("no packet of this connection passed through the host's nftables hooks (delivered without leaving the source's bridge, or never sent)".into(), None);
+    };
+    if let Some(d) = evs.iter().find(|e| e.verdict.as_deref() == Some("drop")) {
+        return (format!("the first packet was dropped by {} {}/{}{}", family(d.family), d.table, d.chain,
+            d.handle.map(|h| format!(" rule #{h}")).unwrap_or_else(|| " (chain policy)".into())), Some(false));
+    }
+    let reply = packets.iter().skip(1).find_map(|(p, _)| {
+        let (p, f) = (p.as_ref()?, first.as_ref()?);
+        (p.src != f.src || p.sport != f.sport).then_some(p)
+    });
+    match reply {
+        Some(r) if r.flags.contains("RST") => (format!("the first packet got through; {}:{} answered with a reset (RST): nothing accepts the connection there",
+            r.src, r.sport.unwrap_or(0)), Some(false)),
+        Some(r) => (format!("the first packet got through and {}:{} answered{}", r.src, r.sport.unwrap_or(0),
+            if r.flags.is_empty() { String::new() } else { format!(" ({})", r.flags) }), Some(proto == Proto::Udp || r.flags.contains("SYN"))),
+        None => ("the first packet was accepted; no answer passed the host's hooks".into(), None),
+    }
+}
+
+fn family(f: u8) -> &'static str {
+    match f {
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
+        _ => "?",
+    }
+}
+
+fn describe_packet(p: &Packet) -> String {
+    let proto = match p.proto { 6 => "tcp", 17 => "udp", 1 => "icmp", _ => "ip" };
+    let port = |a: Ipv4Addr, p: Option<u16>| p.map(|p| format!("{a}:{p}")).unwrap_or_else(|| a.to_string());
+    format!("{} → {} {proto}{}", port(p.src, p.sport), port(p.dst, p.dport), if p.flags.is_empty() { String::new() } else { format!(" {}", p.flags) })
+}
+
+/// Interface names and rule comments, read once for the tables a trace passed.
+struct Names {
+    links: HashMap<u32, String>,
+    comments: HashMap<(u8, String, u64), String>,
+}
+
+impl Names {
+    fn load(events: &[Event]) -> Names {
+        let links = Netlink::open().and_then(|mut nl| nl.links()).map(|ls| ls.into_iter().map(|l| (l.index, l.name)).collect()).unwrap_or_default();
+        let mut comments = HashMap::new();
+        let mut tables: Vec<(u8, &str)> = events.iter().map(|e| (e.family, e.table.as_str())).collect();
+        tables.sort();
+        tables.dedup();
+        if let Ok(mut nft) = Nftables::open() {
+            for (f, t) in tables {
+                for r in nft.rules(f, t).unwrap_or_default() {
+                    if let Some(c) = r.comment {
+                        comments.insert((f, t.to_string(), r.handle), c);
+                    }
+                }
+            }
+        }
+        Names { links, comments }
+    }
+
+    fn step(&self, e: &Event) -> String {
+        let at = format!("{} {}/{}", family(e.family), e.table, e.chain);
+        let v = e.verdict.clone().unwrap_or_default();
+        let what = match (e.kind, e.handle) {
+            ("rule", Some(h)) => match self.comments.get(&(e.family, e.table.clone(), h)) {
+                Some(c) => format!("rule #{h} \"{c}\" → {v}"),
+                None => format!("rule #{h} → {v}"),
+            },
+            ("policy", _) => format!("policy {v}"),
+            (k, _) => k.to_string(),
+        };
+        let name = |i: u32| self.links.get(&i).cloned().unwrap_or_else(|| format!("ifindex {i}"));
+        let ifs = [e.iif.map(|i| format!("in {}", name(i))), e.oif.map(|i| format!("out {}", name(i)))]
+            .into_iter().flatten().collect::<Vec<_>>().join(" ");
+        if ifs.is_empty() { format!("{at:<34} {what}") } else { format!("{at:<34} {what}  [{ifs}]") }
+    }
 }
 
 pub fn text(t: &Trace) -> String {
@@ -387,12 +575,27 @@ pub fn text(t: &Trace) -> String {
         o.push_str(&format!("fix: {f}\n"));
     }
     if let Some(p) = &t.probe {
+        if !p.kernel.is_empty() {
+            o.push_str("kernel trace (nftables nftrace, host namespace):\n");
+            for (i, k) in p.kernel.iter().enumerate() {
+                o.push_str(&format!("  packet {}: {}\n", i + 1, k.packet));
+                for s in &k.steps {
+                    o.push_str(&format!("      {s}\n"));
+                }
+            }
+            if p.more_packets > 0 {
+                o.push_str(&format!("  ({} more packets of this connection)\n", p.more_packets));
+            }
+        }
+        if !p.kernel_says.is_empty() {
+            o.push_str(&format!("kernel: {}\n", p.kernel_says));
+        }
         let agree = match t.probe_agrees {
             Some(true) => " (agrees)",
             Some(false) => " (DISAGREES with the explanation above)",
             None => "",
         };
-        o.push_str(&format!("probe: {p}{agree}\n"));
+        o.push_str(&format!("probe: {}{agree}\n", p.outcome));
     }
     o
 }
