@@ -12,8 +12,9 @@ use crate::sandbox::Sandbox;
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Containers already attached to the network before each measurement
-    #[arg(long, value_delimiter = ',', default_value = "0,100,1000")]
-    pub sizes: Vec<usize>,
+    /// (default 0,100,1000; with --compare 0,100, or 0,100,1000 with --full)
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
     /// Measured repetitions at each size
     #[arg(long, default_value_t = 15)]
     pub runs: usize,
@@ -32,6 +33,13 @@ pub struct BenchArgs {
     /// With --compare: containers attached at once for the throughput figure (0 skips)
     #[arg(long, default_value_t = 100)]
     pub concurrent: usize,
+    /// With --compare: containers on the network for the DNS comparison (default 100,
+    /// 1000 with --full; 0 skips)
+    #[arg(long)]
+    pub dns_containers: Option<usize>,
+    /// With --compare: the full size (N up to 1,000, DNS at 1,000 containers, 5 runs)
+    #[arg(long)]
+    pub full: bool,
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -83,12 +91,19 @@ fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
 pub fn run(args: &BenchArgs) -> Result<i32> {
     let bin = std::env::current_exe().context("locating the netwright binary")?;
     if args.compare {
-        let mut sizes = args.sizes.clone();
+        let mut sizes = args.sizes.clone().unwrap_or(if args.full { vec![0, 100, 1000] } else { vec![0, 100] });
         sizes.sort();
-        return crate::compare::run(&bin, &sizes, args.runs.max(1), args.concurrent);
+        return crate::compare::run(&bin, &crate::compare::Opts {
+            sizes,
+            runs: if args.full { args.runs.max(5) } else { args.runs.clamp(1, 5) },
+            concurrency: args.concurrent,
+            dns_containers: args.dns_containers.unwrap_or(if args.full { 1000 } else { 100 }),
+            dns_secs: args.dns_secs,
+            datapath_secs: args.throughput_secs,
+        });
     }
     let sb = Sandbox::new("bench", &bin)?;
-    let mut sizes = args.sizes.clone();
+    let mut sizes = args.sizes.clone().unwrap_or(vec![0, 100, 1000]);
     sizes.sort();
     let runs = args.runs.max(1);
     timed(&mut sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]))?;

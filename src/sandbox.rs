@@ -126,6 +126,13 @@ impl Sandbox {
         c
     }
 
+    /// A command run in any namespace (kept open by the caller until it is spawned).
+    pub fn in_ns_cmd(ns: &OwnedFd, program: &str) -> Command {
+        let mut c = Command::new(program);
+        enter_on_exec(&mut c, ns);
+        c
+    }
+
     /// Runs `f` on a fresh thread that lives in the host namespace.
     pub fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         run_in(&self.host, f)

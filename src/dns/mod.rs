@@ -201,6 +201,60 @@ pub fn answer(zone: &Zone, asker: &str, query: &Message, rotate: usize) -> Decis
     Decision::Reply(reply.to_vec().unwrap_or_else(|_| error(query, ResponseCode::ServFail)))
 }
 
+/// The common case without parsing into a Message: one A or AAAA question for a name
+/// the zone knows, answered straight from the wire bytes into `out`. Anything else
+/// (other types, unknown names, odd headers) returns false and takes the full path, which
+/// answers the same way.
+pub fn answer_fast(zone: &Zone, asker: &str, q: &[u8], rotate: usize, out: &mut Vec<u8>) -> bool {
+    // Header: a standard query (QR=0, opcode 0), one question, no answers or authority.
+    if q.len() < 17 || q[2] & 0xf8 != 0 || q[4..8] != [0, 1, 0, 0] || q[8..10] != [0, 0] {
+        return false;
+    }
+    let mut name = String::with_capacity(64);
+    let mut i = 12;
+    loop {
+        let Some(&len) = q.get(i) else { return false };
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        // Compression pointers or oversized labels: the full path.
+        let Some(label) = q.get(i..i + len as usize).filter(|_| len < 64) else { return false };
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(std::str::from_utf8(label).unwrap_or("\u{fffd}"));
+        i += len as usize;
+    }
+    let Some(tail) = q.get(i..i + 4) else { return false };
+    let (qtype, qclass) = (u16::from_be_bytes([tail[0], tail[1]]), u16::from_be_bytes([tail[2], tail[3]]));
+    if qclass != 1 || !(qtype == 1 || qtype == 28) {
+        return false;
+    }
+    let Some(mut ips) = zone.lookup(asker, &name).filter(|ips| !ips.is_empty()) else { return false };
+    if qtype != 1 {
+        ips.clear(); // AAAA for an IPv4-only container: NOERROR, no data
+    } else {
+        let n = ips.len();
+        ips.rotate_left(rotate % n);
+    }
+    let end = i + 4;
+    out.clear();
+    out.extend_from_slice(&q[0..2]);
+    // QR, AA, RD as asked, RA; NOERROR.
+    out.extend_from_slice(&[0x84 | (q[2] & 0x01), 0x80, 0, 1]);
+    out.extend_from_slice(&(ips.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&q[12..end]);
+    for ip in ips {
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+        out.extend_from_slice(&TTL.to_be_bytes());
+        out.extend_from_slice(&[0, 4]);
+        out.extend_from_slice(&ip.octets());
+    }
+    true
+}
+
 pub fn error(query: &Message, code: ResponseCode) -> Vec<u8> {
     let mut m = Message::error_msg(query.metadata.id, OpCode::Query, code);
     m.metadata.message_type = MessageType::Response;
@@ -281,6 +335,14 @@ mod tests {
             firsts.insert(format!("{:?}", m.answers[0].data));
         }
         assert_eq!(firsts.len(), 3, "each address comes first once");
+        // The wire-level fast path gives the same answer as the full one.
+        let bytes = q.to_vec().unwrap();
+        let mut out = Vec::new();
+        assert!(answer_fast(&z, "c0", &bytes, 1, &mut out));
+        let Decision::Reply(full) = answer(&z, "c0", &q, 1) else { panic!("ours") };
+        let (fast, full) = (Message::from_vec(&out).unwrap(), Message::from_vec(&full).unwrap());
+        assert_eq!((fast.answers.clone(), fast.queries.clone(), fast.metadata.authoritative), (full.answers.clone(), full.queries.clone(), full.metadata.authoritative));
+        assert!(!answer_fast(&z, "c0", &q.to_vec().unwrap()[..10], 0, &mut out), "short queries take the full path");
         let mut q6 = Message::query();
         q6.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::AAAA));
         let Decision::Reply(bytes) = answer(&z, "c0", &q6, 0) else { panic!("ours") };

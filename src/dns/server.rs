@@ -195,8 +195,18 @@ fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
 async fn serve_udp(sock: UdpSocket, id: String, shared: Arc<Shared>) {
     let sock = Arc::new(sock);
     let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(512);
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        // A container name asked by A/AAAA: answered from the wire bytes (no allocation).
+        let fast = {
+            let zone = shared.zone.read().expect("zone lock");
+            super::answer_fast(&zone, &id, &buf[..n], shared.rotate.fetch_add(1, Ordering::Relaxed), &mut out)
+        };
+        if fast {
+            let _ = sock.send_to(&out, peer).await;
+            continue;
+        }
         // Our own names are answered right here; only forwarding gets a task of its own,
         // so a slow upstream never holds up the rest.
         let Ok(msg) = Message::from_vec(&buf[..n]) else { continue };

@@ -110,13 +110,12 @@ impl Tracer {
             }
             let Ok(msgs) = recv_msgs(&self.sock, &mut self.buf) else { return out };
             for m in msgs {
-                if m.ty == (10 << 8) | nft::NFT_MSG_TRACE {
-                    if let Some(e) = parse_event(&m.payload) {
-                        if e.table != self.table {
-                            out.push(e);
-                            last = Some(Instant::now());
-                        }
-                    }
+                if m.ty == (10 << 8) | nft::NFT_MSG_TRACE
+                    && let Some(e) = parse_event(&m.payload)
+                    && e.table != self.table
+                {
+                    out.push(e);
+                    last = Some(Instant::now());
                 }
             }
         }

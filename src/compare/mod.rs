@@ -2,7 +2,13 @@
 //! network backend) and the CNI bridge + host-local + portmap chain, each in a fresh
 //! sandbox on this machine, in one run: attach and release one container with one
 //! published TCP port while N containers (each with its own port) are already attached.
-//! The peers come from Debian's packages (`netavark`, `containernetworking-plugins`).
+//! The peers come from Debian's packages (`netavark`, `aardvark-dns`,
+//! `containernetworking-plugins`). Also: 100 containers at once, DNS against
+//! aardvark-dns (dns.rs), the data path beside its physical reference (datapath.rs), and
+//! the memory of every long-lived process.
+
+mod datapath;
+mod dns;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +75,8 @@ fn make_ns(sb: &Sandbox, i: usize) -> Result<PathBuf> {
 
 struct Netavark {
     ports: Memo<u16>,
+    /// With aardvark-dns (DNS comparison) or without (attach/release, as the CNI chain).
+    dns: bool,
     /// Podman serializes its netavark calls (netavark itself races with concurrent
     /// callers: "Chain already exists"); the bench does as Podman does.
     serial: std::sync::Mutex<()>,
@@ -78,8 +86,8 @@ impl Netavark {
     fn options(&self, i: usize, port: u16) -> serde_json::Value {
         json!({
             "container_id": format!("{:064x}", i + 1), "container_name": format!("c{i}"),
-            "networks": {"bench": {"interface_name": "eth0"}},
-            "network_info": {"bench": {"dns_enabled": false, "driver": "bridge", "id": format!("{:064x}", 7), "internal": false,
+            "networks": {"bench": {"interface_name": "eth0", "aliases": [format!("c{i}")]}},
+            "network_info": {"bench": {"dns_enabled": self.dns, "driver": "bridge", "id": format!("{:064x}", 7), "internal": false,
                 "ipv6_enabled": false, "name": "bench", "network_interface": "nvbench0",
                 "subnets": [{"subnet": "10.210.0.0/16", "gateway": "10.210.0.1"}]}},
             "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": port, "range": 1, "protocol": "tcp"}],
@@ -104,7 +112,8 @@ impl System for Netavark {
         self.ports.lock().expect("ports").insert(i, port);
         let mut cmd = sb.in_host_cmd(NETAVARK);
         let config = sb.dir.join("netavark");
-        cmd.args(["--config", config.to_str().unwrap_or_default(), "setup", ns.to_str().unwrap_or_default()]);
+        std::fs::create_dir_all(&config)?;
+        cmd.args(["--config", config.to_str().unwrap_or_default(), "--aardvark-binary", dns::AARDVARK, "setup", ns.to_str().unwrap_or_default()]);
         let _serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark setup")?;
         Ok(())
@@ -116,7 +125,7 @@ impl System for Netavark {
         opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
         let mut cmd = sb.in_host_cmd(NETAVARK);
         let config = sb.dir.join("netavark");
-        cmd.args(["--config", config.to_str().unwrap_or_default(), "teardown", ns.to_str().unwrap_or_default()]);
+        cmd.args(["--config", config.to_str().unwrap_or_default(), "--aardvark-binary", dns::AARDVARK, "teardown", ns.to_str().unwrap_or_default()]);
         let serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark teardown")?;
         drop(serial);
@@ -171,6 +180,24 @@ impl System for Cni {
         self.plugin(sb, "bridge", "DEL", i, &conf)?;
         netns::remove_pinned(&sb.dir.join("peer-ns").join(format!("c{i}")))?;
         Ok(())
+    }
+}
+
+/// min / median / max of a figure over runs.
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(v: &[f64]) -> Spread {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        Spread { min: v[0], median: v[v.len() / 2], max: v[v.len() - 1] }
+    }
+    pub fn fmt(&self, decimals: usize) -> String {
+        format!("{:.d$} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = decimals)
     }
 }
 
@@ -266,10 +293,23 @@ fn measure(bin: &Path, sys: &dyn System, sizes: &[usize], runs: usize) -> Result
     Ok(rows)
 }
 
-pub fn run(bin: &Path, sizes: &[usize], runs: usize, concurrency: usize) -> Result<i32> {
+/// What to measure; `netwright bench --compare` fills it (`--full` for the full size).
+pub struct Opts {
+    pub sizes: Vec<usize>,
+    pub runs: usize,
+    pub concurrency: usize,
+    /// Containers on the network for the DNS comparison (0 skips it).
+    pub dns_containers: usize,
+    pub dns_secs: u64,
+    /// Seconds of iperf3 per data-path figure (0 skips the data path).
+    pub datapath_secs: u64,
+}
+
+pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
+    let (sizes, runs, concurrency) = (&o.sizes[..], o.runs, o.concurrency);
     let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright)];
     if Path::new(NETAVARK).exists() {
-        systems.push(Box::new(Netavark { ports: Default::default(), serial: Default::default() }));
+        systems.push(Box::new(Netavark { ports: Default::default(), serial: Default::default(), dns: false }));
     } else {
         println!("netavark not installed (apt-get install netavark): skipped");
     }
@@ -278,11 +318,12 @@ pub fn run(bin: &Path, sizes: &[usize], runs: usize, concurrency: usize) -> Resu
     } else {
         println!("CNI plugins not installed (apt-get install containernetworking-plugins): skipped");
     }
-    let versions = Command::new(NETAVARK).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let version = |cmd: &str| Command::new(cmd).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let versions = format!("{}; {}", version(NETAVARK), version(dns::AARDVARK));
     println!("netwright bench --compare: attach and release one container with one published TCP port,");
     println!("N containers (each with its own port) already attached. Whole processes, ms, median (min–max) of {runs}.");
-    println!("machine: {} cores; kernel {}; {}; CNI plugins {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(), versions,
+    println!("machine: {} cores, {} GiB; kernel {}; netwright {}; {}; CNI plugins {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        mem_gib(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(), env!("CARGO_PKG_VERSION"), versions,
         Command::new("dpkg-query").args(["-W", "-f=${Version}", "containernetworking-plugins"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
     let mut all = Vec::new();
     for sys in &systems {
@@ -309,5 +350,46 @@ pub fn run(bin: &Path, sizes: &[usize], runs: usize, concurrency: usize) -> Resu
             }
         }
     }
+    if o.dns_containers > 0 {
+        dns_table(bin, o)?;
+    }
+    if o.datapath_secs > 0 {
+        datapath::run(bin, o.datapath_secs, runs.clamp(1, 5))?;
+    }
     Ok(0)
+}
+
+fn mem_gib() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) / 1024 / 1024
+}
+
+fn dns_table(bin: &Path, o: &Opts) -> Result<()> {
+    let (m, runs) = (o.dns_containers.max(2), o.runs.clamp(1, 5));
+    println!("
+DNS: a container's name asked from inside another container, {m} containers on the network;");
+    println!("{} clients with one query outstanding each, {} s × {runs}; median (min–max); every answer checked", dns::CLIENTS, o.dns_secs);
+    println!("{:<14} {:<26} {:<22} {:<22} {:>7}  {}", "system", "queries/s", "p50 ms", "p99 ms", "failed", "resident (PSS)");
+    let mut base = None;
+    let nw = dns::netwright(bin, m, o.dns_secs, runs);
+    let ceiling = dns::CEILING.lock().expect("ceiling").take().map(|c| (c, 0));
+    for (name, r) in [("netwright", nw), ("aardvark-dns", dns::aardvark(bin, m, o.dns_secs, runs)), ("ceiling", ceiling.ok_or_else(|| anyhow::anyhow!("not measured")))] {
+        match r {
+            Ok((loads, pss)) => {
+                let qps = Spread::of(&loads.iter().map(|l| l.qps).collect::<Vec<_>>());
+                let p50 = Spread::of(&loads.iter().map(|l| l.p50_ms).collect::<Vec<_>>());
+                let p99 = Spread::of(&loads.iter().map(|l| l.p99_ms).collect::<Vec<_>>());
+                let failed: usize = loads.iter().map(|l| l.failed).sum();
+                let mem = if name == "ceiling" { "-".to_string() } else { format!("{:.1} MiB", pss as f64 / 1024.0) };
+                println!("{name:<14} {:<26} {:<22} {:<22} {failed:>7}  {mem}", qps.fmt(0), p50.fmt(3), p99.fmt(3));
+                match (base, name) {
+                    (None, _) => base = Some((qps.median, p99.median)),
+                    (Some((bq, _)), "ceiling") => println!("{:<14} (a responder doing no work, same load and netns: what the kernel and the load cost; netwright reaches {:.0}% of it)", "", bq / qps.median * 100.0),
+                    (Some((bq, bp)), _) => println!("{:<14} netwright answers {:.1}x the queries/s, p99 {:.2}x", "", bq / qps.median, bp / p99.median),
+                }
+            }
+            Err(e) => println!("{name:<14} not measured: {}", crate::runtime::one_line(&e)),
+        }
+    }
+    Ok(())
 }
