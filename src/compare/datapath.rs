@@ -168,6 +168,15 @@ pub fn run(bin: &Path, secs: u64, runs: usize) -> Result<()> {
     }
     let lo = measure(&Path_ { label: "loopback", client: &sb.host, to: Ipv4Addr::LOCALHOST, iperf: 5202, echo: 7002 })?;
     line("loopback (one netns)", &lo);
+    // Attribution, not tuning: the same container path with the bridge's packets kept out
+    // of the IP hooks (br_netfilter off, in the sandbox's host namespace only). netwright
+    // does not need br_netfilter, but Docker and Kubernetes hosts do, so it leaves it be.
+    let brnf = "net.bridge.bridge-nf-call-iptables";
+    if sb.in_host_cmd("sysctl").args(["-qw", &format!("{brnf}=0")]).status().is_ok_and(|s| s.success()) {
+        let off = measure(&pairs[0].0)?;
+        line("c → c, br_netfilter off", &off);
+        let _ = sb.in_host_cmd("sysctl").args(["-qw", &format!("{brnf}=1")]).status();
+    }
     for s in &mut servers {
         let _ = s.kill();
         let _ = s.wait();
