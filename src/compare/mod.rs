@@ -350,6 +350,9 @@ pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
             }
         }
     }
+    println!("\nlong-lived processes: netwright keeps one monitor per container and the DNS resolver with its");
+    println!("supervisor (memory above and in the DNS table); netavark keeps none but aardvark-dns (DNS table);");
+    println!("the CNI plugins keep none.");
     if o.dns_containers > 0 {
         dns_table(bin, o)?;
     }
