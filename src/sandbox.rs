@@ -48,9 +48,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// Builds a sandbox under a fresh directory in the system temp dir.
     pub fn new(label: &str, bin: &Path) -> Result<Sandbox> {
+        sweep_orphans();
         let dir = std::env::temp_dir().join(format!("netwright-{label}-{}", crate::ctx::random_hex(8)));
         let nsdir = dir.join("ns");
         fs::create_dir_all(&nsdir)?;
+        fs::write(dir.join(OWNER), std::process::id().to_string())?;
         netns::ensure_shared_dir(&nsdir)?;
         // From here on, Drop cleans up whatever exists.
         let mut sb = Sandbox {
@@ -138,18 +140,60 @@ impl Sandbox {
         run_in(&self.host, f)
     }
 
-    /// Mount points under the sandbox directory, deepest first (from /proc/self/mountinfo).
-    fn mounts(&self) -> Vec<(PathBuf, bool)> {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut v: Vec<(PathBuf, bool)> = info.lines().filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let point = PathBuf::from(f.get(4)?);
-            let nsfs = l.contains(" - nsfs ");
-            point.starts_with(&self.dir).then_some((point, nsfs))
-        }).collect();
-        v.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-        v.dedup();
-        v
+}
+
+const OWNER: &str = "owner.pid";
+
+/// Mount points under `dir`, deepest first (from /proc/self/mountinfo), and whether each
+/// is a pinned namespace.
+fn mounts_under(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<(PathBuf, bool)> = info.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let point = PathBuf::from(f.get(4)?);
+        let nsfs = l.contains(" - nsfs ");
+        point.starts_with(dir).then_some((point, nsfs))
+    }).collect();
+    v.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    v.dedup();
+    v
+}
+
+/// Kills every process inside the namespaces pinned under `dir` (LAN, host, and every
+/// root's containers), unpins everything and removes the directory.
+fn tear_down(dir: &Path) {
+    let mounts = mounts_under(dir);
+    let inodes: HashSet<u64> = mounts.iter().filter(|(_, ns)| *ns).filter_map(|(p, _)| netns::inode(p)).collect();
+    for _ in 0..50 {
+        let pids = processes_in(&inodes);
+        if pids.is_empty() {
+            break;
+        }
+        for p in pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (p, _) in &mounts {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Sandboxes whose creator died without dropping them (a bench or test killed by a
+/// signal): the next sandbox cleans them up.
+fn sweep_orphans() {
+    let Ok(dir) = fs::read_dir(std::env::temp_dir()) else { return };
+    for e in dir.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("netwright-") {
+            continue;
+        }
+        let Ok(owner) = fs::read_to_string(e.path().join(OWNER)) else { continue };
+        let alive = owner.trim().parse::<i32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            tear_down(&e.path());
+        }
     }
 }
 
@@ -183,23 +227,6 @@ fn processes_in(inodes: &HashSet<u64>) -> Vec<i32> {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        // Every namespace pinned under the sandbox: LAN, host, and every root's containers.
-        let mounts = self.mounts();
-        let inodes: HashSet<u64> = mounts.iter().filter(|(_, ns)| *ns).filter_map(|(p, _)| netns::inode(p)).collect();
-        for _ in 0..50 {
-            let pids = processes_in(&inodes);
-            if pids.is_empty() {
-                break;
-            }
-            for p in pids {
-                // SAFETY: plain kill(2).
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for (p, _) in &mounts {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        tear_down(&self.dir);
     }
 }
