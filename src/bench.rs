@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// 1000 with --full; 0 skips)
     #[arg(long)]
     pub dns_containers: Option<usize>,
+    /// With --compare: which systems to measure
+    #[arg(long, value_delimiter = ',', default_value = "netwright,netavark,cni")]
+    pub systems: Vec<String>,
     /// With --compare: the full size (N up to 1,000, DNS at 1,000 containers, 5 runs)
     #[arg(long)]
     pub full: bool,
@@ -100,6 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
             dns_containers: args.dns_containers.unwrap_or(if args.full { 1000 } else { 100 }),
             dns_secs: args.dns_secs,
             datapath_secs: args.throughput_secs,
+            systems: args.systems.clone(),
         });
     }
     let sb = Sandbox::new("bench", &bin)?;

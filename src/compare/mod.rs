@@ -303,17 +303,22 @@ pub struct Opts {
     pub dns_secs: u64,
     /// Seconds of iperf3 per data-path figure (0 skips the data path).
     pub datapath_secs: u64,
+    /// Peers to measure besides netwright: "netavark", "cni".
+    pub systems: Vec<String>,
 }
 
 pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
     let (sizes, runs, concurrency) = (&o.sizes[..], o.runs, o.concurrency);
     let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright)];
-    if Path::new(NETAVARK).exists() {
+    let wanted = |s: &str| o.systems.iter().any(|w| w == s);
+    if !wanted("netavark") {
+    } else if Path::new(NETAVARK).exists() {
         systems.push(Box::new(Netavark { ports: Default::default(), serial: Default::default(), dns: false }));
     } else {
         println!("netavark not installed (apt-get install netavark): skipped");
     }
-    if Path::new(CNI_PATH).join("bridge").exists() {
+    if !wanted("cni") {
+    } else if Path::new(CNI_PATH).join("bridge").exists() {
         systems.push(Box::new(Cni { results: Default::default(), ports: Default::default() }));
     } else {
         println!("CNI plugins not installed (apt-get install containernetworking-plugins): skipped");

@@ -240,8 +240,14 @@ fn supervise(ctx: &Ctx, spec: &RunSpec, report: Option<fs::File>) -> Result<i32>
             return Err(e);
         }
     };
+    // The monitor lives as long as the container: hand back what starting it needed (the
+    // store's page cache, buffers) while it waits — one of these per container.
+    drop(store);
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
     forward_signals_to(child.id() as i32);
     let code = wait_exit_code(child);
+    let mut store = ctx.store()?;
     release(ctx, &mut store, &container, code, None)?;
     Ok(code)
 }
