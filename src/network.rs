@@ -216,7 +216,10 @@ fn check_overlap(tx: &Tx, routes: &[Route], s: Ipv4Net) -> Result<()> {
 }
 
 /// Makes sure the implicit `bridge` network exists in the store (once per root).
-pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Network> {
+/// The default `bridge` network's record (its pool reserved first, as Docker's docker0
+/// takes 172.17). `kernel`: also make its bridge and rules now — only when a container is
+/// about to use it, so that reading (`network ls`) never changes the host.
+pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, kernel: bool) -> Result<Network> {
     if let Some(n) = store.read(|tx| tx.network(DEFAULT_NETWORK))? {
         return Ok(n);
     }
@@ -246,10 +249,17 @@ pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<
         tx.insert_network(&net)?;
         Ok(net)
     })?;
-    // Like docker0 at daemon start: the bridge and its rules exist as soon as the network does.
-    bridge::ensure_bridge(nl, &plan::network(&net))?;
-    firewall::sync_all(ctx, store)?;
+    if kernel {
+        bridge::ensure_bridge(nl, &plan::network(&net))?;
+        firewall::sync_all(ctx, store)?;
+    }
     Ok(net)
+}
+
+/// Whether the network's bridge should exist in the kernel: every user-defined bridge
+/// network's does; the default network's only once a container uses it.
+pub fn bridge_expected(n: &Network, endpoints: &[crate::store::Endpoint]) -> bool {
+    n.driver == "bridge" && (!n.builtin || endpoints.iter().any(|e| e.network_id == n.id && e.ip.is_some()))
 }
 
 /// Looks a network up, with the error a user should see when it is not there.

@@ -35,7 +35,7 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
     for n in networks.iter().filter(|n| n.driver == "macvlan") {
         crate::drivers::macvlan::ensure_shim(nl, n)?;
     }
-    for n in networks.iter().filter(|n| n.driver == "bridge") {
+    for n in networks.iter().filter(|n| crate::network::bridge_expected(n, &endpoints)) {
         if !names.contains(n.bridge.as_str()) {
             report.bridges_restored += 1;
         }

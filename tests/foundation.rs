@@ -91,7 +91,7 @@ fn container_sees_only_lo_and_eth0_and_its_own_files() {
 #[test]
 fn foreground_run_passes_exit_code_and_stdio() {
     let sb = sandbox("fg");
-    sb.ok(&["network", "ls"]); // first use: netwright may announce the sysctl it sets
+    sb.ok(&["run", "--rm", "--", "true"]); // first use: netwright may announce the sysctl it sets
     let out = sb.nw(&["run", "--rm", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
@@ -258,4 +258,22 @@ fn crashed_monitor_and_drift_are_reconciled() {
     assert!(out.contains("restored 0 bridge") && out.contains("removed 0 stray device"), "{out}");
     // And the network works again.
     sb.ok(&["run", "--rm", "--network", "n1", "--", "true"]);
+}
+
+#[test]
+fn reading_never_changes_the_host() {
+    let sb = sandbox("readonly");
+    let forward = || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let before = sb.in_host(forward);
+    let ls = sb.ok(&["network", "ls"]);
+    assert!(ls.contains("bridge"), "the default network is listed: {ls}");
+    sb.ok(&["network", "inspect", "bridge"]);
+    sb.ok(&["ps", "-a"]);
+    assert!(ours(&sb.host_links(), "nw").is_empty(), "no device made by reading");
+    let tables = sb.in_host_cmd("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("netwright"), "no table made by reading");
+    assert_eq!(sb.in_host(forward), before, "no sysctl changed by reading");
+    // Using the default network makes its bridge, as docker0.
+    sb.ok(&["run", "--rm", "--", "true"]);
+    assert_eq!(ours(&sb.host_links(), "nwb").len(), 1);
 }

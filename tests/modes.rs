@@ -28,7 +28,7 @@ fn host_mode_shares_the_host_network() {
 #[test]
 fn none_mode_has_only_lo_and_reaches_nothing() {
     let sb = sandbox("none");
-    sb.ok(&["network", "ls"]); // the default bridge (and its gateway) exists
+    sb.ok(&["run", "-d", "--name", "other", "--", "sleep", "300"]); // the default bridge (and its gateway) exists
     let out = sb.ok(&["run", "--rm", "--network", "none", "--", "ip", "-o", "link"]);
     let names: Vec<&str> = out.lines().filter_map(|l| l.split(": ").nth(1)).collect();
     assert_eq!(names, vec!["lo"], "{out}");

@@ -389,7 +389,7 @@ fn list(names: &[String]) -> String {
 fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
     let mut store = ctx.store()?;
     let mut nl = Netlink::open().context("opening netlink")?;
-    network::ensure_default(ctx, &mut store, &mut nl)?;
+    network::ensure_default(ctx, &mut store, &mut nl, false)?;
     match cmd {
         NetworkCmd::Create(a) => {
             let n = network::create(ctx, &mut store, &mut nl, &CreateSpec {

@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     let links = nl.links()?;
     let names: HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
     let mut drift = Vec::new();
-    for n in networks.iter().filter(|n| n.driver == "bridge") {
+    for n in networks.iter().filter(|n| crate::network::bridge_expected(n, &endpoints)) {
         if !names.contains(n.bridge.as_str()) {
             drift.push(format!("bridge {} of network {} is missing", n.bridge, n.name));
         }

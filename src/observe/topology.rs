@@ -118,7 +118,7 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
         nets.push(NetNode {
             name: n.name.clone(), driver: n.driver.clone(), device: n.bridge.clone(), subnet: n.subnet.to_string(),
             gateway: n.gateway.to_string(),
-            present: n.driver != "bridge" || dev.is_some(),
+            present: !crate::network::bridge_expected(n, &endpoints) || dev.is_some(),
             notes,
             attached,
         });

@@ -427,7 +427,7 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     let mode = Mode::parse(spec)?;
     if let Mode::Net(ns) = &mode {
         if ns.iter().any(|n| n == network::DEFAULT_NETWORK) {
-            network::ensure_default(ctx, store, &mut host_nl)?;
+            network::ensure_default(ctx, store, &mut host_nl, true)?;
         }
     }
     let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
