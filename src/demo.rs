@@ -184,8 +184,8 @@ fn steps(d: &Demo) -> Result<()> {
     println!("    echo answered: {}", reply.trim());
     println!("    (the source is kv's own address {kv_ip}: on one bridge there is no NAT)");
     println!("\n  See it: netwright explains the path and checks the system");
-    let tr = d.sb.netwright(["trace", "web", &format!("lan:{}:7000", sandbox::LAN_SERVER)]).output()?;
-    println!("  $ netwright trace web lan:{}:7000", sandbox::LAN_SERVER);
+    let tr = d.sb.netwright(["trace", "--probe", "web", &format!("lan:{}:7000", sandbox::LAN_SERVER)]).output()?;
+    println!("  $ netwright trace --probe web lan:{}:7000", sandbox::LAN_SERVER);
     for l in String::from_utf8_lossy(&tr.stdout).lines() {
         println!("    {l}");
     }
