@@ -242,20 +242,7 @@ fn throughput_bench(sb: &Sandbox, secs: u64) -> Result<()> {
     let v: serde_json::Value = serde_json::from_slice(&sb.netwright(["inspect", "iperf"]).output()?.stdout)?;
     let ip = v[0]["NetworkSettings"]["Networks"]["bench"]["IPAddress"].as_str().unwrap_or_default().to_string();
     let _ = sb.in_lan_cmd("ip").args(["route", "add", "10.200.0.0/16", "via", &crate::sandbox::HOST_ETH0.to_string()]).status();
-    let run = |host: &str, port: &str| -> Result<f64> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = sb.in_lan_cmd("iperf3").args(["-c", host, "-p", port, "-t", &secs.to_string(), "-J"]).output()?;
-            if out.status.success() {
-                let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-                return Ok(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9);
-            }
-            if Instant::now() > deadline {
-                bail!("iperf3 to {host}:{port} failed: {}", String::from_utf8_lossy(&out.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" "));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let run = |host: &str, port: &str| crate::compare::iperf(&sb.lan, host.parse()?, port.parse()?, secs);
     let direct = run(&ip, "5201")?;
     let published = run(&crate::sandbox::HOST_ETH0.to_string(), "15201")?;
     println!("\nthroughput LAN -> container, one TCP connection, {secs} s (iperf3):");

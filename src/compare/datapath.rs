@@ -79,7 +79,8 @@ fn iperf_server(ns: &OwnedFd, port: u16) -> Result<Child> {
     Ok(Sandbox::in_ns_cmd(ns, "iperf3").args(["-s", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
 }
 
-fn iperf(ns: &OwnedFd, to: Ipv4Addr, port: u16, secs: u64) -> Result<f64> {
+/// One TCP stream from inside `ns` (Gbit/s), retried while the server starts.
+pub fn iperf(ns: &OwnedFd, to: Ipv4Addr, port: u16, secs: u64) -> Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = Sandbox::in_ns_cmd(ns, "iperf3").args(["-c", &to.to_string(), "-p", &port.to_string(), "-t", &secs.to_string(), "-J"]).output()?;
