@@ -80,7 +80,8 @@ static TRACE: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceL
 pub fn trace(step: &str) {
     let start = TRACE.get_or_init(|| std::env::var_os("NETWRIGHT_TRACE").map(|_| std::time::Instant::now()));
     if let Some(t) = start {
-        let line = format!("[trace {:>5} {:>8.3} ms] {step}\n", std::process::id(), t.elapsed().as_secs_f64() * 1000.0);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() % 100_000_000;
+        let line = format!("[trace {:>5} {:>8.3} ms @{:>9}us] {step}\n", std::process::id(), t.elapsed().as_secs_f64() * 1000.0, wall);
         match std::env::var("NETWRIGHT_TRACE") {
             Ok(p) if p.starts_with('/') => {
                 use std::io::Write;

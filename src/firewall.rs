@@ -291,7 +291,11 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr,
         if add { b.add_elems(&t, set, elems) } else { b.del_elems(&t, set, elems) };
     }
     match nft.commit(&b) {
-        Ok(()) => Ok(()),
+        Ok(()) if add => Ok(()),
+        Ok(()) => {
+            nft.close_detached();
+            Ok(())
+        }
         // The table (or an element) is gone: rebuild from the store, which is the truth.
         Err((_, e)) if e.raw_os_error() == Some(libc::ENOENT) => sync_locked(ctx, store),
         Err((i, e)) => Err(anyhow!("nftables refused the port mappings (message {i}): {e}")),

@@ -10,5 +10,6 @@ fn main() {
             netwright::runtime::RunError::code_of(&e, 1)
         }
     };
+    netwright::ctx::trace("exit");
     std::process::exit(code);
 }

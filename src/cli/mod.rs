@@ -31,6 +31,15 @@ pub enum Cmd {
     Network(NetworkCmd),
     /// Run a command in a new container
     Run(RunArgs),
+    /// Network a namespace a runtime made (as `netavark setup` does); prints the container's
+    /// inspect document. No process is started: `netwright detach` undoes it
+    Attach(AttachArgs),
+    /// Release what `attach` set up (interfaces, addresses, ports, DNS names); the runtime's
+    /// namespace itself is left to the runtime
+    Detach {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// List containers
     Ps {
         /// Show all containers (default shows just running)
@@ -189,6 +198,23 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// The namespace to network: a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net
+    pub netns: std::path::PathBuf,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// How a container is networked: shared by `run` and `attach`.
+#[derive(Args, Debug)]
+pub struct NetArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Network to connect to (default: bridge), or host, none, container:NAME
@@ -218,8 +244,29 @@ pub struct RunArgs {
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    pub cmd: Vec<String>,
+}
+
+impl NetArgs {
+    fn spec(self) -> RunSpec {
+        RunSpec {
+            name: self.name, networks: self.network, ip: self.ip, hostname: self.hostname, publish: self.publish,
+            aliases: self.network_alias, dns: self.dns, dns_search: self.dns_search, dns_options: self.dns_option,
+            add_hosts: self.add_host, ..RunSpec::default()
+        }
+    }
+}
+
+/// `docker inspect`'s document for one container.
+fn inspect_doc(ctx: &Ctx, store: &mut crate::store::Store, c: &crate::store::Container) -> Result<serde_json::Value> {
+    let (eps, ports) = store.read(|tx| {
+        let mut v = Vec::new();
+        for e in tx.endpoints_of(&c.id)? {
+            let n = tx.network(&e.network_id)?;
+            v.push((e, n));
+        }
+        Ok((v, tx.ports_of(&c.id)?))
+    })?;
+    Ok(output::container_inspect(ctx, c, &eps, &ports))
 }
 
 fn needs_admin(cmd: &Cmd) -> bool {
@@ -242,14 +289,23 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Run(a) => {
             // Like `docker run`: 125 when netwright itself failed, else the container's code.
-            return runtime::run(&ctx, RunSpec {
-                name: a.name, networks: a.network, ip: a.ip, hostname: a.hostname, cmd: a.cmd,
-                detach: a.detach, auto_remove: a.rm, publish: a.publish, aliases: a.network_alias,
-                dns: a.dns, dns_search: a.dns_search, dns_options: a.dns_option, add_hosts: a.add_host,
-            }).map_err(|e| match e.downcast::<runtime::RunError>() {
+            return runtime::run(&ctx, RunSpec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() }).map_err(|e| match e.downcast::<runtime::RunError>() {
                 Ok(r) => r.into(),
                 Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: runtime::one_line(&e) }.into(),
             });
+        }
+        Cmd::Attach(a) => {
+            let spec = RunSpec { netns: Some(a.netns), ..a.net.spec() };
+            let mut store = ctx.store()?;
+            let c = runtime::attach(&ctx, &mut store, spec)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&inspect_doc(&ctx, &mut store, &c)?)?)?;
+        }
+        Cmd::Detach { containers } => {
+            let mut store = ctx.store()?;
+            for r in &containers {
+                runtime::detach(&ctx, &mut store, r)?;
+                writeln!(out, "{r}")?;
+            }
         }
         Cmd::Network(n) => network_cmd(&ctx, n, out)?,
         Cmd::Ps { all, format, quiet } => {
@@ -282,15 +338,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             let mut docs = Vec::new();
             for r in &containers {
                 let c = runtime::find(&mut store, r)?;
-                let (eps, ports) = store.read(|tx| {
-                    let mut v = Vec::new();
-                    for e in tx.endpoints_of(&c.id)? {
-                        let n = tx.network(&e.network_id)?;
-                        v.push((e, n));
-                    }
-                    Ok((v, tx.ports_of(&c.id)?))
-                })?;
-                docs.push(output::container_inspect(&ctx, &c, &eps, &ports));
+                docs.push(inspect_doc(&ctx, &mut store, &c)?);
             }
             writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
         }

@@ -70,6 +70,9 @@ pub fn status(c: &Container) -> String {
 }
 
 pub fn command_line(c: &Container) -> String {
+    if let Some(ns) = &c.netns_source {
+        return format!("(attached {ns})");
+    }
     let s = c.cmd.join(" ");
     let short: String = s.chars().take(20).collect();
     if s.chars().count() > 20 { format!("\"{short}…\"") } else { format!("\"{s}\"") }
@@ -195,7 +198,7 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
         _ => (String::new(), String::new(), String::new(), 0),
     };
     json!({
-        "Id": c.id, "Created": rfc3339(c.created), "Path": c.cmd[0], "Args": &c.cmd[1..],
+        "Id": c.id, "Created": rfc3339(c.created), "Path": c.cmd.first().cloned().unwrap_or_default(), "Args": c.cmd.get(1..).unwrap_or_default(),
         "State": {
             "Status": c.state.as_str(), "Running": running, "Paused": false, "Restarting": false,
             "OOMKilled": false, "Dead": false, "Pid": if running { c.pid.unwrap_or(0) } else { 0 },
@@ -209,6 +212,8 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
         "HostConfig": {"NetworkMode": c.network_mode, "AutoRemove": c.auto_remove, "PortBindings": bindings},
         "NetworkSettings": {
             "SandboxKey": if running { json!(ctx.netns_path(&c.id)) } else { json!("") },
+            // attach: the runtime's own namespace path.
+            "Netwright": {"AttachedNetns": c.netns_source},
             "Ports": live, "IPAddress": ip, "Gateway": gw, "MacAddress": mac, "IPPrefixLen": plen,
             "Networks": networks,
         },

@@ -49,11 +49,34 @@ fn run_with_stdin(mut cmd: Command, input: &[u8], what: &str) -> Result<Vec<u8>>
     ok(child.wait_with_output()?, what)
 }
 
+/// `netwright attach`: the same work as the peers — a runtime's namespace is made, then
+/// networked — so this is the row the ratios are taken against.
 struct Netwright;
 
 impl System for Netwright {
     fn name(&self) -> &'static str {
         "netwright"
+    }
+    fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
+        let ns = make_ns(sb, i)?;
+        let p = format!("{port}:80");
+        ok(sb.netwright(["attach", ns.to_str().unwrap_or_default(), "--name", &format!("c{i}"), "--network", "bench", "-p", &p]).output()?, "netwright attach")?;
+        Ok(())
+    }
+    fn release(&self, sb: &Sandbox, i: usize) -> Result<()> {
+        ok(sb.netwright(["detach", &format!("c{i}")]).output()?, "netwright detach")?;
+        netns::remove_pinned(&sb.dir.join("peer-ns").join(format!("c{i}")))?;
+        Ok(())
+    }
+}
+
+/// `netwright run -d`: more work than the peers do — netwright also starts the container's
+/// process (its own mount and UTS namespaces, /etc files) and a monitor for it.
+struct NetwrightRun;
+
+impl System for NetwrightRun {
+    fn name(&self) -> &'static str {
+        "netwright run -d"
     }
     fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         let p = format!("{port}:80");
@@ -225,7 +248,7 @@ fn span(v: &[Duration]) -> String {
 /// `count` containers attached all at once, then released all at once: containers/second.
 fn concurrent(bin: &Path, sys: &dyn System, count: usize) -> Result<(f64, f64)> {
     let sb = Sandbox::new("compare", bin)?;
-    if sys.name() == "netwright" {
+    if sys.name().starts_with("netwright") {
         ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
     }
     let all = |f: &(dyn Fn(usize) -> Result<()> + Sync)| -> Result<f64> {
@@ -261,7 +284,7 @@ fn netwright_memory(root: &Path) -> (usize, u64, u64) {
 
 fn measure(bin: &Path, sys: &dyn System, sizes: &[usize], runs: usize) -> Result<Vec<Row>> {
     let sb = Sandbox::new("compare", bin)?;
-    if sys.name() == "netwright" {
+    if sys.name().starts_with("netwright") {
         ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
     }
     let mut rows = Vec::new();
@@ -286,7 +309,7 @@ fn measure(bin: &Path, sys: &dyn System, sizes: &[usize], runs: usize) -> Result
             }
         }
         rows.push(row);
-        if sys.name() == "netwright" && n >= 100 {
+        if sys.name() == "netwright run -d" && n >= 100 {
             let (count, monitors, dns) = netwright_memory(&sb.root);
             println!("memory at N={n}: {count} container monitors, {:.1} MiB PSS in all ({:.0} kB each); DNS resolver + supervisor {:.1} MiB PSS",
                 monitors as f64 / 1024.0, monitors as f64 / count.max(1) as f64, dns as f64 / 1024.0);
@@ -333,7 +356,7 @@ fn install_missing() {
 pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
     let (sizes, runs, concurrency) = (&o.sizes[..], o.runs, o.concurrency);
     install_missing();
-    let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright)];
+    let mut systems: Vec<Box<dyn System>> = vec![Box::new(Netwright), Box::new(NetwrightRun)];
     let wanted = |s: &str| o.systems.iter().any(|w| w == s);
     if !wanted("netavark") {
     } else if Path::new(NETAVARK).exists() {
@@ -351,6 +374,8 @@ pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
     let versions = format!("{}; {}", version(NETAVARK), version(dns::AARDVARK));
     println!("netwright bench --compare: attach and release one container with one published TCP port,");
     println!("N containers (each with its own port) already attached. Whole processes, ms, median (min–max) of {runs}.");
+    println!("Same work for all: the bench makes the container's namespace, the system networks it (netwright attach,");
+    println!("netavark setup, CNI ADD) and undoes it. `netwright run -d` also starts the container's process and monitor.");
     println!("machine: {} cores, {} GiB; kernel {}; netwright {}; {}; CNI plugins {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         mem_gib(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(), env!("CARGO_PKG_VERSION"), versions,
         Command::new("dpkg-query").args(["-W", "-f=${Version}", "containernetworking-plugins"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());

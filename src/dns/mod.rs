@@ -282,7 +282,7 @@ mod tests {
         Container {
             id: id.into(), name: id.into(), cmd: vec![], hostname: format!("{id}-host"), state: State::Running,
             pid: None, monitor_pid: None, monitor_start: None, exit_code: None, error: None, auto_remove: false,
-            detached: true, network_mode: String::new(), dns: vec![], created: 0, started: None, finished: None,
+            detached: true, network_mode: String::new(), dns: vec![], netns_source: None, created: 0, started: None, finished: None,
         }
     }
 

@@ -171,9 +171,22 @@ fn adopt(ctx: &Ctx, id: &str) -> Result<(UdpSocket, TcpListener)> {
     Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?))
 }
 
+/// Removes the redirect from the current namespace (an attached container's, which
+/// outlives what netwright put in it).
+pub fn remove_redirect() {
+    let mut b = Batch::new(nft::NFPROTO_IPV4);
+    b.del_table(REDIRECT_TABLE);
+    if let Ok(mut nft) = Nftables::open() {
+        let _ = nft.commit(&b);
+        nft.close_detached();
+    }
+}
+
+const REDIRECT_TABLE: &str = "netwright-dns";
+
 /// `ip daddr 127.0.0.11 udp/tcp dport 53 dnat to 127.0.0.11:<port>` in the current namespace.
 fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
-    let t = "netwright-dns";
+    let t = REDIRECT_TABLE;
     let mut b = Batch::new(nft::NFPROTO_IPV4);
     b.add_table(t).add_base_chain(t, "output", "nat", nft::hook::OUTPUT, -100).flush_chain(t, "output");
     for (proto, port) in [(17u8, udp_port), (6u8, tcp_port)] {
@@ -353,9 +366,28 @@ fn supervisor_alive(ctx: &Ctx) -> bool {
 /// Asks the resolver to re-read the store and waits until it has (so a new container's
 /// resolver is listening before its process starts). Starts the resolver if needed.
 pub fn sync_now(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<()> {
+    sync_start(ctx, start_if_needed, container)?.wait()
+}
+
+/// A sync the resolver is working on: the caller does other work meanwhile (the resolver
+/// runs on the other core) and waits for it with `wait`.
+pub struct PendingSync(Option<UnixStream>);
+
+impl PendingSync {
+    pub fn wait(self) -> Result<()> {
+        if let Some(s) = self.0 {
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends the sync request without waiting for its answer.
+pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<PendingSync> {
     if !supervisor_alive(ctx) {
         if !start_if_needed {
-            return Ok(());
+            return Ok(PendingSync(None));
         }
         spawn_supervisor(ctx)?;
     }
@@ -368,9 +400,7 @@ pub fn sync_now(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Re
                     Some(id) => s.write_all(format!("sync {id}\n").as_bytes())?,
                     None => s.write_all(b"sync\n")?,
                 }
-                let mut line = String::new();
-                BufReader::new(s).read_line(&mut line)?;
-                return Ok(());
+                return Ok(PendingSync(Some(s)));
             }
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(e).context("reaching the DNS resolver"),

@@ -342,6 +342,13 @@ impl Netlink {
         RouteNetlinkMessage::SetLink(msg)
     }
 
+    pub fn set_down_msg(index: u32) -> RouteNetlinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.change_mask = LinkFlags::Up;
+        RouteNetlinkMessage::SetLink(msg)
+    }
+
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;

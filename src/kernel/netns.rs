@@ -89,6 +89,25 @@ pub fn create_pinned(path: &Path) -> Result<OwnedFd> {
     made
 }
 
+/// Pins an existing namespace (a runtime's) at `path`, as `ip netns attach` does.
+pub fn pin_existing(src: &Path, path: &Path) -> Result<OwnedFd> {
+    OpenOptions::new().write(true).create_new(true).mode(0o444).open(path)
+        .with_context(|| format!("creating namespace file {}", path.display()))?;
+    let made = (|| -> Result<OwnedFd> {
+        mount(Some(src), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("pinning namespace {} at {}", src.display(), path.display()))?;
+        let ns = open(path)?;
+        // Devices moved in later get no IPv6 link-local chatter, as in namespaces we make.
+        within(&ns, || fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"))?.ok();
+        Ok(ns)
+    })();
+    if made.is_err() {
+        let _ = umount2(path, MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(path);
+    }
+    made
+}
+
 /// Unpins and removes a namespace file; the kernel frees the namespace (and the devices
 /// in it) once no process is left inside. Missing files are not an error.
 pub fn remove_pinned(path: &Path) -> Result<()> {

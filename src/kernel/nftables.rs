@@ -457,6 +457,47 @@ impl Nftables {
         Ok(())
     }
 
+    /// Closes the socket without making the caller wait. Closing an nf_tables socket makes
+    /// the kernel finish freeing what earlier transactions deleted, which waits for an RCU
+    /// grace period (nft_rcv_nl_event → nf_tables_trans_destroy_flush_work: ~10 ms here,
+    /// HZ=250). The deletion itself is committed and in force already, so a short-lived
+    /// grandchild holds the last reference and does that waiting instead of the caller.
+    pub fn close_detached(self) {
+        let sock = self.sock.as_raw_fd();
+        let Ok((r, w)) = nix::unistd::pipe() else { return };
+        let (r, w) = (r.as_raw_fd(), w);
+        // SAFETY: the children only make async-signal-safe calls (fork, close_range, read,
+        // close, _exit) before exiting, so forking from any process is sound.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                if libc::fork() == 0 {
+                    // Keep only the socket and the pipe's read end: nobody waits on our
+                    // copies of stdout, stderr or other pipes.
+                    let (lo, hi) = (sock.min(r) as u32, sock.max(r) as u32);
+                    libc::close_range(0, lo.saturating_sub(1), 0);
+                    if hi > lo + 1 {
+                        libc::close_range(lo + 1, hi - 1, 0);
+                    }
+                    libc::close_range(hi + 1, u32::MAX, 0);
+                    let mut b = [0u8; 1];
+                    // EOF: the caller's copy of the socket is closed; ours is the last.
+                    while libc::read(r, b.as_mut_ptr().cast(), 1) < 0 {}
+                    libc::close(sock);
+                }
+                libc::_exit(0);
+            },
+            pid if pid > 0 => {
+                // SAFETY: waits for the intermediate child, which exits at once.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                drop(self);
+                drop(w);
+            }
+            _ => {} // no fork: close here, and wait
+        }
+        // SAFETY: r is the pipe's read end, owned here and closed once.
+        unsafe { libc::close(r) };
+    }
+
     /// (type, seq, error code for NLMSG_ERROR) of each message in one datagram.
     fn recv(&mut self) -> io::Result<Vec<(u16, u32, i32)>> {
         Ok(recv_msgs(&self.sock, &mut self.buf)?.into_iter().map(|m| (m.ty, m.seq, m.err)).collect())

@@ -57,6 +57,8 @@ pub struct RunSpec {
     pub dns_options: Vec<String>,
     /// --add-host NAME:IP lines for /etc/hosts.
     pub add_hosts: Vec<String>,
+    /// `netwright attach`: the runtime's namespace to network instead of a new one.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 /// Exit codes `docker run` uses for its own failures.
@@ -157,6 +159,42 @@ pub fn run(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
     if spec.cmd.is_empty() {
         bail!("no command given: write it after `--`, e.g. `netwright run -- python3 -m http.server 80`");
     }
+    validate(&spec)?;
+    if spec.detach { run_detached(ctx, spec) } else { supervise(ctx, &spec, None) }
+}
+
+/// `netwright attach`: networks a namespace a runtime made and owns (as `netavark setup`
+/// does). No process and no monitor: the container is alive while that namespace is.
+pub fn attach(ctx: &Ctx, store: &mut Store, spec: RunSpec) -> Result<Container> {
+    let path = spec.netns.as_deref().expect("attach has a namespace");
+    let f = fs::File::open(path).with_context(|| format!("cannot open namespace {}: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net", path.display()))?;
+    if !netns::is_nsfs(&f) {
+        bail!("{} is not a network namespace: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net", path.display());
+    }
+    if netns::inode(path) == netns::inode(std::path::Path::new("/proc/self/ns/net")) {
+        bail!("{} is netwright's own (the host's) network namespace: attach a container's namespace, or use `run --network host`", path.display());
+    }
+    if let Some(n) = spec.networks.iter().find(|n| matches!(n.as_str(), "host" | "none") || n.starts_with("container:")) {
+        bail!("attach takes bridge or macvlan networks, not --network {n}: the namespace is the runtime's to share");
+    }
+    validate(&spec)?;
+    let spec = RunSpec { detach: true, ..spec };
+    let created = create(ctx, store, &spec)?;
+    let started = now_nanos();
+    store.write(|tx| tx.mark_attached(&created.container.id, started))?;
+    trace("attach: marked running");
+    let mut c = created.container;
+    c.state = State::Running;
+    c.started = Some(started);
+    Ok(c)
+}
+
+/// `netwright detach`: undoes `attach` (or removes any container, like `rm -f`).
+pub fn detach(ctx: &Ctx, store: &mut Store, reference: &str) -> Result<Container> {
+    remove(ctx, store, reference, true)
+}
+
+fn validate(spec: &RunSpec) -> Result<()> {
     if let Some(n) = &spec.name {
         if !names::valid(n) {
             bail!("invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)");
@@ -174,7 +212,7 @@ pub fn run(ctx: &Ctx, spec: RunSpec) -> Result<i32> {
             bail!("invalid --network-alias {a:?}: use letters, digits, '_', '.', '-'");
         }
     }
-    if spec.detach { run_detached(ctx, spec) } else { supervise(ctx, &spec, None) }
+    Ok(())
 }
 
 /// Forks the monitor, which detaches; the parent waits only until the container started
@@ -511,14 +549,21 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             cmd: spec.cmd.clone(),
             state: State::Created,
             pid: None,
-            monitor_pid: Some(me),
-            monitor_start: process::start_time(me),
+            // An attached container has no monitor: its namespace is its life.
+            monitor_pid: spec.netns.is_none().then_some(me),
+            // For an attached container: the namespace's inode, so a namespace made anew at
+            // the same path is not taken for the one attached.
+            monitor_start: match &spec.netns {
+                Some(p) => netns::inode(p),
+                None => process::start_time(me),
+            },
             exit_code: None,
             error: None,
             auto_remove: spec.auto_remove,
             detached: spec.detach,
             network_mode,
             dns: spec.dns.clone(),
+            netns_source: spec.netns.as_ref().map(|p| p.to_string_lossy().into_owned()),
             created: now_nanos(),
             started: None,
             finished: None,
@@ -539,21 +584,18 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
         Ok((container, eps, nets, mappings, owner))
     })?;
     trace("create: store rows written");
-    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref(), spec).and_then(|created| {
-        if nets.iter().any(|n| n.driver == "bridge") {
-            // One query; rebuilds the table if a reboot or an admin's flush removed it.
-            firewall::ensure(ctx, store)?;
-        }
-        if let Some(ip) = endpoints.first().and_then(|e| e.ip) {
+    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref(), spec).and_then(|(created, dns)| {
+        if let Some(ip) = endpoints.first().and_then(|e| e.ip).filter(|_| !mappings.is_empty()) {
+            // Rebuilds the table too if a reboot or an admin's flush removed it.
             firewall::publish(ctx, store, &mappings, ip, true)?;
             trace("setup: ports published");
+        } else if nets.iter().any(|n| n.driver == "bridge") {
+            // One query; rebuilds the table if it is gone.
+            firewall::ensure(ctx, store)?;
         }
-        Ok(created)
-    });
-    // The embedded resolver must listen in the namespace before the process starts.
-    let made = made.and_then(|created| {
-        if nets.iter().any(|n| !n.builtin) {
-            crate::dns::server::sync_now(ctx, true, Some(&container.id))?;
+        // The embedded resolver must listen in the namespace before the process starts.
+        if let Some(dns) = dns {
+            dns.wait()?;
             trace("setup: DNS resolver ready");
         }
         Ok(created)
@@ -572,7 +614,8 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
     }
 }
 
-type Setup = (Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf);
+/// (namespace, mount template, files directory), and the DNS resolver's pending adoption.
+type Setup = ((Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf), Option<crate::dns::server::PendingSync>);
 
 /// Files, namespace and interfaces for each mode.
 fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network],
@@ -580,7 +623,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
     // Every container has a directory (its log lives there), whatever its network.
     fs::create_dir_all(ctx.container_dir(&c.id)).with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
     if let Mode::Host = mode {
-        return Ok((None, None, ctx.container_dir(&c.id)));
+        return Ok(((None, None, ctx.container_dir(&c.id)), None));
     }
     if let Some(o) = owner {
         // The owner's namespace and files; a host-mode owner means the host's namespace.
@@ -588,7 +631,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
             Some(netns::open(&ctx.netns_path(&o.id)).with_context(|| format!("opening {}'s network namespace", o.name))?)
         };
         let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
-        return Ok((ns, Some(template), ctx.container_dir(&o.id)));
+        return Ok(((ns, Some(template), ctx.container_dir(&o.id)), None));
     }
     let embedded_dns = nets.iter().any(|n| !n.builtin);
     write_files(ctx, c, eps, spec, embedded_dns)?;
@@ -599,13 +642,21 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
     }
     trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;
-    let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
-    let ns = netns::create_pinned(&ctx.netns_path(&c.id))?;
+    let (ns, template) = match &c.netns_source {
+        // The runtime's namespace, pinned here too: reconcile, trace and DNS find every
+        // container's namespace in one place.
+        Some(src) => (netns::pin_existing(std::path::Path::new(src), &ctx.netns_path(&c.id))?, None),
+        None => {
+            let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
+            (netns::create_pinned(&ctx.netns_path(&c.id))?, Some(template))
+        }
+    };
     trace("setup: namespace created and pinned");
     let mut ctr_nl = bridge::netlink_in(&ns)?;
-    if nets.is_empty() {
-        ctr_nl.request(Netlink::set_up_msg(1), 0).context("bringing lo up")?;
-    }
+    // lo first: 127.0.0.11 exists once lo is up, and the resolver binds it.
+    ctr_nl.request(Netlink::set_up_msg(1), 0).context("bringing lo up")?;
+    // The resolver adopts the namespace (its rows are written) while the links are made.
+    let dns = if embedded_dns { Some(crate::dns::server::sync_start(ctx, true, Some(&c.id))?) } else { None };
     for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
         let ip = ep.ip.expect("allocated above");
         let plan = plan::endpoint(net, ep, ip, i == 0);
@@ -616,7 +667,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
         }
         trace("setup: endpoint attached");
     }
-    Ok((Some(ns), Some(template), ctx.container_dir(&c.id)))
+    Ok(((Some(ns), template, ctx.container_dir(&c.id)), dns))
 }
 
 /// /etc/hosts, /etc/resolv.conf and /etc/hostname as the container will see them.
@@ -766,6 +817,10 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     };
     trace("release: ports unpublished");
     detach_for_joiners(ctx, store, c)?;
+    if c.netns_source.is_some() {
+        // The runtime keeps its namespace: take out what netwright put in it.
+        remove_attached_interfaces(ctx, store, c);
+    }
     if let Some(pid) = c.pid {
         // Processes the container left behind in its session would pin the namespace.
         let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -783,6 +838,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     if !matches!(c.network_mode.as_str(), "host" | "none" | network::DEFAULT_NETWORK) && !c.network_mode.starts_with("container:") {
         // Its names go away now, not at the resolver's next periodic sync.
         let _ = crate::dns::server::sync_now(ctx, false, Some(&c.id));
+        trace("release: DNS told");
     }
     if !unpublished {
         // The store no longer has the mappings: a rebuild drops whatever is left.
@@ -793,6 +849,46 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
     }
     Ok(())
+}
+
+/// An attached container's interfaces and DNS redirect, removed from the runtime's
+/// namespace (for our own containers the namespace's end does this). The interfaces go
+/// down at once and are deleted in the background: the kernel takes 20–40 ms to
+/// unregister a device, and nothing is waiting for it (reconcile removes any left over).
+fn remove_attached_interfaces(ctx: &Ctx, store: &mut Store, c: &Container) {
+    let eps = store.read(|tx| tx.endpoints_of(&c.id)).unwrap_or_default();
+    let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
+    let down = |nl: &mut Netlink, names: &mut dyn Iterator<Item = &String>| -> Vec<u32> {
+        let links: Vec<_> = names.filter_map(|n| nl.link_by_name(n).ok().flatten()).collect();
+        links.into_iter().filter(|l| nl.request(Netlink::set_down_msg(l.index), 0).is_ok()).map(|l| l.index).collect()
+    };
+    let host: Vec<u32> = match Netlink::open() {
+        Ok(mut nl) => down(&mut nl, &mut eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| &e.host_ifname)),
+        Err(_) => vec![],
+    };
+    // Deleting the host end of a veth pair deletes both ends; macvlans live inside.
+    let inside: Vec<u32> = netns::within(&ns, || {
+        crate::dns::server::remove_redirect();
+        match Netlink::open() {
+            Ok(mut nl) => down(&mut nl, &mut eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| &e.ifname)),
+            Err(_) => vec![],
+        }
+    }).unwrap_or_default();
+    trace("release: attached interfaces down");
+    process::in_background(move || {
+        if let Ok(mut nl) = Netlink::open() {
+            for i in host {
+                let _ = nl.delete_link(i);
+            }
+        }
+        if !inside.is_empty() && netns::enter(&ns).is_ok() {
+            if let Ok(mut nl) = Netlink::open() {
+                for i in inside {
+                    let _ = nl.delete_link(i);
+                }
+            }
+        }
+    });
 }
 
 /// Containers that joined this one's network keep its namespace alive; like Docker, they
@@ -819,8 +915,13 @@ fn detach_for_joiners(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()>
     Ok(())
 }
 
+/// Is the container's owner still there: its monitor process, or for an attached
+/// container the runtime's namespace (the same one it was attached in)?
 pub(crate) fn monitor_alive(c: &Container) -> bool {
-    process::alive(c.monitor_pid, c.monitor_start)
+    match &c.netns_source {
+        Some(src) => netns::inode(std::path::Path::new(src)).is_some_and(|i| Some(i) == c.monitor_start),
+        None => process::alive(c.monitor_pid, c.monitor_start),
+    }
 }
 
 /// Releases containers whose monitor died (kill -9, crash, reboot). Returns their names.
@@ -830,7 +931,11 @@ pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
         if !monitor_alive(&c) {
             let mut c = c;
             c.pid = None; // the process died with its monitor; never signal a reused PID
-            release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))?;
+            if c.netns_source.is_some() {
+                release(ctx, store, &c, 0, Some("the runtime's namespace went away without `netwright detach`"))?;
+            } else {
+                release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))?;
+            }
             released.push(c.name);
         }
     }
@@ -901,19 +1006,27 @@ pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) ->
 
 pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Result<Container> {
     let c = find(store, reference)?;
-    if c.state != State::Exited && monitor_alive(&c) {
+    if c.netns_source.is_some() && c.state != State::Exited {
+        if !force {
+            bail!("container {} is attached to a runtime's namespace: detach it (`netwright detach {}`) or use `netwright rm -f`", c.name, c.name);
+        }
+        release(ctx, store, &c, 0, None)?;
+    } else if c.state != State::Exited && monitor_alive(&c) {
         if !force {
             bail!("container {} is running: stop it first (`netwright stop {}`) or use `netwright rm -f`", c.name, c.name);
         }
         if let Some(pid) = c.pid {
             let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        trace("rm: killed");
         if !wait_released(&c, Duration::from_secs(10)) {
             bail!("container {} did not exit after SIGKILL", c.name);
         }
+        trace("rm: monitor gone");
     }
     release_if_orphaned(ctx, store, &c.id)?;
     store.write(|tx| tx.delete_container(&c.id))?;
+    trace("rm: row deleted");
     let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
     Ok(c)
 }

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS containers (
     detached      INTEGER NOT NULL,
     network_mode  TEXT NOT NULL,
     dns           TEXT NOT NULL DEFAULT '[]',  -- JSON array of --dns upstreams
+    netns_source  TEXT,                   -- attached: the runtime's namespace (netwright attach)
     created       INTEGER NOT NULL,
     started       INTEGER,
     finished      INTEGER
@@ -73,7 +74,7 @@ CREATE TABLE IF NOT EXISTS ports (
 );
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
 "#;
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -133,6 +134,9 @@ pub struct Container {
     pub network_mode: String,
     /// --dns upstreams (empty: the host's).
     pub dns: Vec<String>,
+    /// Attached (`netwright attach`): the runtime's namespace this container's network
+    /// lives in; netwright runs no process for it.
+    pub netns_source: Option<String>,
     pub created: i64,
     pub started: Option<i64>,
     pub finished: Option<i64>,
@@ -195,6 +199,7 @@ fn container_from_row(r: &Row) -> rusqlite::Result<Container> {
         detached: r.get("detached")?,
         network_mode: r.get("network_mode")?,
         dns: serde_json::from_str(&r.get::<_, String>("dns")?).map_err(|_| bad_column("dns"))?,
+        netns_source: r.get("netns_source")?,
         created: r.get("created")?,
         started: r.get("started")?,
         finished: r.get("finished")?,
@@ -232,13 +237,19 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // Older stores gain the columns added since, in order.
         if version == 2 {
             conn.execute_batch("BEGIN IMMEDIATE;
                 ALTER TABLE endpoints ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
                 ALTER TABLE containers ADD COLUMN dns TEXT NOT NULL DEFAULT '[]';
                 PRAGMA user_version = 3; COMMIT;").context("upgrading the store's schema")?;
         }
-        if version < SCHEMA_VERSION && version != 2 {
+        if version == 2 || version == 3 {
+            conn.execute_batch("BEGIN IMMEDIATE;
+                ALTER TABLE containers ADD COLUMN netns_source TEXT;
+                PRAGMA user_version = 4; COMMIT;").context("upgrading the store's schema")?;
+        }
+        if version < 2 {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
                 .context("creating the store's schema")?;
         }
@@ -362,12 +373,12 @@ impl Tx<'_> {
     pub fn insert_container(&self, c: &Container) -> Result<()> {
         self.0.prepare_cached(
             "INSERT INTO containers (id, name, cmd, hostname, state, pid, monitor_pid, monitor_start, exit_code, error,
-                                     auto_remove, detached, network_mode, dns, created, started, finished)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                     auto_remove, detached, network_mode, dns, created, started, finished, netns_source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?.execute(params![
             c.id, c.name, serde_json::to_string(&c.cmd)?, c.hostname, c.state.as_str(), c.pid,
             c.monitor_pid, c.monitor_start.map(|v| v as i64), c.exit_code, c.error, c.auto_remove,
-            c.detached, c.network_mode, serde_json::to_string(&c.dns)?, c.created, c.started, c.finished
+            c.detached, c.network_mode, serde_json::to_string(&c.dns)?, c.created, c.started, c.finished, c.netns_source
         ])?;
         Ok(())
     }
@@ -375,6 +386,13 @@ impl Tx<'_> {
     pub fn mark_running(&self, id: &str, pid: i32, started: i64) -> Result<()> {
         self.0.prepare_cached("UPDATE containers SET state = 'running', pid = ?2, started = ?3 WHERE id = ?1")?
             .execute(params![id, pid, started])?;
+        Ok(())
+    }
+
+    /// An attached container runs as soon as its network is set up (no process of ours).
+    pub fn mark_attached(&self, id: &str, started: i64) -> Result<()> {
+        self.0.prepare_cached("UPDATE containers SET state = 'running', started = ?2 WHERE id = ?1")?
+            .execute(params![id, started])?;
         Ok(())
     }
 
