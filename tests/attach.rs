@@ -47,6 +47,13 @@ fn attach_networks_a_runtimes_namespace_and_detach_undoes_it() {
     assert!(links_in(&ns).contains(&"eth0".to_string()));
     let ps = sb.ok(&["ps"]);
     assert!(ps.contains("rt") && ps.contains("attached"), "{ps}");
+    // The observers see it like any container: its veth in the topology, a healthy doctor.
+    let veth = doc["NetworkSettings"]["Networks"]["app"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
+    let topo = sb.ok(&["topology"]);
+    assert!(topo.contains("rt") && topo.contains(&veth) && topo.contains(&ip) && !topo.contains("MISSING"), "{topo}");
+    // (trace exits 0 only for DELIVERED)
+    let trace = sb.ok(&["trace", "web", "rt:80"]);
+    assert!(trace.contains("DELIVERED") && trace.contains(&ip), "{trace}");
 
     // A server the runtime runs in its namespace is reachable through the published port,
     // and the namespace resolves the network's names (and is resolved) like a container.
@@ -65,7 +72,6 @@ fn attach_networks_a_runtimes_namespace_and_detach_undoes_it() {
     assert!(from_lan(&sb, "192.168.1.10", 18080, "tcp").is_err(), "the port is no longer published");
     assert!(eventually(Duration::from_secs(5), || !links_in(&ns).contains(&"eth0".to_string())), "eth0 removed: {:?}", links_in(&ns));
     assert!(!tables_in(&ns).contains("netwright"), "DNS redirect removed: {}", tables_in(&ns));
-    let veth = doc["NetworkSettings"]["Networks"]["app"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
     assert!(eventually(Duration::from_secs(5), || !ours(&sb.host_links(), &veth).contains(&veth)), "host veth {veth} removed");
     assert!(!sb.ok(&["ps", "-a"]).contains("rt"));
     assert!(netns::is_nsfs(&std::fs::File::open(&path).unwrap()), "the runtime's namespace is the runtime's");
