@@ -291,8 +291,8 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr,
         if add { b.add_elems(&t, set, elems) } else { b.del_elems(&t, set, elems) };
     }
     match nft.commit(&b) {
-        Ok(()) if add => Ok(()),
         Ok(()) => {
+            // Closing may wait for a grace period (ours, or a recent release's): not here.
             nft.close_detached();
             Ok(())
         }

@@ -202,7 +202,11 @@ fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
             Expr::Dnat { reg_addr: nft::REG32_00, reg_port: nft::REG32_00 + 1 },
         ]);
     }
-    Nftables::open()?.commit(&b).map_err(|(i, e)| anyhow!("installing the DNS redirect (message {i}): {e}"))
+    let mut nft = Nftables::open()?;
+    nft.commit(&b).map_err(|(i, e)| anyhow!("installing the DNS redirect (message {i}): {e}"))?;
+    // A new container waits for this: not for a grace period of someone's release.
+    nft.close_detached();
+    Ok(())
 }
 
 async fn serve_udp(sock: UdpSocket, id: String, shared: Arc<Shared>) {

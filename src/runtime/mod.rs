@@ -653,6 +653,16 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
     };
     trace("setup: namespace created and pinned");
     let mut ctr_nl = bridge::netlink_in(&ns)?;
+    if let Some(src) = &c.netns_source {
+        for ep in eps {
+            match ctr_nl.link_by_name(&ep.ifname)? {
+                // What an earlier detach left down here: ours to replace.
+                Some(l) if !l.up && matches!(l.kind.as_deref(), Some("veth" | "macvlan")) => ctr_nl.delete_link(l.index)?,
+                Some(_) => bail!("{src} already has an interface {} in use: remove it from the namespace first", ep.ifname),
+                None => {}
+            }
+        }
+    }
     // lo first: 127.0.0.11 exists once lo is up, and the resolver binds it.
     ctr_nl.request(Netlink::set_up_msg(1), 0).context("bringing lo up")?;
     // The resolver adopts the namespace (its rows are written) while the links are made.
@@ -851,42 +861,50 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     Ok(())
 }
 
-/// An attached container's interfaces and DNS redirect, removed from the runtime's
+/// An attached container's interfaces and DNS redirect, taken out of the runtime's
 /// namespace (for our own containers the namespace's end does this). The interfaces go
-/// down at once and are deleted in the background: the kernel takes 20–40 ms to
-/// unregister a device, and nothing is waiting for it (reconcile removes any left over).
+/// down at once (a new attach removes such a leftover if it wants its name). Deleting
+/// a device costs the kernel 20–40 ms, and it slows whatever link work comes next; a
+/// runtime usually deletes its namespace right after detach, which takes the pair with it
+/// in the kernel's batched namespace cleanup. So a helper deletes them only if they are
+/// still there a second later (reconcile removes any left over).
 fn remove_attached_interfaces(ctx: &Ctx, store: &mut Store, c: &Container) {
     let eps = store.read(|tx| tx.endpoints_of(&c.id)).unwrap_or_default();
     let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
-    let down = |nl: &mut Netlink, names: &mut dyn Iterator<Item = &String>| -> Vec<u32> {
-        let links: Vec<_> = names.filter_map(|n| nl.link_by_name(n).ok().flatten()).collect();
-        links.into_iter().filter(|l| nl.request(Netlink::set_down_msg(l.index), 0).is_ok()).map(|l| l.index).collect()
-    };
-    let host: Vec<u32> = match Netlink::open() {
-        Ok(mut nl) => down(&mut nl, &mut eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| &e.host_ifname)),
-        Err(_) => vec![],
-    };
-    // Deleting the host end of a veth pair deletes both ends; macvlans live inside.
-    let inside: Vec<u32> = netns::within(&ns, || {
-        crate::dns::server::remove_redirect();
-        match Netlink::open() {
-            Ok(mut nl) => down(&mut nl, &mut eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| &e.ifname)),
-            Err(_) => vec![],
-        }
-    }).unwrap_or_default();
-    trace("release: attached interfaces down");
-    process::in_background(move || {
-        if let Ok(mut nl) = Netlink::open() {
-            for i in host {
-                let _ = nl.delete_link(i);
+    if let Ok(mut nl) = Netlink::open() {
+        for ep in eps.iter().filter(|e| !e.host_ifname.is_empty()) {
+            if let Ok(Some(l)) = nl.link_by_name(&ep.host_ifname) {
+                let _ = nl.request(Netlink::set_down_msg(l.index), 0);
             }
         }
-        if !inside.is_empty() && netns::enter(&ns).is_ok() {
+    }
+    let inside: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
+    let _ = netns::within(&ns, || {
+        crate::dns::server::remove_redirect();
+        let Ok(mut nl) = Netlink::open() else { return };
+        for ep in &eps {
+            if let Ok(Some(l)) = nl.link_by_name(&ep.ifname) {
+                let _ = nl.request(Netlink::set_down_msg(l.index), 0);
+            }
+        }
+    });
+    trace("release: attached interfaces down");
+    let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
+    process::in_background(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let delete = |names: &[String]| {
             if let Ok(mut nl) = Netlink::open() {
-                for i in inside {
-                    let _ = nl.delete_link(i);
+                for n in names {
+                    if let Ok(Some(l)) = nl.link_by_name(n) {
+                        let _ = nl.delete_link(l.index);
+                    }
                 }
             }
+        };
+        // Deleting one end of a veth pair deletes both; macvlans live inside.
+        delete(&host);
+        if !inside.is_empty() && netns::enter(&ns).is_ok() {
+            delete(&inside);
         }
     });
 }
