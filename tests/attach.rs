@@ -125,7 +125,7 @@ fn attach_refuses_what_is_not_a_runtimes_namespace() {
     assert_eq!(sb.host_links().len(), before);
     assert_eq!(links_in(&ns), vec!["lo".to_string()]);
     // An eth0 of the runtime's own, in use, is not taken over.
-    for cmd in [&["link", "add", "eth0", "type", "dummy"][..], &["link", "set", "eth0", "up"]] {
+    for cmd in [&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"][..], &["link", "set", "eth0", "up"]] {
         assert!(Sandbox::in_ns_cmd(&ns, "ip").args(cmd).status().unwrap().success());
     }
     let (_, err) = sb.fails(&["attach", p, "--network", "app"]);
