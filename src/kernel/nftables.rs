@@ -465,7 +465,8 @@ impl Nftables {
     pub fn close_detached(self) {
         let sock = self.sock.as_raw_fd();
         let Ok((r, w)) = nix::unistd::pipe() else { return };
-        let (r, w) = (r.as_raw_fd(), w);
+        // The read end is closed by hand below (and only the grandchild reads it).
+        let (r, w) = (std::os::fd::IntoRawFd::into_raw_fd(r), w);
         // SAFETY: the children only make async-signal-safe calls (fork, close_range, read,
         // close, _exit) before exiting, so forking from any process is sound.
         match unsafe { libc::fork() } {
@@ -481,7 +482,7 @@ impl Nftables {
                     libc::close_range(hi + 1, u32::MAX, 0);
                     let mut b = [0u8; 1];
                     // EOF: the caller's copy of the socket is closed; ours is the last.
-                    while libc::read(r, b.as_mut_ptr().cast(), 1) < 0 {}
+                    while libc::read(r, b.as_mut_ptr().cast(), 1) < 0 && *libc::__errno_location() == libc::EINTR {}
                     libc::close(sock);
                 }
                 libc::_exit(0);
