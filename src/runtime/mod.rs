@@ -947,13 +947,7 @@ pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
     let mut released = Vec::new();
     for c in store.read(|tx| tx.running_containers())? {
         if !monitor_alive(&c) {
-            let mut c = c;
-            c.pid = None; // the process died with its monitor; never signal a reused PID
-            if c.netns_source.is_some() {
-                release(ctx, store, &c, 0, Some("the runtime's namespace went away without `netwright detach`"))?;
-            } else {
-                release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))?;
-            }
+            release_orphan(ctx, store, c.clone())?;
             released.push(c.name);
         }
     }
@@ -961,13 +955,22 @@ pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
 }
 
 fn release_if_orphaned(ctx: &Ctx, store: &mut Store, name: &str) -> Result<()> {
-    if let Some(mut c) = store.read(|tx| tx.container(name))? {
+    if let Some(c) = store.read(|tx| tx.container(name))? {
         if c.state != State::Exited && !monitor_alive(&c) {
-            c.pid = None;
-            release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))?;
+            release_orphan(ctx, store, c)?;
         }
     }
     Ok(())
+}
+
+/// Releases a container whose owner is gone: its monitor, or an attached container's namespace.
+fn release_orphan(ctx: &Ctx, store: &mut Store, mut c: Container) -> Result<()> {
+    c.pid = None; // the process died with its monitor; never signal a reused PID
+    if c.netns_source.is_some() {
+        release(ctx, store, &c, 0, Some("the runtime's namespace went away without `netwright detach`"))
+    } else {
+        release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))
+    }
 }
 
 pub fn find(store: &mut Store, reference: &str) -> Result<Container> {
