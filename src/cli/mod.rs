@@ -285,6 +285,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         _ => {}
     }
     let ctx = Ctx::new(&cli.root)?;
+    crate::ctx::trace("parsed");
     let out = &mut std::io::stdout().lock();
     match cli.command {
         Cmd::Run(a) => {
@@ -297,6 +298,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Attach(a) => {
             let spec = RunSpec { netns: Some(a.netns), ..a.net.spec() };
             let mut store = ctx.store()?;
+            crate::ctx::trace("store opened");
             let c = runtime::attach(&ctx, &mut store, spec)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&inspect_doc(&ctx, &mut store, &c)?)?)?;
         }

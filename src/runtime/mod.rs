@@ -178,6 +178,7 @@ pub fn attach(ctx: &Ctx, store: &mut Store, spec: RunSpec) -> Result<Container> 
         bail!("attach takes bridge or macvlan networks, not --network {n}: the namespace is the runtime's to share");
     }
     validate(&spec)?;
+    trace("attach: checked");
     let spec = RunSpec { detach: true, ..spec };
     let created = create(ctx, store, &spec)?;
     let started = now_nanos();
@@ -460,8 +461,8 @@ pub(crate) fn add_endpoint(ctx: &Ctx, tx: &crate::store::Tx, net: &Network, cont
 
 /// Store rows, container files, namespace and veths. On any failure, undoes what it did.
 fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
-    trace("create: start");
     let mut host_nl = Netlink::open().context("opening netlink")?;
+    trace("create: start");
     let mode = Mode::parse(spec)?;
     if let Mode::Net(ns) = &mode {
         if ns.iter().any(|n| n == network::DEFAULT_NETWORK) {
@@ -480,9 +481,11 @@ fn create(ctx: &Ctx, store: &mut Store, spec: &RunSpec) -> Result<Created> {
             bail!("host port {ip}:{p}/{} is already in use by a process on the host ({e}): pick another host port", r.proto.as_str());
         }
     }
+    trace("create: ports checked");
     if let Some(name) = &spec.name {
         release_if_orphaned(ctx, store, name)?;
     }
+    trace("create: name checked");
     let me = std::process::id() as i32;
     let (container, endpoints, nets, mappings, owner) = store.write(|tx| {
         let (nets, owner) = match &mode {
