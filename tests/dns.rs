@@ -181,3 +181,21 @@ fn connect_and_disconnect_change_reachability_and_names() {
     let v = sb.inspect("both");
     assert_eq!(v["NetworkSettings"]["Networks"].as_object().unwrap().len(), 2);
 }
+
+#[test]
+fn the_resolver_leaves_with_the_last_named_container_and_comes_back() {
+    let sb = sandbox("dnsidle");
+    sb.ok(&["network", "create", "app", "--subnet", "10.98.0.0/24"]);
+    sleeper(&sb, "web", &["--network", "app"]);
+    let dns_procs = || netwright::runtime::process::of_root(&sb.root).into_iter()
+        .filter(|(_, argv)| argv.iter().any(|a| a == "_resolver" || a == "_dns")).count();
+    assert_eq!(dns_procs(), 2, "resolver and supervisor run while a container needs them");
+    sb.ok(&["rm", "-f", "web"]);
+    // Nothing left to serve: both leave within two idle ticks (10 s each).
+    assert!(eventually(Duration::from_secs(40), || dns_procs() == 0), "resolver and supervisor left: {}", dns_procs());
+    // The next named container starts them again, and names resolve at once.
+    sleeper(&sb, "api", &["--network", "app"]);
+    sleeper(&sb, "client", &["--network", "app"]);
+    assert_eq!(ask(&sb, "client", &["api"]), ("NOERROR".into(), vec![sb.ip_of("api")]));
+    assert_eq!(dns_procs(), 2);
+}

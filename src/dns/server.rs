@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use hickory_proto::op::{Message, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
@@ -78,8 +78,9 @@ async fn resolver(ctx: Ctx) -> Result<()> {
     let mut served: HashMap<String, Served> = HashMap::new();
     sync(&ctx, &shared, &mut served);
     // A safety net only: every change arrives as a "sync <id>" from the command making it.
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(IDLE_TICK);
     tick.tick().await;
+    let mut idle_ticks = 0;
     loop {
         tokio::select! {
             conn = control.accept() => {
@@ -93,10 +94,23 @@ async fn resolver(ctx: Ctx) -> Result<()> {
                 }
                 let _ = stream.write_all(b"ok\n").await;
             }
-            _ = tick.tick() => sync(&ctx, &shared, &mut served),
+            _ = tick.tick() => {
+                sync(&ctx, &shared, &mut served);
+                // Nothing to serve for two ticks in a row: the root's last named container
+                // is gone, so are we (the next one to need us starts us again).
+                idle_ticks = if served.is_empty() { idle_ticks + 1 } else { 0 };
+                if idle_ticks >= 2 {
+                    std::process::exit(EXIT_IDLE);
+                }
+            }
         }
     }
 }
+
+/// How often the resolver re-reads the store, and checks whether it is still needed.
+const IDLE_TICK: Duration = Duration::from_secs(10);
+/// The resolver's exit code for "no container needs me": the supervisor ends too.
+const EXIT_IDLE: i32 = 3;
 
 /// One container changed: update its records and listeners only (O(1) in containers).
 fn sync_one(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: &str) {
@@ -353,6 +367,13 @@ pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
         let started = Instant::now();
         let status = std::process::Command::new(&exe).arg("_resolver")
             .env("NETWRIGHT_ROOT", &ctx.root).status();
+        if status.as_ref().is_ok_and(|s| s.code() == Some(EXIT_IDLE)) {
+            // Only our own pid file: a new supervisor may already have written its own.
+            if std::fs::read_to_string(pid_path(ctx)).is_ok_and(|p| p.split_whitespace().next() == Some(&me.to_string())) {
+                let _ = std::fs::remove_file(pid_path(ctx));
+            }
+            return Ok(());
+        }
         if status.is_err() || started.elapsed() < Duration::from_millis(200) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -375,13 +396,23 @@ pub fn sync_now(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Re
 
 /// A sync the resolver is working on: the caller does other work meanwhile (the resolver
 /// runs on the other core) and waits for it with `wait`.
-pub struct PendingSync(Option<UnixStream>);
+pub struct PendingSync(Option<(UnixStream, Ctx, bool, Option<String>)>);
 
 impl PendingSync {
     pub fn wait(self) -> Result<()> {
-        if let Some(s) = self.0 {
-            let mut line = String::new();
+        let Some((s, ctx, start, container)) = self.0 else { return Ok(()) };
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
+        if line.trim() == "ok" {
+            return Ok(());
+        }
+        // No answer: that resolver was leaving (idle). Ask again; this starts a new one.
+        let mut line = String::new();
+        if let Some((s, ..)) = sync_start(&ctx, start, container.as_deref())?.0 {
             BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
+        }
+        if line.trim() != "ok" && start {
+            bail!("the DNS resolver did not answer: see {}", ctx.root.join("dns.log").display());
         }
         Ok(())
     }
@@ -389,11 +420,13 @@ impl PendingSync {
 
 /// Sends the sync request without waiting for its answer.
 pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<PendingSync> {
+    let mut spawned = false;
     if !supervisor_alive(ctx) {
         if !start_if_needed {
             return Ok(PendingSync(None));
         }
         spawn_supervisor(ctx)?;
+        spawned = true;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -404,9 +437,20 @@ pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> 
                     Some(id) => s.write_all(format!("sync {id}\n").as_bytes())?,
                     None => s.write_all(b"sync\n")?,
                 }
-                return Ok(PendingSync(Some(s)));
+                return Ok(PendingSync(Some((s, ctx.clone(), start_if_needed, container.map(str::to_string)))));
             }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) if Instant::now() < deadline => {
+                // An idle resolver and its supervisor may just have left (once: a new
+                // supervisor takes a moment to write its pid file).
+                if !spawned && !supervisor_alive(ctx) {
+                    if !start_if_needed {
+                        return Ok(PendingSync(None));
+                    }
+                    spawn_supervisor(ctx)?;
+                    spawned = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             Err(e) => return Err(e).context("reaching the DNS resolver"),
         }
     }
