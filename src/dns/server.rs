@@ -401,21 +401,26 @@ pub struct PendingSync(Option<(UnixStream, Ctx, bool, Option<String>)>);
 impl PendingSync {
     pub fn wait(self) -> Result<()> {
         let Some((s, ctx, start, container)) = self.0 else { return Ok(()) };
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
-        if line.trim() == "ok" {
+        if answered(s)? {
             return Ok(());
         }
         // No answer: that resolver was leaving (idle). Ask again; this starts a new one.
-        let mut line = String::new();
-        if let Some((s, ..)) = sync_start(&ctx, start, container.as_deref())?.0 {
-            BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
-        }
-        if line.trim() != "ok" && start {
+        let again = match sync_start(&ctx, start, container.as_deref())?.0 {
+            Some((s, ..)) => answered(s)?,
+            None => false,
+        };
+        if !again && start {
             bail!("the DNS resolver did not answer: see {}", ctx.root.join("dns.log").display());
         }
         Ok(())
     }
+}
+
+/// Did the resolver say "ok" on this connection (rather than close it)?
+fn answered(s: UnixStream) -> Result<bool> {
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
+    Ok(line.trim() == "ok")
 }
 
 /// Sends the sync request without waiting for its answer.

@@ -467,34 +467,28 @@ impl Nftables {
         let Ok((r, w)) = nix::unistd::pipe() else { return };
         // The read end is closed by hand below (and only the grandchild reads it).
         let (r, w) = (std::os::fd::IntoRawFd::into_raw_fd(r), w);
-        // SAFETY: the children only make async-signal-safe calls (fork, close_range, read,
-        // close, _exit) before exiting, so forking from any process is sound.
-        match unsafe { libc::fork() } {
-            0 => unsafe {
-                if libc::fork() == 0 {
-                    // Keep only the socket and the pipe's read end: nobody waits on our
-                    // copies of stdout, stderr or other pipes.
-                    let (lo, hi) = (sock.min(r) as u32, sock.max(r) as u32);
-                    libc::close_range(0, lo.saturating_sub(1), 0);
-                    if hi > lo + 1 {
-                        libc::close_range(lo + 1, hi - 1, 0);
-                    }
-                    libc::close_range(hi + 1, u32::MAX, 0);
-                    let mut b = [0u8; 1];
-                    // EOF: the caller's copy of the socket is closed; ours is the last.
-                    while libc::read(r, b.as_mut_ptr().cast(), 1) < 0 && *libc::__errno_location() == libc::EINTR {}
-                    libc::close(sock);
+        // SAFETY: the grandchild only makes async-signal-safe calls (close_range, read,
+        // close), so this is sound from any process, the multi-threaded resolver included.
+        unsafe {
+            super::fork_detached(|| {
+                // Keep only the socket and the pipe's read end: nobody waits on our copies
+                // of stdout, stderr or other pipes.
+                let (lo, hi) = (sock.min(r) as u32, sock.max(r) as u32);
+                libc::close_range(0, lo.saturating_sub(1), 0);
+                if hi > lo + 1 {
+                    libc::close_range(lo + 1, hi - 1, 0);
                 }
-                libc::_exit(0);
-            },
-            pid if pid > 0 => {
-                // SAFETY: waits for the intermediate child, which exits at once.
-                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-                drop(self);
-                drop(w);
-            }
-            _ => {} // no fork: close here, and wait
+                libc::close_range(hi + 1, u32::MAX, 0);
+                let mut b = [0u8; 1];
+                // EOF: the caller's copy of the socket is closed; ours is the last.
+                while libc::read(r, b.as_mut_ptr().cast(), 1) < 0 && *libc::__errno_location() == libc::EINTR {}
+                libc::close(sock);
+            });
         }
+        // Socket first, then the pipe: the grandchild's EOF means ours is closed. (Without
+        // a fork, this close is the last and waits here.)
+        drop(self);
+        drop(w);
         // SAFETY: r is the pipe's read end, owned here and closed once.
         unsafe { libc::close(r) };
     }

@@ -182,7 +182,7 @@ pub fn attach(ctx: &Ctx, store: &mut Store, spec: RunSpec) -> Result<Container> 
     let spec = RunSpec { detach: true, ..spec };
     let created = create(ctx, store, &spec)?;
     let started = now_nanos();
-    store.write(|tx| tx.mark_attached(&created.container.id, started))?;
+    store.write(|tx| tx.mark_running(&created.container.id, None, started))?;
     trace("attach: marked running");
     let mut c = created.container;
     c.state = State::Running;
@@ -310,7 +310,7 @@ fn start(ctx: &Ctx, store: &mut Store, spec: &RunSpec, detached: bool) -> Result
     };
     trace("start: process spawned");
     let pid = child.id() as i32;
-    store.write(|tx| tx.mark_running(&created.container.id, pid, now_nanos()))?;
+    store.write(|tx| tx.mark_running(&created.container.id, Some(pid), now_nanos()))?;
     trace("start: marked running");
     let mut container = created.container;
     container.pid = Some(pid);
@@ -874,42 +874,32 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
 fn remove_attached_interfaces(ctx: &Ctx, store: &mut Store, c: &Container) {
     let eps = store.read(|tx| tx.endpoints_of(&c.id)).unwrap_or_default();
     let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
-    if let Ok(mut nl) = Netlink::open() {
-        for ep in eps.iter().filter(|e| !e.host_ifname.is_empty()) {
-            if let Ok(Some(l)) = nl.link_by_name(&ep.host_ifname) {
-                let _ = nl.request(Netlink::set_down_msg(l.index), 0);
-            }
-        }
-    }
-    let inside: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
-    let _ = netns::within(&ns, || {
-        crate::dns::server::remove_redirect();
-        let Ok(mut nl) = Netlink::open() else { return };
-        for ep in &eps {
-            if let Ok(Some(l)) = nl.link_by_name(&ep.ifname) {
-                let _ = nl.request(Netlink::set_down_msg(l.index), 0);
-            }
-        }
-    });
-    trace("release: attached interfaces down");
+    let _ = netns::within(&ns, crate::dns::server::remove_redirect);
+    // Down on both sides: inside, a down interface is what a new attach may replace.
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
+    let inside: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
+    let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
+    on_links(Netlink::open(), &host, set_down);
+    on_links(bridge::netlink_in(&ns), &inside, set_down);
+    trace("release: attached interfaces down");
+    // A veth goes with its host end; a macvlan has only its inside end.
+    let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
     process::in_background(move || {
         std::thread::sleep(Duration::from_secs(1));
-        let delete = |names: &[String]| {
-            if let Ok(mut nl) = Netlink::open() {
-                for n in names {
-                    if let Ok(Some(l)) = nl.link_by_name(n) {
-                        let _ = nl.delete_link(l.index);
-                    }
-                }
-            }
-        };
-        // Deleting one end of a veth pair deletes both; macvlans live inside.
-        delete(&host);
-        if !inside.is_empty() && netns::enter(&ns).is_ok() {
-            delete(&inside);
-        }
+        on_links(Netlink::open(), &host, Netlink::delete_link);
+        on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
     });
+}
+
+/// Applies `f` to each named link that exists, best effort (the kernel may be taking them
+/// away with their namespace).
+fn on_links<E>(nl: Result<Netlink, E>, names: &[String], mut f: impl FnMut(&mut Netlink, u32) -> std::io::Result<()>) {
+    let Ok(mut nl) = nl else { return };
+    for name in names {
+        if let Ok(Some(l)) = nl.link_by_name(name) {
+            let _ = f(&mut nl, l.index);
+        }
+    }
 }
 
 /// Containers that joined this one's network keep its namespace alive; like Docker, they

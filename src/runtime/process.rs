@@ -66,29 +66,26 @@ mod tests {
 
 /// Runs `f` in a detached grandchild and returns at once: for kernel work whose result
 /// nobody waits for (deleting a device takes the kernel 20–40 ms of RCU grace periods).
-/// Only from single-threaded processes (the CLI): the child runs ordinary Rust code.
+/// Only from single-threaded processes (the CLI): the grandchild runs ordinary Rust code.
 pub fn in_background(f: impl FnOnce()) {
-    // SAFETY: the caller is single-threaded, so the child may run Rust code after fork.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: as above; the grandchild is adopted by init when we exit below.
-            if unsafe { libc::fork() } == 0 {
-                // Nobody waits on our copies of the caller's stdout/stderr pipes.
-                if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-                    for fd in 0..3 {
-                        // SAFETY: dup2 onto the standard descriptors.
-                        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-                    }
+    let mut f = Some(f);
+    // SAFETY: the caller is single-threaded, so the grandchild may run Rust code after fork.
+    let forked = unsafe {
+        crate::kernel::fork_detached(|| {
+            // Nobody waits on our copies of the caller's stdout/stderr pipes.
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                for fd in 0..3 {
+                    libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
                 }
+            }
+            if let Some(f) = f.take() {
                 f();
             }
-            // SAFETY: leaves without running the caller's exit handlers or destructors.
-            unsafe { libc::_exit(0) };
+        })
+    };
+    if !forked {
+        if let Some(f) = f.take() {
+            f(); // no fork: do it here
         }
-        pid if pid > 0 => {
-            // SAFETY: reaps the intermediate child, which exits at once.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        }
-        _ => f(), // no fork: do it here
     }
 }

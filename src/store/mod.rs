@@ -383,16 +383,10 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn mark_running(&self, id: &str, pid: i32, started: i64) -> Result<()> {
+    /// `pid` is None for an attached container: it runs once its network is set up.
+    pub fn mark_running(&self, id: &str, pid: Option<i32>, started: i64) -> Result<()> {
         self.0.prepare_cached("UPDATE containers SET state = 'running', pid = ?2, started = ?3 WHERE id = ?1")?
             .execute(params![id, pid, started])?;
-        Ok(())
-    }
-
-    /// An attached container runs as soon as its network is set up (no process of ours).
-    pub fn mark_attached(&self, id: &str, started: i64) -> Result<()> {
-        self.0.prepare_cached("UPDATE containers SET state = 'running', started = ?2 WHERE id = ?1")?
-            .execute(params![id, started])?;
         Ok(())
     }
 
