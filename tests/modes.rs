@@ -179,3 +179,16 @@ fn vlan_parent_mtu_and_macvlan_errors() {
     let (_, err) = sb.fails(&["run", "--rm", "--network", "lan", "-p", "80:80", "--", "true"]);
     assert!(err.contains("macvlan network"), "{err}");
 }
+
+#[test]
+fn a_released_macvlan_address_can_be_taken_again_at_once() {
+    // The MAC comes from the IP, and the kernel destroys a released namespace's devices
+    // later: the old macvlan must not keep that MAC busy on the parent meanwhile.
+    let sb = sandbox("macvlan-reuse");
+    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "192.168.1.0/24",
+        "--gateway", "192.168.1.1", "lan"]);
+    for _ in 0..10 {
+        sb.ok(&["run", "-d", "--name", "mv", "--network", "lan", "--ip", "192.168.1.60", "--", "sleep", "60"]);
+        sb.ok(&["rm", "-f", "mv"]);
+    }
+}

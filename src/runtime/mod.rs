@@ -830,10 +830,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     };
     trace("release: ports unpublished");
     detach_for_joiners(ctx, store, c)?;
-    if c.netns_source.is_some() {
-        // The runtime keeps its namespace: take out what netwright put in it.
-        remove_attached_interfaces(ctx, store, c);
-    }
+    take_interfaces_down(ctx, store, c);
     if let Some(pid) = c.pid {
         // Processes the container left behind in its session would pin the namespace.
         let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -864,24 +861,36 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     Ok(())
 }
 
-/// An attached container's interfaces and DNS redirect, taken out of the runtime's
-/// namespace (for our own containers the namespace's end does this). The interfaces go
-/// down at once (a new attach removes such a leftover if it wants its name). Deleting
-/// a device costs the kernel 20–40 ms, and it slows whatever link work comes next; a
-/// runtime usually deletes its namespace right after detach, which takes the pair with it
-/// in the kernel's batched namespace cleanup. So a helper deletes them only if they are
-/// still there a second later (reconcile removes any left over).
-fn remove_attached_interfaces(ctx: &Ctx, store: &mut Store, c: &Container) {
+/// Takes a container's interfaces down before its namespace is let go. The kernel
+/// destroys a released namespace's devices later, asynchronously; until then a macvlan
+/// there keeps its MAC (derived from the IP, which a new container may get at once) busy
+/// on the parent, and a veth stays a live bridge port. Down, neither counts.
+///
+/// An attached container's namespace stays the runtime's: the DNS redirect comes out too,
+/// and its interfaces, down, are what a new attach may replace. Deleting a device costs
+/// the kernel 20–40 ms and slows whatever link work comes next; a runtime usually deletes
+/// its namespace right after detach, which takes the pair with it in the kernel's batched
+/// namespace cleanup. So a helper deletes them only if they are still there a second
+/// later (reconcile removes any left over).
+fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
     let eps = store.read(|tx| tx.endpoints_of(&c.id)).unwrap_or_default();
+    if eps.is_empty() {
+        return;
+    }
     let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
-    let _ = netns::within(&ns, crate::dns::server::remove_redirect);
-    // Down on both sides: inside, a down interface is what a new attach may replace.
+    let attached = c.netns_source.is_some();
+    if attached {
+        let _ = netns::within(&ns, crate::dns::server::remove_redirect);
+    }
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let inside: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
     let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
     on_links(Netlink::open(), &host, set_down);
     on_links(bridge::netlink_in(&ns), &inside, set_down);
-    trace("release: attached interfaces down");
+    trace("release: interfaces down");
+    if !attached {
+        return;
+    }
     // A veth goes with its host end; a macvlan has only its inside end.
     let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
     process::in_background(move || {
