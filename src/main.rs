@@ -1,15 +1,21 @@
+//! The `netwright` binary: the Docker-shaped CLI and the container process runtime, thin
+//! callers of the engine (`netwright-engine`).
+
+mod cli;
+mod runtime;
+
 use clap::Parser;
 
 fn main() {
-    netwright::ctx::trace("main");
-    let cli = netwright::cli::Cli::parse();
-    let code = match netwright::cli::dispatch(cli) {
+    netwright_engine::ctx::trace("main");
+    let cli = cli::Cli::parse();
+    let code = match cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netwright: {}", netwright::runtime::one_line(&e));
-            netwright::runtime::RunError::code_of(&e, 1)
+            eprintln!("netwright: {}", netwright_engine::error::one_line(&e));
+            runtime::exit_code(&e)
         }
     };
-    netwright::ctx::trace("exit");
+    netwright_engine::ctx::trace("exit");
     std::process::exit(code);
 }

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use netwright::kernel::{netlink::Netlink, netns};
+use netwright_engine::kernel::{netlink::Netlink, netns};
 
 /// A namespace made the way a runtime makes one, pinned in the sandbox directory.
 fn runtime_ns(sb: &Sandbox, name: &str) -> (PathBuf, OwnedFd) {

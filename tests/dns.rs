@@ -129,7 +129,7 @@ fn resolver_comes_back_own_port_53_works_and_no_open_resolver() {
     assert_eq!(own.1, vec!["198.51.100.7".to_string()], "the container's own port-53 server answers");
     assert_eq!(ask(&sb, "ns1", &["client"]).1, vec![sb.ip_of("client")], "and its 127.0.0.11 still works");
     // Kill the resolver: a query within 5 s still gets its answer.
-    let pid = netwright::runtime::process::of_root(&sb.root).into_iter()
+    let pid = netwright_engine::kernel::process::of_root(&sb.root).into_iter()
         .find(|(_, argv)| argv.iter().any(|a| a == "_resolver")).map(|(p, _)| p)
         .expect("resolver process");
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -187,7 +187,7 @@ fn the_resolver_leaves_with_the_last_named_container_and_comes_back() {
     let sb = sandbox("dnsidle");
     sb.ok(&["network", "create", "app", "--subnet", "10.98.0.0/24"]);
     sleeper(&sb, "web", &["--network", "app"]);
-    let dns_procs = || netwright::runtime::process::of_root(&sb.root).into_iter()
+    let dns_procs = || netwright_engine::kernel::process::of_root(&sb.root).into_iter()
         .filter(|(_, argv)| argv.iter().any(|a| a == "_resolver" || a == "_dns")).count();
     assert_eq!(dns_procs(), 2, "resolver and supervisor run while a container needs them");
     sb.ok(&["rm", "-f", "web"]);

@@ -9,10 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::ctx::{Ctx, DEFAULT_ROOT};
-use crate::kernel::netlink::Netlink;
-use crate::network::{self, CreateSpec};
-use crate::runtime::{self, RunSpec, process};
+use netwright_engine::ctx::{Ctx, DEFAULT_ROOT};
+use netwright_engine::kernel::netlink::Netlink;
+use netwright_engine::network::{self, CreateSpec};
+use crate::runtime;
+use netwright_engine::container::{self, Spec};
+use netwright_engine::error::one_line;
+use netwright_engine::kernel::process;
 
 #[derive(Parser, Debug)]
 #[command(name = "netwright", version, about = "Container networking on the real kernel: bridges, veths, namespaces — and what they do")]
@@ -114,10 +117,6 @@ pub enum Cmd {
     },
     /// Rebuild kernel state from the store: release crashed containers, restore bridges, remove strays
     Reconcile,
-    /// Build a sandbox (a LAN and a host namespace) and show netwright at work in it
-    Demo,
-    /// Measure run+release of a container with 0, 100 and 1,000 containers attached
-    Bench(crate::bench::BenchArgs),
     /// (internal) the DNS resolver's supervisor
     #[command(name = "_dns", hide = true)]
     DnsSupervisor,
@@ -247,17 +246,17 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    fn spec(self) -> RunSpec {
-        RunSpec {
+    fn spec(self) -> Spec {
+        Spec {
             name: self.name, networks: self.network, ip: self.ip, hostname: self.hostname, publish: self.publish,
             aliases: self.network_alias, dns: self.dns, dns_search: self.dns_search, dns_options: self.dns_option,
-            add_hosts: self.add_host, ..RunSpec::default()
+            add_hosts: self.add_host, ..Spec::default()
         }
     }
 }
 
 /// `docker inspect`'s document for one container.
-fn inspect_doc(ctx: &Ctx, store: &mut crate::store::Store, c: &crate::store::Container) -> Result<serde_json::Value> {
+fn inspect_doc(ctx: &Ctx, store: &mut netwright_engine::store::Store, c: &netwright_engine::store::Container) -> Result<serde_json::Value> {
     let (eps, ports) = store.read(|tx| {
         let mut v = Vec::new();
         for e in tx.endpoints_of(&c.id)? {
@@ -279,43 +278,38 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     if needs_admin(&cli.command) && !process::has_admin_caps() {
         bail!("this command needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
     }
-    match cli.command {
-        Cmd::Demo => return crate::demo::run(),
-        Cmd::Bench(args) => return crate::bench::run(&args),
-        _ => {}
-    }
     let ctx = Ctx::new(&cli.root)?;
-    crate::ctx::trace("parsed");
+    netwright_engine::ctx::trace("parsed");
     let out = &mut std::io::stdout().lock();
     match cli.command {
         Cmd::Run(a) => {
             // Like `docker run`: 125 when netwright itself failed, else the container's code.
-            return runtime::run(&ctx, RunSpec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() }).map_err(|e| match e.downcast::<runtime::RunError>() {
+            return runtime::run(&ctx, Spec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() }).map_err(|e| match e.downcast::<runtime::RunError>() {
                 Ok(r) => r.into(),
-                Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: runtime::one_line(&e) }.into(),
+                Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: one_line(&e) }.into(),
             });
         }
         Cmd::Attach(a) => {
-            let spec = RunSpec { netns: Some(a.netns), ..a.net.spec() };
+            let spec = Spec { netns: Some(a.netns), ..a.net.spec() };
             let mut store = ctx.store()?;
-            crate::ctx::trace("store opened");
-            let c = runtime::attach(&ctx, &mut store, spec)?;
+            netwright_engine::ctx::trace("store opened");
+            let c = container::attach(&ctx, &mut store, spec)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&inspect_doc(&ctx, &mut store, &c)?)?)?;
         }
         Cmd::Detach { containers } => {
             let mut store = ctx.store()?;
             for r in &containers {
-                runtime::detach(&ctx, &mut store, r)?;
+                runtime::remove(&ctx, &mut store, r, true)?;
                 writeln!(out, "{r}")?;
             }
         }
         Cmd::Network(n) => network_cmd(&ctx, n, out)?,
         Cmd::Ps { all, format, quiet } => {
             let mut store = ctx.store()?;
-            runtime::sweep(&ctx, &mut store)?;
+            container::sweep(&ctx, &mut store)?;
             let list: Vec<_> = store.read(|tx| {
                 let mut v = Vec::new();
-                for c in tx.containers()?.into_iter().filter(|c| all || c.state == crate::store::State::Running) {
+                for c in tx.containers()?.into_iter().filter(|c| all || c.state == netwright_engine::store::State::Running) {
                     let ports = tx.ports_of(&c.id)?;
                     v.push((c, ports));
                 }
@@ -336,10 +330,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Inspect { containers } => {
             let mut store = ctx.store()?;
-            runtime::sweep(&ctx, &mut store)?;
+            container::sweep(&ctx, &mut store)?;
             let mut docs = Vec::new();
             for r in &containers {
-                let c = runtime::find(&mut store, r)?;
+                let c = container::find(&mut store, r)?;
                 docs.push(inspect_doc(&ctx, &mut store, &c)?);
             }
             writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
@@ -365,7 +359,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Port { container } => {
             let mut store = ctx.store()?;
-            let c = runtime::find(&mut store, &container)?;
+            let c = container::find(&mut store, &container)?;
             for m in store.read(|tx| tx.ports_of(&c.id))? {
                 writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
                     m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
@@ -373,20 +367,20 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Trace { src, dst, probe, wait, format } => {
             let mut store = ctx.store()?;
-            runtime::sweep(&ctx, &mut store)?;
+            container::sweep(&ctx, &mut store)?;
             let probe = probe.then(|| std::time::Duration::from_secs(wait));
-            let t = crate::observe::trace::trace(&ctx, &mut store, &src, &dst, probe)?;
+            let t = netwright_engine::observe::trace::trace(&ctx, &mut store, &src, &dst, probe)?;
             if format == "json" {
                 writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
             } else {
-                write!(out, "{}", crate::observe::trace::text(&t))?;
+                write!(out, "{}", netwright_engine::observe::trace::text(&t))?;
             }
             return Ok(if t.verdict == "DELIVERED" && t.probe_agrees != Some(false) { 0 } else { 1 });
         }
         Cmd::Topology { format } => {
-            use crate::observe::topology as topo;
+            use netwright_engine::observe::topology as topo;
             let mut store = ctx.store()?;
-            runtime::sweep(&ctx, &mut store)?;
+            container::sweep(&ctx, &mut store)?;
             let t = topo::build(&ctx, &mut store)?;
             let text = match format.as_str() {
                 "json" => serde_json::to_string_pretty(&t)? + "\n",
@@ -399,17 +393,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Doctor { container } => {
             let mut store = ctx.store()?;
-            runtime::sweep(&ctx, &mut store)?;
-            let findings = crate::observe::doctor::run(&ctx, &mut store, container.as_deref())?;
+            container::sweep(&ctx, &mut store)?;
+            let findings = netwright_engine::observe::doctor::run(&ctx, &mut store, container.as_deref())?;
             let mut failed = false;
             for f in &findings {
                 let tag = match f.level {
-                    crate::observe::doctor::Level::Ok => "ok  ",
-                    crate::observe::doctor::Level::Warn => "WARN",
-                    crate::observe::doctor::Level::Fail => { failed = true; "FAIL" }
+                    netwright_engine::observe::doctor::Level::Ok => "ok  ",
+                    netwright_engine::observe::doctor::Level::Warn => "WARN",
+                    netwright_engine::observe::doctor::Level::Fail => { failed = true; "FAIL" }
                 };
                 writeln!(out, "{tag}  {:<16} {}", f.check, f.detail)?;
-                if let (Some(fix), false) = (&f.fix, f.level == crate::observe::doctor::Level::Ok) {
+                if let (Some(fix), false) = (&f.fix, f.level == netwright_engine::observe::doctor::Level::Ok) {
                     writeln!(out, "      {:<16} fix: {fix}", "")?;
                 }
             }
@@ -418,16 +412,15 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Reconcile => {
             let mut store = ctx.store()?;
             let mut nl = Netlink::open()?;
-            let r = crate::reconcile::reconcile(&ctx, &mut store, &mut nl)?;
-            writeln!(out, "firewall rebuilt from the store (tables ip/bridge {})", crate::firewall::table_name(&ctx))?;
+            let r = netwright_engine::recover::reconcile(&ctx, &mut store, &mut nl)?;
+            writeln!(out, "firewall rebuilt from the store (tables ip/bridge {})", netwright_engine::firewall::table_name(&ctx))?;
             writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
             writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
             writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
             writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
         }
-        Cmd::DnsSupervisor => crate::dns::server::run_supervisor(&ctx)?,
-        Cmd::Resolver => crate::dns::server::run_resolver(&ctx)?,
-        Cmd::Demo | Cmd::Bench(_) => unreachable!("handled above"),
+        Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
+        Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
     }
     Ok(0)
 }
@@ -464,7 +457,7 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
             }
         }
         NetworkCmd::Inspect { networks } => {
-            runtime::sweep(ctx, &mut store)?;
+            container::sweep(ctx, &mut store)?;
             let mut docs = Vec::new();
             for r in &networks {
                 let doc = store.read(|tx| {
@@ -482,7 +475,7 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
             writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
         }
         NetworkCmd::Rm { networks } => {
-            runtime::sweep(ctx, &mut store)?;
+            container::sweep(ctx, &mut store)?;
             let mut failed = None;
             for r in &networks {
                 match network::remove(ctx, &mut store, &mut nl, r) {
@@ -495,13 +488,13 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
             }
         }
         NetworkCmd::Connect { network, container, ip, alias } => {
-            runtime::connect::connect(ctx, &mut store, &network, &container, ip.as_deref(), &alias)?;
+            netwright_engine::connect::connect(ctx, &mut store, &network, &container, ip.as_deref(), &alias)?;
         }
         NetworkCmd::Disconnect { network, container } => {
-            runtime::connect::disconnect(ctx, &mut store, &network, &container)?;
+            netwright_engine::connect::disconnect(ctx, &mut store, &network, &container)?;
         }
         NetworkCmd::Prune { .. } => {
-            runtime::sweep(ctx, &mut store)?;
+            container::sweep(ctx, &mut store)?;
             let removed = network::prune(ctx, &mut store, &mut nl)?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Networks:")?;
@@ -517,7 +510,7 @@ fn network_cmd(ctx: &Ctx, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
 fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Result<()> {
     use std::io::Read;
     let mut store = ctx.store()?;
-    let c = runtime::find(&mut store, reference)?;
+    let c = container::find(&mut store, reference)?;
     if !c.detached {
         bail!("container {} ran in the foreground: its output went to the terminal, not to a log", c.name);
     }
@@ -532,8 +525,8 @@ fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Resul
         if !follow {
             return Ok(());
         }
-        let now = runtime::find(&mut store, reference);
-        if now.map(|c| c.state == crate::store::State::Exited).unwrap_or(true) {
+        let now = container::find(&mut store, reference);
+        if now.map(|c| c.state == netwright_engine::store::State::Exited).unwrap_or(true) {
             buf.clear();
             f.read_to_end(&mut buf)?;
             out.write_all(&buf)?;

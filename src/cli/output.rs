@@ -4,9 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::ctx::Ctx;
-use crate::ports::Mapping;
-use crate::store::{Container, Endpoint, Network, State};
+use netwright_engine::ctx::Ctx;
+use netwright_engine::ports::Mapping;
+use netwright_engine::store::{Container, Endpoint, Network, State};
 
 /// Prints rows as columns separated by at least three spaces, like Docker's tables.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -96,9 +96,9 @@ pub fn ps_row(c: &Container, ports: &[Mapping]) -> Vec<String> {
 
 /// The network a container is on, or its mode: host, none, container:<short id>.
 pub fn network_mode(c: &Container) -> String {
-    match c.network_mode.strip_prefix("container:") {
+    match c.network_mode.joined() {
         Some(id) => format!("container:{}", &id[..12.min(id.len())]),
-        None => c.network_mode.clone(),
+        None => c.network_mode.to_string(),
     }
 }
 
@@ -111,7 +111,7 @@ pub fn ps_json(c: &Container, ports: &[Mapping]) -> Value {
 }
 
 pub fn network_row(n: &Network) -> Vec<String> {
-    vec![n.id[..12].to_string(), n.name.clone(), n.driver.clone(), "local".into()]
+    vec![n.id[..12].to_string(), n.name.clone(), n.driver.to_string(), "local".into()]
 }
 
 pub fn network_ls_json(n: &Network) -> Value {
@@ -137,11 +137,11 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
     }
     let mut options = serde_json::Map::new();
     let mut extra = json!({});
-    if n.driver == "bridge" {
+    if n.driver == netwright_engine::model::Driver::Bridge {
         options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
     } else {
-        extra["Notes"] = json!([crate::drivers::macvlan::NOTE]);
-        if let Some(a) = crate::drivers::macvlan::shim_address(n) {
+        extra["Notes"] = json!([netwright_engine::drivers::macvlan::NOTE]);
+        if let Some(a) = netwright_engine::drivers::macvlan::shim_address(n) {
             extra["HostShim"] = json!({"Interface": n.bridge, "Address": a.to_string()});
         }
     }

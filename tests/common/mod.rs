@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use netwright::sandbox::Sandbox;
-use netwright::kernel::netlink::{Link, Netlink};
+pub use netwright_testkit::Sandbox;
+use netwright_engine::kernel::netlink::{Link, Netlink};
 
 pub fn sandbox(label: &str) -> Sandbox {
     Sandbox::new(label, Path::new(env!("CARGO_BIN_EXE_netwright"))).expect("building sandbox")

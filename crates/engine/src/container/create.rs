@@ -1,0 +1,303 @@
+//! Creating a container's network: the store transaction (name, addresses, ports), its
+//! files, its namespace and its interfaces. On any failure, what was done is undone.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Mode, Spec, files, owner_alive};
+use crate::ctx::{Ctx, now_nanos, random_hex, trace};
+use crate::drivers::{bridge, macvlan};
+use crate::error::{conflict, invalid, not_found};
+use crate::firewall;
+use crate::ipam;
+use crate::kernel::{mntns, netlink::Netlink, netns, process};
+use crate::model::{Driver, NetworkMode};
+use crate::names;
+use crate::network;
+use crate::plan;
+use crate::ports;
+use crate::store::{Container, Endpoint, Network, State, Store};
+
+/// A container whose network is set up, ready for a process (or, attached, for nothing).
+pub struct Created {
+    pub container: Container,
+    /// The namespace to join; None: stay in the host's (host mode).
+    pub netns: Option<OwnedFd>,
+    /// The mount template to start from; None: no mount namespace (host mode).
+    pub mnt_template: Option<OwnedFd>,
+    /// Where the container's /etc files are (its own, or its network owner's).
+    pub files_dir: PathBuf,
+}
+
+/// Allocates an address on `net` (the requested one, or the next free) and records the
+/// endpoint. Runs inside the write transaction.
+pub fn add_endpoint(ctx: &Ctx, tx: &crate::store::Tx, net: &Network, container_id: &str, ifname: &str,
+                requested_ip: Option<Ipv4Addr>, aliases: &[String]) -> Result<Endpoint> {
+    let ip = match requested_ip {
+        Some(ip) => {
+            ipam::check_requested(net.subnet, net.gateway, ip)?;
+            if network::reserved(net).contains(&ip) {
+                bail!(conflict(format!("--ip {ip} is reserved on network {} (host shim): pick another address", net.name)));
+            }
+            if tx.ip_taken(&net.id, ip)? {
+                bail!(conflict(format!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name)));
+            }
+            ip
+        }
+        None => {
+            let (ip, cursor) = ipam::allocate(net.subnet, &network::reserved(net), net.ip_range, net.cursor,
+                |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
+                .with_context(|| format!("network {}", net.name))?;
+            tx.set_cursor(&net.id, cursor)?;
+            ip
+        }
+    };
+    if net.builtin && !aliases.is_empty() {
+        bail!(invalid("--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"));
+    }
+    let ep_id = random_hex(32);
+    let ep = Endpoint {
+        host_ifname: if net.driver == Driver::Bridge { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
+        id: ep_id,
+        container_id: container_id.to_string(),
+        network_id: net.id.clone(),
+        ifname: ifname.to_string(),
+        ip: Some(ip),
+        requested_ip,
+        mac: ipam::format_mac(ipam::mac_for(ip)),
+        aliases: aliases.to_vec(),
+    };
+    tx.insert_endpoint(&ep)?;
+    Ok(ep)
+}
+
+/// Store rows, container files, namespace and veths. On any failure, undoes what it did.
+pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
+    let mut host_nl = Netlink::open().context("opening netlink")?;
+    trace("create: start");
+    let mode = Mode::parse(spec)?;
+    if let Mode::Net(ns) = &mode {
+        if ns.iter().any(|n| n == network::DEFAULT_NETWORK) {
+            network::ensure_default(ctx, store, &mut host_nl, true)?;
+        }
+    }
+    let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
+    let port_reqs = ports::parse_all(&spec.publish)?;
+    for r in port_reqs.iter().filter(|r| r.host_port.is_some()) {
+        let p = r.host_port.expect("filtered");
+        if let Err(e) = ports::host_port_free(r.host_ip, p, r.proto) {
+            let ip = r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                bail!(invalid(format!("cannot publish on {ip}: it is not an address of this host")));
+            }
+            bail!(conflict(format!("host port {ip}:{p}/{} is already in use by a process on the host ({e}): pick another host port", r.proto.as_str())));
+        }
+    }
+    trace("create: ports checked");
+    if let Some(name) = &spec.name {
+        super::release_if_orphaned(ctx, store, name)?;
+    }
+    trace("create: name checked");
+    let me = std::process::id() as i32;
+    let (container, endpoints, nets, mappings, owner) = store.write(|tx| {
+        let (nets, owner) = match &mode {
+            Mode::Net(ns) => {
+                let mut v: Vec<Network> = Vec::new();
+                for n in ns {
+                    let net = network::resolve(tx, n)?;
+                    if v.iter().any(|o| o.id == net.id) {
+                        bail!(invalid(format!("network {} is given twice", net.name)));
+                    }
+                    v.push(net);
+                }
+                (v, None)
+            }
+            Mode::Join(o) => {
+                let Some(owner) = tx.container(o)? else {
+                    bail!(not_found(format!("no such container: {o} (for --network container:{o})")));
+                };
+                if owner.state != State::Running || !owner_alive(&owner) {
+                    bail!(invalid(format!("container {} is not running: start it before joining its network", owner.name)));
+                }
+                if owner.network_mode.joined().is_some() {
+                    bail!(invalid(format!("container {} itself shares another container's network: join that one instead ({})", owner.name, owner.network_mode)));
+                }
+                (vec![], Some(owner))
+            }
+            Mode::Host | Mode::None => (vec![], None),
+        };
+        if let Some(net) = nets.first() {
+            if net.internal && !port_reqs.is_empty() {
+                bail!(invalid(format!("network {} is internal: it has no published ports (drop -p or use another network)", net.name)));
+            }
+            if net.driver == Driver::Macvlan && !port_reqs.is_empty() {
+                bail!(invalid(format!("network {} is a macvlan network: its containers are reachable directly on the LAN, so -p does not apply", net.name)));
+            }
+        }
+        let name = match &spec.name {
+            Some(n) => {
+                if let Some(holder) = tx.container(n)?.filter(|c| c.name == *n) {
+                    bail!(conflict(format!("container name {n:?} is already in use by container {}: remove it (`netwright rm {n}`) or pick another name", &holder.id[..12])));
+                }
+                n.clone()
+            }
+            None => loop {
+                let n = names::generate();
+                if !tx.name_taken(&n)? {
+                    break n;
+                }
+            },
+        };
+        let id = random_hex(64);
+        let network_mode = match (&mode, nets.first(), &owner) {
+            (_, Some(n), _) => NetworkMode::Network(n.name.clone()),
+            (_, _, Some(o)) => NetworkMode::Container(o.id.clone()),
+            (Mode::Host, _, _) => NetworkMode::Host,
+            _ => NetworkMode::None,
+        };
+        let hostname = match &owner {
+            Some(o) => o.hostname.clone(),
+            None => spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+        };
+        let container = Container {
+            hostname,
+            id: id.clone(),
+            name,
+            cmd: spec.cmd.clone(),
+            state: State::Created,
+            pid: None,
+            // An attached container has no monitor: its namespace is its life.
+            monitor_pid: spec.netns.is_none().then_some(me),
+            // For an attached container: the namespace's inode, so a namespace made anew at
+            // the same path is not taken for the one attached.
+            monitor_start: match &spec.netns {
+                Some(p) => netns::inode(p),
+                None => process::start_time(me),
+            },
+            exit_code: None,
+            error: None,
+            auto_remove: spec.auto_remove,
+            detached: spec.detach,
+            network_mode,
+            dns: spec.dns.clone(),
+            netns_source: spec.netns.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            created: now_nanos(),
+            started: None,
+            finished: None,
+        };
+        tx.insert_container(&container)?;
+        let mut eps = Vec::new();
+        for (i, net) in nets.iter().enumerate() {
+            // --ip applies to the first network, as in Docker.
+            let ip = if i == 0 { requested_ip } else { None };
+            // Aliases name the container on its user-defined networks.
+            let aliases: &[String] = if net.builtin && nets.len() > 1 { &[] } else { &spec.aliases };
+            eps.push(add_endpoint(ctx, tx, net, &id, &format!("eth{i}"), ip, aliases)?);
+        }
+        let mappings = ports::resolve(tx, &port_reqs)?;
+        for m in &mappings {
+            tx.insert_port(&container.id, m)?;
+        }
+        Ok((container, eps, nets, mappings, owner))
+    })?;
+    trace("create: store rows written");
+    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref(), spec).and_then(|(created, dns)| {
+        if let Some(ip) = endpoints.first().and_then(|e| e.ip).filter(|_| !mappings.is_empty()) {
+            // Rebuilds the table too if a reboot or an admin's flush removed it.
+            firewall::publish(ctx, store, &mappings, ip, true)?;
+            trace("setup: ports published");
+        } else if nets.iter().any(|n| n.driver == Driver::Bridge) {
+            // One query; rebuilds the table if it is gone.
+            firewall::ensure(ctx, store)?;
+        }
+        // The embedded resolver must listen in the namespace before the process starts.
+        if let Some(dns) = dns {
+            dns.wait()?;
+            trace("setup: DNS resolver ready");
+        }
+        Ok(created)
+    });
+    match made {
+        Ok((netns, mnt_template, files_dir)) => Ok(Created { container, netns, mnt_template, files_dir }),
+        Err(e) => {
+            if let Some(ip) = endpoints.first().and_then(|e| e.ip) {
+                let _ = firewall::publish(ctx, store, &mappings, ip, false);
+            }
+            let _ = netns::remove_pinned(&ctx.netns_path(&container.id));
+            let _ = store.write(|tx| tx.delete_container(&container.id));
+            let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
+            Err(e)
+        }
+    }
+}
+
+/// (namespace, mount template, files directory), and the DNS resolver's pending adoption.
+type Setup = ((Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf), Option<crate::dns::server::PendingSync>);
+
+/// Files, namespace and interfaces for each mode.
+fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network],
+         mode: &Mode, owner: Option<&Container>, spec: &Spec) -> Result<Setup> {
+    // Every container has a directory (its log lives there), whatever its network.
+    fs::create_dir_all(ctx.container_dir(&c.id)).with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
+    if let Mode::Host = mode {
+        return Ok(((None, None, ctx.container_dir(&c.id)), None));
+    }
+    if let Some(o) = owner {
+        // The owner's namespace and files; a host-mode owner means the host's namespace.
+        let ns = if o.network_mode == NetworkMode::Host { None } else {
+            Some(netns::open(&ctx.netns_path(&o.id)).with_context(|| format!("opening {}'s network namespace", o.name))?)
+        };
+        let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
+        return Ok(((ns, Some(template), ctx.container_dir(&o.id)), None));
+    }
+    let embedded_dns = nets.iter().any(|n| !n.builtin);
+    files::write(ctx, c, eps, spec, embedded_dns)?;
+    trace("setup: files written");
+    let mut bridges = Vec::new();
+    for n in nets {
+        bridges.push(if n.driver == Driver::Bridge { bridge::ensure_bridge(host_nl, &plan::network(n))? } else { 0 });
+    }
+    trace("setup: bridge ensured");
+    netns::ensure_shared_dir(&ctx.netns_dir())?;
+    let (ns, template) = match &c.netns_source {
+        // The runtime's namespace, pinned here too: reconcile, trace and DNS find every
+        // container's namespace in one place.
+        Some(src) => (netns::pin_existing(std::path::Path::new(src), &ctx.netns_path(&c.id))?, None),
+        None => {
+            let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
+            (netns::create_pinned(&ctx.netns_path(&c.id))?, Some(template))
+        }
+    };
+    trace("setup: namespace created and pinned");
+    let mut ctr_nl = bridge::netlink_in(&ns)?;
+    if let Some(src) = &c.netns_source {
+        for ep in eps {
+            match ctr_nl.link_by_name(&ep.ifname)? {
+                // What an earlier detach left down here: ours to replace.
+                Some(l) if !l.up && matches!(l.kind.as_deref(), Some("veth" | "macvlan")) => ctr_nl.delete_link(l.index)?,
+                Some(_) => bail!(conflict(format!("{src} already has an interface {} in use: remove it from the namespace first", ep.ifname))),
+                None => {}
+            }
+        }
+    }
+    // lo first: 127.0.0.11 exists once lo is up, and the resolver binds it.
+    ctr_nl.request(Netlink::set_up_msg(1), 0).context("bringing lo up")?;
+    // The resolver adopts the namespace (its rows are written) while the links are made.
+    let dns = if embedded_dns { Some(crate::dns::server::sync_start(ctx, true, Some(&c.id))?) } else { None };
+    for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
+        let ip = ep.ip.expect("allocated above");
+        let plan = plan::endpoint(net, ep, ip, i == 0);
+        if net.driver == Driver::Macvlan {
+            macvlan::attach(host_nl, &mut ctr_nl, &ns, net, &plan)?;
+        } else {
+            bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan)?;
+        }
+        trace("setup: endpoint attached");
+    }
+    Ok(((Some(ns), template, ctx.container_dir(&c.id)), dns))
+}
+

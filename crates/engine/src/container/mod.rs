@@ -1,0 +1,183 @@
+//! A container's network life: create (store rows, files, namespace, interfaces), release,
+//! and the orphan sweep. The process runtime (spawn, monitor, stop, exec) is the front end's.
+//!
+//! A container has an *owner* that keeps it alive: a monitor process (PID plus start time,
+//! so PID reuse cannot fool it) or, for an attached container, the runtime's namespace (by
+//! inode). When the owner is gone, the next netwright command releases it ([`sweep`]).
+
+mod create;
+mod files;
+mod release;
+
+pub use create::{Created, add_endpoint, create};
+pub use files::resolv_conf;
+pub use release::{release, release_if_orphaned, sweep};
+
+use std::fs;
+
+use anyhow::{Result, bail};
+
+use crate::ctx::{Ctx, now_nanos, trace};
+use crate::error::{invalid, not_found};
+use crate::ipam;
+use crate::kernel::{netns, process};
+use crate::names;
+use crate::network;
+use crate::store::{Container, State, Store};
+
+/// What a front end asks for: `run`'s and `attach`'s network options.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub name: Option<String>,
+    pub networks: Vec<String>,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    pub cmd: Vec<String>,
+    pub detach: bool,
+    pub auto_remove: bool,
+    /// Docker `-p` values.
+    pub publish: Vec<String>,
+    /// --network-alias names (user-defined networks).
+    pub aliases: Vec<String>,
+    /// --dns upstream servers.
+    pub dns: Vec<String>,
+    /// --dns-search domains and --dns-option options.
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// --add-host NAME:IP lines for /etc/hosts.
+    pub add_hosts: Vec<String>,
+    /// `netwright attach`: the runtime's namespace to network instead of a new one.
+    pub netns: Option<std::path::PathBuf>,
+}
+
+/// How a container is networked (`--network`).
+pub(crate) enum Mode {
+    /// netwright networks (bridge or macvlan) by name; the first carries the default route.
+    Net(Vec<String>),
+    /// The host's own network namespace.
+    Host,
+    /// Its own namespace with only lo.
+    None,
+    /// Another container's namespace (container:NAME).
+    Join(String),
+}
+
+impl Mode {
+    pub(crate) fn parse(spec: &Spec) -> Result<Mode> {
+        let net = spec.networks.first().map(String::as_str).unwrap_or(network::DEFAULT_NETWORK);
+        let special = |n: &str| n == "host" || n == "none" || n.starts_with("container:");
+        if spec.networks.len() > 1 {
+            if spec.networks.iter().any(|n| special(n)) {
+                bail!(invalid(format!("--network host, none and container: cannot be combined with other networks")));
+            }
+            return Ok(Mode::Net(spec.networks.clone()));
+        }
+        let mode = match net {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            n => match n.strip_prefix("container:") {
+                Some("") => bail!("--network container: needs a container name, e.g. --network container:api"),
+                Some(owner) => Mode::Join(owner.to_string()),
+                None => Mode::Net(vec![n.to_string()]),
+            },
+        };
+        let what = match &mode {
+            Mode::Net(_) => return Ok(mode),
+            Mode::Host => "--network host",
+            Mode::None => "--network none",
+            Mode::Join(_) => "--network container:",
+        };
+        if !spec.publish.is_empty() {
+            let why = match mode {
+                Mode::Host => "the container already uses the host's own ports, so bind the port directly",
+                Mode::None => "the container has no network to publish from",
+                _ => "the owner container's network is shared, so publish ports on the owner",
+            };
+            bail!(invalid(format!("-p cannot be used with {what}: {why}")));
+        }
+        if spec.ip.is_some() {
+            bail!(invalid(format!("--ip cannot be used with {what}: the container gets no address of its own")));
+        }
+        if !spec.aliases.is_empty() {
+            bail!(invalid(format!("--network-alias cannot be used with {what}: aliases name a container on a user-defined network")));
+        }
+        if matches!(mode, Mode::Join(_)) && spec.hostname.is_some() {
+            bail!(invalid(format!("--hostname cannot be used with --network container:: the container takes its owner's hostname")));
+        }
+        Ok(mode)
+    }
+}
+
+/// `netwright attach`: networks a namespace a runtime made and owns (as `netavark setup`
+/// does). No process and no monitor: the container is alive while that namespace is.
+pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
+    let path = spec.netns.as_deref().expect("attach has a namespace");
+    let f = fs::File::open(path).map_err(|e| not_found(format!("cannot open namespace {}: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net ({e})", path.display())))?;
+    if !netns::is_nsfs(&f) {
+        bail!(invalid(format!("{} is not a network namespace: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net", path.display())));
+    }
+    if netns::inode(path) == netns::inode(std::path::Path::new("/proc/self/ns/net")) {
+        bail!(invalid(format!("{} is netwright's own (the host's) network namespace: attach a container's namespace, or use `run --network host`", path.display())));
+    }
+    if let Some(n) = spec.networks.iter().find(|n| matches!(n.as_str(), "host" | "none") || n.starts_with("container:")) {
+        bail!(invalid(format!("attach takes bridge or macvlan networks, not --network {n}: the namespace is the runtime's to share")));
+    }
+    validate(&spec)?;
+    trace("attach: checked");
+    let spec = Spec { detach: true, ..spec };
+    let created = create(ctx, store, &spec)?;
+    let started = now_nanos();
+    store.write(|tx| tx.mark_running(&created.container.id, None, started))?;
+    trace("attach: marked running");
+    let mut c = created.container;
+    c.state = State::Running;
+    c.started = Some(started);
+    Ok(c)
+}
+
+/// Forgets a released container: its row (endpoints and ports with it) and its files.
+pub fn forget(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()> {
+    release_if_orphaned(ctx, store, &c.id)?;
+    store.write(|tx| tx.delete_container(&c.id))?;
+    trace("rm: row deleted");
+    let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
+    Ok(())
+}
+
+pub fn validate(spec: &Spec) -> Result<()> {
+    if let Some(n) = &spec.name {
+        if !names::valid(n) {
+            bail!(invalid(format!("invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)")));
+        }
+    }
+    crate::ports::parse_all(&spec.publish)?;
+    for d in &spec.dns {
+        ipam::parse_ip("--dns", d)?;
+    }
+    for h in &spec.add_hosts {
+        files::parse_add_host(h)?;
+    }
+    for a in &spec.aliases {
+        if !names::valid(a) {
+            bail!(invalid(format!("invalid --network-alias {a:?}: use letters, digits, '_', '.', '-'")));
+        }
+    }
+    Ok(())
+}
+
+/// Is the container's owner still there: its monitor process, or for an attached
+/// container the runtime's namespace (the same one it was attached in)?
+pub fn owner_alive(c: &Container) -> bool {
+    match &c.netns_source {
+        Some(src) => netns::inode(std::path::Path::new(src)).is_some_and(|i| Some(i) == c.monitor_start),
+        None => process::alive(c.monitor_pid, c.monitor_start),
+    }
+}
+
+pub fn find(store: &mut Store, reference: &str) -> Result<Container> {
+    match store.read(|tx| tx.container(reference))? {
+        Some(c) => Ok(c),
+        None => bail!(not_found(format!("no such container: {reference} (see `netwright ps -a`)"))),
+    }
+}
+

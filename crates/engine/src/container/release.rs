@@ -1,0 +1,168 @@
+//! Releasing a container's network: ports first (a DNAT must never point at an address that
+//! is gone), interfaces down, the namespace unpinned (the kernel destroys its devices in
+//! batch), the store updated, DNS told. Also the sweep of containers whose owner died.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::Result;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+use super::owner_alive;
+use crate::ctx::{Ctx, now_nanos, trace};
+use crate::drivers::bridge;
+use crate::firewall;
+use crate::kernel::{netlink::Netlink, netns, process};
+use crate::model::NetworkMode;
+use crate::network;
+use crate::store::{Container, State, Store};
+
+/// Frees a container's network: its namespace (the kernel then destroys the veth pair
+/// with it), its addresses in the store; records the exit; removes it if --rm.
+pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
+    // Rules before links: a DNAT must never point at an address that is gone.
+    trace("release: start");
+    let (mappings, ip) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
+    let unpublished = match ip {
+        Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
+        None => mappings.is_empty(),
+    };
+    trace("release: ports unpublished");
+    detach_for_joiners(ctx, store, c)?;
+    take_interfaces_down(ctx, store, c);
+    if let Some(pid) = c.pid {
+        // Processes the container left behind in its session would pin the namespace.
+        let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    netns::remove_pinned(&ctx.netns_path(&c.id))?;
+    trace("release: namespace unpinned");
+    store.write(|tx| {
+        tx.mark_exited(&c.id, code, error, now_nanos())?;
+        if c.auto_remove {
+            tx.delete_container(&c.id)?;
+        }
+        Ok(())
+    })?;
+    trace("release: store updated");
+    if matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK) {
+        // Its names go away now, not at the resolver's next periodic sync.
+        let _ = crate::dns::server::sync_now(ctx, false, Some(&c.id));
+        trace("release: DNS told");
+    }
+    if !unpublished {
+        // The store no longer has the mappings: a rebuild drops whatever is left.
+        firewall::sync_all(ctx, store)?;
+        trace("release: firewall rebuilt");
+    }
+    if c.auto_remove {
+        let _ = fs::remove_dir_all(ctx.container_dir(&c.id));
+    }
+    Ok(())
+}
+
+/// Takes a container's interfaces down before its namespace is let go. The kernel
+/// destroys a released namespace's devices later, asynchronously; until then a macvlan
+/// there keeps its MAC (derived from the IP, which a new container may get at once) busy
+/// on the parent, and a veth stays a live bridge port. Down, neither counts.
+///
+/// An attached container's namespace stays the runtime's: the DNS redirect comes out too,
+/// and its interfaces, down, are what a new attach may replace. Deleting a device costs
+/// the kernel 20–40 ms and slows whatever link work comes next; a runtime usually deletes
+/// its namespace right after detach, which takes the pair with it in the kernel's batched
+/// namespace cleanup. So a helper deletes them only if they are still there a second
+/// later (reconcile removes any left over).
+fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
+    let eps = store.read(|tx| tx.endpoints_of(&c.id)).unwrap_or_default();
+    if eps.is_empty() {
+        return;
+    }
+    let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
+    let attached = c.netns_source.is_some();
+    if attached {
+        let _ = netns::within(&ns, crate::dns::server::remove_redirect);
+    }
+    let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
+    let inside: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
+    let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
+    on_links(Netlink::open(), &host, set_down);
+    on_links(bridge::netlink_in(&ns), &inside, set_down);
+    trace("release: interfaces down");
+    if !attached {
+        return;
+    }
+    // A veth goes with its host end; a macvlan has only its inside end.
+    let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
+    process::in_background(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        on_links(Netlink::open(), &host, Netlink::delete_link);
+        on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
+    });
+}
+
+/// Applies `f` to each named link that exists, best effort (the kernel may be taking them
+/// away with their namespace).
+fn on_links<E>(nl: Result<Netlink, E>, names: &[String], mut f: impl FnMut(&mut Netlink, u32) -> std::io::Result<()>) {
+    let Ok(mut nl) = nl else { return };
+    for name in names {
+        if let Ok(Some(l)) = nl.link_by_name(name) {
+            let _ = f(&mut nl, l.index);
+        }
+    }
+}
+
+/// Containers that joined this one's network keep its namespace alive; like Docker, they
+/// lose the network when the owner goes: its interfaces are removed, leaving them lo.
+fn detach_for_joiners(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()> {
+    // One store question about this container, not a scan of every running one.
+    let (joined, eps) = store.read(|tx| Ok((tx.has_joiners(&c.id)?, tx.endpoints_of(&c.id)?)))?;
+    if !joined || eps.is_empty() {
+        return Ok(());
+    }
+    let mut host = Netlink::open()?;
+    let mut inside = netns::open(&ctx.netns_path(&c.id)).ok().map(|ns| bridge::netlink_in(&ns)).transpose()?;
+    for e in eps {
+        // A veth goes from the host side; a macvlan has only the inside end.
+        let (nl, name) = match (e.host_ifname.is_empty(), inside.as_mut()) {
+            (false, _) => (&mut host, &e.host_ifname),
+            (true, Some(nl)) => (nl, &e.ifname),
+            (true, None) => continue,
+        };
+        if let Some(l) = nl.link_by_name(name)? {
+            nl.delete_link(l.index)?;
+        }
+    }
+    Ok(())
+}
+
+/// Releases containers whose monitor died (kill -9, crash, reboot). Returns their names.
+pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
+    let mut released = Vec::new();
+    for c in store.read(|tx| tx.running_containers())? {
+        if !owner_alive(&c) {
+            release_orphan(ctx, store, c.clone())?;
+            released.push(c.name);
+        }
+    }
+    Ok(released)
+}
+
+pub fn release_if_orphaned(ctx: &Ctx, store: &mut Store, name: &str) -> Result<()> {
+    if let Some(c) = store.read(|tx| tx.container(name))? {
+        if c.state != State::Exited && !owner_alive(&c) {
+            release_orphan(ctx, store, c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Releases a container whose owner is gone: its monitor, or an attached container's namespace.
+fn release_orphan(ctx: &Ctx, store: &mut Store, mut c: Container) -> Result<()> {
+    c.pid = None; // the process died with its monitor; never signal a reused PID
+    if c.netns_source.is_some() {
+        release(ctx, store, &c, 0, Some("the runtime's namespace went away without `netwright detach`"))
+    } else {
+        release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))
+    }
+}
+

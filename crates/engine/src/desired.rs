@@ -1,0 +1,218 @@
+//! The desired state: which devices of this root should exist in the host namespace, and
+//! how they should be, as plain data computed from the store.
+//!
+//! One definition for everyone: `recover` converges the kernel on it, `doctor` reports what
+//! differs from it, `topology` marks what is MISSING or STRAY by it — so repair, diagnosis
+//! and drawing cannot disagree. Pure: tested without root.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use crate::model::{Driver, NetworkMode};
+use crate::network;
+use crate::plan::{self, EndpointPlan};
+use crate::store::{Container, Endpoint, Network, State};
+
+/// What the store says about one root, read in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub networks: Vec<Network>,
+    pub containers: Vec<Container>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A device this root should have in the host namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLink {
+    pub name: String,
+    pub mtu: u32,
+    pub kind: DesiredKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredKind {
+    /// A network's bridge, up, carrying the gateway address.
+    Bridge { network: String, gateway: Ipv4Addr, prefix: u8 },
+    /// The host end of a running container's veth pair: a port of `bridge`, up. If it is
+    /// gone, the pair is re-made into the container's namespace (`endpoint` says how).
+    HostVeth { bridge: String, container_id: String, container: String, endpoint: EndpointPlan },
+    /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
+    /// taken for a stray).
+    Shim { network: String },
+    /// The host end of a container that is being created or released right now: may or
+    /// may not exist; neither missing nor stray.
+    Transient,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub links: Vec<DesiredLink>,
+}
+
+impl Desired {
+    pub fn get(&self, name: &str) -> Option<&DesiredLink> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn names(&self) -> HashSet<&str> {
+        self.links.iter().map(|l| l.name.as_str()).collect()
+    }
+}
+
+/// The host namespace's devices for this root, from the store's snapshot.
+pub fn host(snap: &Snapshot) -> Desired {
+    let mut links = Vec::new();
+    for n in &snap.networks {
+        match n.driver {
+            Driver::Bridge if network::bridge_expected(n, &snap.endpoints) => links.push(DesiredLink {
+                name: n.bridge.clone(),
+                mtu: n.mtu,
+                kind: DesiredKind::Bridge { network: n.name.clone(), gateway: n.gateway, prefix: n.subnet.prefix_len() },
+            }),
+            Driver::Bridge => {}
+            Driver::Macvlan => links.push(DesiredLink {
+                name: n.bridge.clone(),
+                mtu: n.mtu,
+                kind: DesiredKind::Shim { network: n.name.clone() },
+            }),
+        }
+    }
+    for c in &snap.containers {
+        if !c.network_mode.is_network() || c.state == State::Exited {
+            continue;
+        }
+        for e in snap.endpoints.iter().filter(|e| e.container_id == c.id) {
+            let (Some(ip), false) = (e.ip, e.host_ifname.is_empty()) else { continue };
+            let Some(n) = snap.networks.iter().find(|n| n.id == e.network_id) else { continue };
+            let kind = if c.state == State::Running {
+                // The first network's endpoint carries the default route (eth0).
+                let first = e.ifname == "eth0";
+                DesiredKind::HostVeth {
+                    bridge: n.bridge.clone(),
+                    container_id: c.id.clone(),
+                    container: c.name.clone(),
+                    endpoint: plan::endpoint(n, e, ip, first),
+                }
+            } else {
+                DesiredKind::Transient
+            };
+            links.push(DesiredLink { name: e.host_ifname.clone(), mtu: n.mtu, kind });
+        }
+    }
+    Desired { links }
+}
+
+/// Whether a container has a network of its own that the host-side plan covers.
+pub fn has_own_network(c: &Container) -> bool {
+    matches!(c.network_mode, NetworkMode::Network(_))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn net(id: &str, name: &str, driver: Driver, builtin: bool) -> Network {
+        Network {
+            id: id.into(),
+            name: name.into(),
+            driver,
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            gateway: "10.1.0.1".parse().unwrap(),
+            ip_range: None,
+            bridge: plan::bridge_name("ab12", id),
+            mtu: 1500,
+            internal: false,
+            options: BTreeMap::new(),
+            builtin,
+            created: 0,
+            cursor: 0,
+        }
+    }
+
+    pub(crate) fn ctr(id: &str, net: &str, state: State) -> Container {
+        Container {
+            id: id.into(),
+            name: format!("c{id}"),
+            cmd: vec!["true".into()],
+            hostname: id.into(),
+            state,
+            pid: None,
+            monitor_pid: None,
+            monitor_start: None,
+            exit_code: None,
+            error: None,
+            auto_remove: false,
+            detached: true,
+            network_mode: NetworkMode::Network(net.into()),
+            dns: vec![],
+            netns_source: None,
+            created: 0,
+            started: None,
+            finished: None,
+        }
+    }
+
+    pub(crate) fn ep(id: &str, ctr: &str, net: &str, ip: &str, ifname: &str) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            container_id: ctr.into(),
+            network_id: net.into(),
+            ifname: ifname.into(),
+            host_ifname: plan::host_veth_name("ab12", id),
+            ip: Some(ip.parse().unwrap()),
+            requested_ip: None,
+            mac: String::new(),
+            aliases: vec![],
+        }
+    }
+
+    #[test]
+    fn bridges_veths_and_shims_of_a_root() {
+        let snap = Snapshot {
+            networks: vec![
+                net("aaaaaaaaaaaa", "web", Driver::Bridge, false),
+                net("bbbbbbbbbbbb", "bridge", Driver::Bridge, true),
+                net("cccccccccccc", "lan", Driver::Macvlan, false),
+            ],
+            containers: vec![ctr("c1", "web", State::Running), ctr("c2", "web", State::Created), ctr("c3", "web", State::Exited)],
+            endpoints: vec![
+                ep("e1e1e1e1e1e1", "c1", "aaaaaaaaaaaa", "10.1.0.2", "eth0"),
+                ep("e2e2e2e2e2e2", "c2", "aaaaaaaaaaaa", "10.1.0.3", "eth0"),
+                Endpoint { ip: None, ..ep("e3e3e3e3e3e3", "c3", "aaaaaaaaaaaa", "10.1.0.4", "eth0") },
+            ],
+        };
+        let d = host(&snap);
+        // The default bridge network has no bridge until a container uses it.
+        assert!(d.get(&plan::bridge_name("ab12", "bbbbbbbbbbbb")).is_none());
+        let web = d.get(&plan::bridge_name("ab12", "aaaaaaaaaaaa")).expect("web's bridge");
+        assert_eq!(web.kind, DesiredKind::Bridge { network: "web".into(), gateway: "10.1.0.1".parse().unwrap(), prefix: 24 });
+        assert!(matches!(d.get(&plan::bridge_name("ab12", "cccccccccccc")).unwrap().kind, DesiredKind::Shim { .. }));
+        match &d.get(&plan::host_veth_name("ab12", "e1e1e1e1e1e1")).unwrap().kind {
+            DesiredKind::HostVeth { bridge, endpoint, .. } => {
+                assert_eq!(bridge, &web.name);
+                assert_eq!(endpoint.addr, "10.1.0.2".parse::<Ipv4Addr>().unwrap());
+                assert!(endpoint.default_route);
+                assert_eq!(endpoint.mac, crate::ipam::mac_for(endpoint.addr));
+            }
+            k => panic!("{k:?}"),
+        }
+        // Being created: neither missing nor stray. Released: not wanted at all.
+        assert_eq!(d.get(&plan::host_veth_name("ab12", "e2e2e2e2e2e2")).unwrap().kind, DesiredKind::Transient);
+        assert!(d.get(&plan::host_veth_name("ab12", "e3e3e3e3e3e3")).is_none());
+        assert_eq!(d.links.len(), 4);
+    }
+
+    #[test]
+    fn the_default_bridge_appears_with_its_first_container() {
+        let snap = Snapshot {
+            networks: vec![net("bbbbbbbbbbbb", "bridge", Driver::Bridge, true)],
+            containers: vec![ctr("c1", "bridge", State::Running)],
+            endpoints: vec![ep("e1e1e1e1e1e1", "c1", "bbbbbbbbbbbb", "10.1.0.2", "eth0")],
+        };
+        let d = host(&snap);
+        assert!(matches!(d.get(&plan::bridge_name("ab12", "bbbbbbbbbbbb")).unwrap().kind, DesiredKind::Bridge { .. }));
+        let host_mode = Container { network_mode: NetworkMode::Host, ..ctr("c2", "x", State::Running) };
+        assert!(!has_own_network(&host_mode));
+    }
+}

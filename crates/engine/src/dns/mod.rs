@@ -1,0 +1,352 @@
+//! The embedded DNS resolver (Docker's 127.0.0.11), in two parts: here the zone — which
+//! names each container may see and what they answer — as pure functions over the store;
+//! in `server` the long-lived process that listens inside container namespaces.
+//!
+//! A name resolves only on a network the asker shares with its owner, so DNS does not
+//! leak across networks; the default `bridge` network has no names, as in Docker.
+
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::store::{Container, Endpoint, Network, State};
+
+pub const TTL: u32 = 600;
+
+/// What one container contributes: per network, its address and names.
+#[derive(Debug, Clone, Default)]
+struct Contribution {
+    networks: Vec<String>,
+    records: Vec<(String, Ipv4Addr, Vec<String>)>,
+}
+
+/// Everything the resolver knows, indexed for O(1) answers; updated per container.
+#[derive(Debug, Default)]
+pub struct Zone {
+    by_container: HashMap<String, Contribution>,
+    /// name → (network, address, container)
+    names: HashMap<String, Vec<(String, Ipv4Addr, String)>>,
+    /// address → (network, primary name)
+    addrs: HashMap<Ipv4Addr, Vec<(String, String)>>,
+    /// container → its own --dns upstreams.
+    pub upstreams_of: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Zone {
+    pub fn build(networks: &[Network], containers: &[Container], endpoints: &[Endpoint]) -> Zone {
+        let mut z = Zone::default();
+        let mut eps_of: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
+        for e in endpoints {
+            eps_of.entry(e.container_id.as_str()).or_default().push(e);
+        }
+        for c in containers {
+            let eps: Vec<Endpoint> = eps_of.get(c.id.as_str()).map(|v| v.iter().map(|e| (*e).clone()).collect()).unwrap_or_default();
+            z.update(networks, &c.id, Some(c), &eps);
+        }
+        z
+    }
+
+    /// Replaces what container `id` contributes (nothing when `c` is None or exited).
+    pub fn update(&mut self, networks: &[Network], id: &str, c: Option<&Container>, eps: &[Endpoint]) {
+        self.remove(id);
+        // Created too: a container's resolver must be listening before its process starts.
+        let Some(c) = c.filter(|c| c.state != State::Exited) else { return };
+        let mut contribution = Contribution::default();
+        for e in eps {
+            let Some(ip) = e.ip else { continue };
+            if !networks.iter().any(|n| n.id == e.network_id && !n.builtin) {
+                continue;
+            }
+            let mut names = vec![normalize(&c.name), normalize(&c.hostname)];
+            names.extend(e.aliases.iter().map(|a| normalize(a)));
+            names.dedup();
+            for n in &names {
+                self.names.entry(n.clone()).or_default().push((e.network_id.clone(), ip, c.id.clone()));
+            }
+            self.addrs.entry(ip).or_default().push((e.network_id.clone(), names[0].clone()));
+            contribution.networks.push(e.network_id.clone());
+            contribution.records.push((e.network_id.clone(), ip, names));
+        }
+        if contribution.networks.is_empty() {
+            return;
+        }
+        self.upstreams_of.insert(c.id.clone(), c.dns.iter().filter_map(|d| d.parse().ok()).collect());
+        self.by_container.insert(c.id.clone(), contribution);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_container.remove(id) else { return };
+        self.upstreams_of.remove(id);
+        for (net, ip, names) in old.records {
+            for n in names {
+                if let Some(v) = self.names.get_mut(&n) {
+                    v.retain(|(_, _, cid)| cid != id);
+                    if v.is_empty() {
+                        self.names.remove(&n);
+                    }
+                }
+            }
+            if let Some(v) = self.addrs.get_mut(&ip) {
+                v.retain(|(n, _)| *n != net);
+                if v.is_empty() {
+                    self.addrs.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Containers that get a resolver (those on at least one user-defined network).
+    pub fn served(&self) -> impl Iterator<Item = &String> {
+        self.by_container.keys()
+    }
+
+    pub fn serves(&self, id: &str) -> bool {
+        self.by_container.contains_key(id)
+    }
+
+    /// Addresses for `name` as seen by `asker`: None when no container anywhere has the
+    /// name (ask upstream), Some(empty) when it exists only on other networks.
+    pub fn lookup(&self, asker: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let mine = &self.by_container.get(asker)?.networks;
+        let found = self.names.get(&normalize(name))?;
+        let mut ips = Vec::new();
+        for (net, ip, _) in found {
+            if mine.contains(net) && !ips.contains(ip) {
+                ips.push(*ip);
+            }
+        }
+        Some(ips)
+    }
+
+    /// The container name for an address on a network the asker shares.
+    pub fn reverse(&self, asker: &str, ip: Ipv4Addr) -> Option<String> {
+        let mine = &self.by_container.get(asker)?.networks;
+        self.addrs.get(&ip)?.iter().find(|(n, _)| mine.contains(n)).map(|(_, name)| name.clone())
+    }
+
+    #[cfg(test)]
+    fn entry_count(&self) -> usize {
+        self.by_container.values().map(|c| c.records.len()).sum()
+    }
+}
+
+/// 4.3.2.1.in-addr.arpa → 1.2.3.4
+fn ptr_address(name: &str) -> Option<Ipv4Addr> {
+    let rest = normalize(name);
+    let rest = rest.strip_suffix(".in-addr.arpa")?;
+    let mut o: Vec<u8> = rest.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if o.len() != 4 {
+        return None;
+    }
+    o.reverse();
+    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+}
+
+/// What to do with a query.
+pub enum Decision {
+    Reply(Vec<u8>),
+    /// Not ours: ask upstream.
+    Forward,
+}
+
+/// Answers a query from `asker` out of the zone; `rotate` turns the order of a
+/// multi-address answer (round robin).
+pub fn answer(zone: &Zone, asker: &str, query: &Message, rotate: usize) -> Decision {
+    let Some(q) = query.queries.first() else {
+        return Decision::Reply(error(query, ResponseCode::FormErr));
+    };
+    let qname = q.name().to_ascii();
+    let mut reply = Message::response(query.metadata.id, OpCode::Query);
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.add_query(q.clone());
+    match q.query_type() {
+        RecordType::PTR => match ptr_address(&qname) {
+            Some(ip) => match zone.reverse(asker, ip) {
+                Some(target) => {
+                    reply.metadata.authoritative = true;
+                    if let Ok(t) = Name::from_ascii(format!("{target}.")) {
+                        reply.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::PTR(PTR(t))));
+                    }
+                }
+                None => return Decision::Forward,
+            },
+            None => return Decision::Forward,
+        },
+        t => match zone.lookup(asker, &qname) {
+            None => return Decision::Forward,
+            Some(ips) if ips.is_empty() => reply.metadata.response_code = ResponseCode::NXDomain,
+            Some(mut ips) => {
+                reply.metadata.authoritative = true;
+                // AAAA (and anything else) for an IPv4-only container: NOERROR, no data.
+                if t == RecordType::A {
+                    let n = ips.len();
+                    ips.rotate_left(rotate % n);
+                    for ip in ips {
+                        reply.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))));
+                    }
+                }
+            }
+        },
+    }
+    Decision::Reply(reply.to_vec().unwrap_or_else(|_| error(query, ResponseCode::ServFail)))
+}
+
+/// The common case without parsing into a Message: one A or AAAA question for a name
+/// the zone knows, answered straight from the wire bytes into `out`. Anything else
+/// (other types, unknown names, odd headers) returns false and takes the full path, which
+/// answers the same way.
+pub fn answer_fast(zone: &Zone, asker: &str, q: &[u8], rotate: usize, out: &mut Vec<u8>) -> bool {
+    // Header: a standard query (QR=0, opcode 0), one question, no answers or authority.
+    if q.len() < 17 || q[2] & 0xf8 != 0 || q[4..8] != [0, 1, 0, 0] || q[8..10] != [0, 0] {
+        return false;
+    }
+    let mut name = String::with_capacity(64);
+    let mut i = 12;
+    loop {
+        let Some(&len) = q.get(i) else { return false };
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        // Compression pointers or oversized labels: the full path.
+        let Some(label) = q.get(i..i + len as usize).filter(|_| len < 64) else { return false };
+        if !name.is_empty() {
+            name.push('.');
+        }
+        name.push_str(std::str::from_utf8(label).unwrap_or("\u{fffd}"));
+        i += len as usize;
+    }
+    let Some(tail) = q.get(i..i + 4) else { return false };
+    let (qtype, qclass) = (u16::from_be_bytes([tail[0], tail[1]]), u16::from_be_bytes([tail[2], tail[3]]));
+    if qclass != 1 || !(qtype == 1 || qtype == 28) {
+        return false;
+    }
+    let Some(mut ips) = zone.lookup(asker, &name).filter(|ips| !ips.is_empty()) else { return false };
+    if qtype != 1 {
+        ips.clear(); // AAAA for an IPv4-only container: NOERROR, no data
+    } else {
+        let n = ips.len();
+        ips.rotate_left(rotate % n);
+    }
+    let end = i + 4;
+    out.clear();
+    out.extend_from_slice(&q[0..2]);
+    // QR, AA, RD as asked, RA; NOERROR.
+    out.extend_from_slice(&[0x84 | (q[2] & 0x01), 0x80, 0, 1]);
+    out.extend_from_slice(&(ips.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&q[12..end]);
+    for ip in ips {
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+        out.extend_from_slice(&TTL.to_be_bytes());
+        out.extend_from_slice(&[0, 4]);
+        out.extend_from_slice(&ip.octets());
+    }
+    true
+}
+
+pub fn error(query: &Message, code: ResponseCode) -> Vec<u8> {
+    let mut m = Message::error_msg(query.metadata.id, OpCode::Query, code);
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.recursion_available = true;
+    if let Some(q) = query.queries.first() {
+        m.add_query(q.clone());
+    }
+    m.to_vec().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn net(id: &str, builtin: bool) -> Network {
+        Network {
+            id: id.into(), name: id.into(), driver: crate::model::Driver::Bridge, subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(), ip_range: None, bridge: format!("br{id}"), mtu: 1500,
+            internal: false, options: BTreeMap::new(), builtin, created: 0, cursor: 0,
+        }
+    }
+
+    fn ctr(id: &str) -> Container {
+        Container {
+            id: id.into(), name: id.into(), cmd: vec![], hostname: format!("{id}-host"), state: State::Running,
+            pid: None, monitor_pid: None, monitor_start: None, exit_code: None, error: None, auto_remove: false,
+            detached: true, network_mode: crate::model::NetworkMode::None, dns: vec![], netns_source: None, created: 0, started: None, finished: None,
+        }
+    }
+
+    fn ep(c: &str, n: &str, ip: &str, aliases: &[&str]) -> Endpoint {
+        Endpoint {
+            id: format!("{c}{n}"), container_id: c.into(), network_id: n.into(), ifname: "eth0".into(),
+            host_ifname: String::new(), ip: Some(ip.parse().unwrap()), requested_ip: None, mac: String::new(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_resolve_only_on_shared_networks() {
+        let nets = [net("a", false), net("b", false), net("d", true)];
+        let ctrs = [ctr("web"), ctr("db"), ctr("other"), ctr("plain")];
+        let eps = [
+            ep("web", "a", "10.0.0.2", &["www"]), ep("db", "a", "10.0.0.3", &["store"]),
+            ep("other", "b", "10.0.1.2", &[]), ep("plain", "d", "172.17.0.2", &[]),
+        ];
+        let z = Zone::build(&nets, &ctrs, &eps);
+        assert_eq!(z.entry_count(), 3, "the default network has no names");
+        assert_eq!(z.lookup("web", "DB."), Some(vec!["10.0.0.3".parse().unwrap()]));
+        assert_eq!(z.lookup("web", "store"), Some(vec!["10.0.0.3".parse().unwrap()]));
+        assert_eq!(z.lookup("web", "db-host"), Some(vec!["10.0.0.3".parse().unwrap()]));
+        assert_eq!(z.lookup("web", "other"), Some(vec![]), "exists elsewhere: NXDOMAIN, no leak");
+        assert_eq!(z.lookup("web", "example.com"), None, "unknown: forward");
+        assert_eq!(z.lookup("plain", "web"), None, "default-network containers have no embedded DNS");
+        assert_eq!(z.reverse("web", "10.0.0.3".parse().unwrap()).as_deref(), Some("db"));
+        assert_eq!(z.reverse("web", "10.0.1.2".parse().unwrap()), None);
+        assert_eq!(ptr_address("3.0.0.10.in-addr.arpa."), Some("10.0.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn aliases_round_robin() {
+        let nets = [net("a", false)];
+        let ctrs: Vec<Container> = (0..3).map(|i| ctr(&format!("c{i}"))).collect();
+        let eps: Vec<Endpoint> = (0..3).map(|i| ep(&format!("c{i}"), "a", &format!("10.0.0.{}", i + 2), &["svc"])).collect();
+        let mut z = Zone::build(&nets, &ctrs, &eps);
+        // Incremental updates keep the indexes exact.
+        z.update(&nets, "c2", None, &[]);
+        assert_eq!(z.lookup("c0", "svc").map(|v| v.len()), Some(2));
+        z.update(&nets, "c2", Some(&ctrs[2]), &eps[2..3]);
+        let mut q = Message::query();
+        q.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::A));
+        let mut firsts = std::collections::HashSet::new();
+        for r in 0..3 {
+            let Decision::Reply(bytes) = answer(&z, "c0", &q, r) else { panic!("ours") };
+            let m = Message::from_vec(&bytes).unwrap();
+            assert_eq!(m.answers.len(), 3);
+            firsts.insert(format!("{:?}", m.answers[0].data));
+        }
+        assert_eq!(firsts.len(), 3, "each address comes first once");
+        // The wire-level fast path gives the same answer as the full one.
+        let bytes = q.to_vec().unwrap();
+        let mut out = Vec::new();
+        assert!(answer_fast(&z, "c0", &bytes, 1, &mut out));
+        let Decision::Reply(full) = answer(&z, "c0", &q, 1) else { panic!("ours") };
+        let (fast, full) = (Message::from_vec(&out).unwrap(), Message::from_vec(&full).unwrap());
+        assert_eq!((fast.answers.clone(), fast.queries.clone(), fast.metadata.authoritative), (full.answers.clone(), full.queries.clone(), full.metadata.authoritative));
+        assert!(!answer_fast(&z, "c0", &q.to_vec().unwrap()[..10], 0, &mut out), "short queries take the full path");
+        let mut q6 = Message::query();
+        q6.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::AAAA));
+        let Decision::Reply(bytes) = answer(&z, "c0", &q6, 0) else { panic!("ours") };
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+    }
+}

@@ -1,0 +1,476 @@
+//! The resolver process: one tokio runtime on one thread, serving every container with
+//! embedded DNS from one process. For each such container it binds UDP and TCP sockets on
+//! 127.0.0.11:<port> inside the container's namespace (made there by a short-lived thread
+//! that enters it) and installs, in that namespace, a DNAT of 127.0.0.11:53 to that port —
+//! so a container's own server on port 53 keeps working, as with Docker's resolver.
+//! Names not ours are forwarded from the host namespace to the upstreams (UDP, TCP when
+//! truncated); a dead upstream yields SERVFAIL within ~2 s, never a hang.
+//!
+//! A supervisor process restarts the resolver if it dies; the records live in the store,
+//! so a new resolver rebuilds everything at start.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hickory_proto::op::{Message, ResponseCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio::task::JoinHandle;
+
+use super::{Decision, Zone};
+use crate::ctx::Ctx;
+use crate::kernel::nftables::{self as nft, Batch, Expr, Nftables};
+use crate::kernel::netns;
+
+const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
+const TCP_CONNECTIONS_PER_CONTAINER: usize = 16;
+
+pub fn socket_path(ctx: &Ctx) -> PathBuf {
+    ctx.root.join("dns.sock")
+}
+
+fn pid_path(ctx: &Ctx) -> PathBuf {
+    ctx.root.join("dns.pid")
+}
+
+struct Shared {
+    zone: RwLock<Zone>,
+    host_upstreams: RwLock<Vec<Ipv4Addr>>,
+    rotate: AtomicUsize,
+}
+
+/// One container's listeners.
+struct Served {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The resolver process's main.
+pub fn run_resolver(ctx: &Ctx) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(resolver(ctx.clone()))
+}
+
+async fn resolver(ctx: Ctx) -> Result<()> {
+    let path = socket_path(&ctx);
+    let _ = std::fs::remove_file(&path);
+    let control = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let shared = Arc::new(Shared {
+        zone: RwLock::new(Zone::default()),
+        host_upstreams: RwLock::new(Vec::new()),
+        rotate: AtomicUsize::new(0),
+    });
+    let mut served: HashMap<String, Served> = HashMap::new();
+    sync(&ctx, &shared, &mut served);
+    // A safety net only: every change arrives as a "sync <id>" from the command making it.
+    let mut tick = tokio::time::interval(IDLE_TICK);
+    tick.tick().await;
+    let mut idle_ticks = 0;
+    loop {
+        tokio::select! {
+            conn = control.accept() => {
+                let Ok((mut stream, _)) = conn else { continue };
+                let mut line = vec![0u8; 128];
+                let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut line)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
+                let text = String::from_utf8_lossy(&line[..n]).into_owned();
+                match text.trim().strip_prefix("sync ") {
+                    Some(id) => sync_one(&ctx, &shared, &mut served, id.trim()),
+                    None => sync(&ctx, &shared, &mut served),
+                }
+                let _ = stream.write_all(b"ok\n").await;
+            }
+            _ = tick.tick() => {
+                sync(&ctx, &shared, &mut served);
+                // Nothing to serve for two ticks in a row: the root's last named container
+                // is gone, so are we (the next one to need us starts us again).
+                idle_ticks = if served.is_empty() { idle_ticks + 1 } else { 0 };
+                if idle_ticks >= 2 {
+                    std::process::exit(EXIT_IDLE);
+                }
+            }
+        }
+    }
+}
+
+/// How often the resolver re-reads the store, and checks whether it is still needed.
+const IDLE_TICK: Duration = Duration::from_secs(10);
+/// The resolver's exit code for "no container needs me": the supervisor ends too.
+const EXIT_IDLE: i32 = 3;
+
+/// One container changed: update its records and listeners only (O(1) in containers).
+fn sync_one(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: &str) {
+    let Ok(mut store) = ctx.store() else { return };
+    let Ok((nets, c, eps)) = store.read(|tx| Ok((tx.networks()?, tx.container(id)?, tx.endpoints_of(id)?))) else { return };
+    let serves = {
+        let mut zone = shared.zone.write().expect("zone lock");
+        zone.update(&nets, id, c.as_ref(), &eps);
+        zone.serves(id)
+    };
+    if !serves {
+        served.remove(id);
+    } else if !served.contains_key(id) {
+        adopt_into(ctx, shared, served, id.to_string());
+    }
+}
+
+fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: String) {
+    match adopt(ctx, &id) {
+        Ok((udp, tcp)) => {
+            let tasks = vec![
+                tokio::spawn(serve_udp(udp, id.clone(), shared.clone())),
+                tokio::spawn(serve_tcp(tcp, id.clone(), shared.clone())),
+            ];
+            served.insert(id, Served { tasks });
+        }
+        Err(e) => eprintln!("netwright-dns: cannot serve container {}: {e:#}", &id[..12.min(id.len())]),
+    }
+}
+
+/// Rebuilds the zone from the store and adopts/drops containers to match.
+fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
+    let Ok(mut store) = ctx.store() else { return };
+    let Ok((nets, ctrs, eps)) = store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?))) else { return };
+    let zone = Zone::build(&nets, &ctrs, &eps);
+    let wanted: Vec<String> = zone.served().cloned().collect();
+    *shared.zone.write().expect("zone lock") = zone;
+    *shared.host_upstreams.write().expect("upstreams lock") = host_upstreams();
+    served.retain(|id, _| wanted.contains(id));
+    for id in wanted {
+        if !served.contains_key(&id) {
+            adopt_into(ctx, shared, served, id);
+        }
+    }
+}
+
+/// The host's upstream resolvers (the resolver runs in the host namespace, so loopback
+/// ones such as systemd-resolved's 127.0.0.53 work from here).
+fn host_upstreams() -> Vec<Ipv4Addr> {
+    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default().lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect()
+}
+
+/// Inside the container's namespace: sockets on 127.0.0.11:<port>, and 127.0.0.11:53
+/// redirected there. Done on a short-lived thread: setns must never run on the runtime's.
+fn adopt(ctx: &Ctx, id: &str) -> Result<(UdpSocket, TcpListener)> {
+    let pin = ctx.netns_path(id);
+    let (udp, tcp) = std::thread::spawn(move || -> Result<(std::net::UdpSocket, std::net::TcpListener)> {
+        let ns = netns::open(&pin).with_context(|| format!("opening {}", pin.display()))?;
+        netns::enter(&ns)?;
+        let udp = std::net::UdpSocket::bind((DNS_IP, 0))?;
+        let port = udp.local_addr()?.port();
+        let tcp = std::net::TcpListener::bind((DNS_IP, port)).or_else(|_| std::net::TcpListener::bind((DNS_IP, 0)))?;
+        let tcp_port = tcp.local_addr()?.port();
+        redirect(port, tcp_port)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    }).join().map_err(|_| anyhow!("namespace thread panicked"))??;
+    Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?))
+}
+
+/// Removes the redirect from the current namespace (an attached container's, which
+/// outlives what netwright put in it).
+pub fn remove_redirect() {
+    let mut b = Batch::new(nft::NFPROTO_IPV4);
+    b.del_table(REDIRECT_TABLE);
+    if let Ok(mut nft) = Nftables::open() {
+        let _ = nft.commit(&b);
+        nft.close_detached();
+    }
+}
+
+const REDIRECT_TABLE: &str = "netwright-dns";
+
+/// `ip daddr 127.0.0.11 udp/tcp dport 53 dnat to 127.0.0.11:<port>` in the current namespace.
+fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
+    let t = REDIRECT_TABLE;
+    let mut b = Batch::new(nft::NFPROTO_IPV4);
+    b.add_table(t).add_base_chain(t, "output", "nat", nft::hook::OUTPUT, -100).flush_chain(t, "output");
+    for (proto, port) in [(17u8, udp_port), (6u8, tcp_port)] {
+        b.add_rule(t, "output", "the embedded DNS server: 127.0.0.11:53 → the resolver's port", &[
+            Expr::Payload { base: 1, offset: 16, len: 4, dreg: nft::REG_1 },
+            Expr::Cmp { sreg: nft::REG_1, op: 0, data: DNS_IP.octets().to_vec() },
+            Expr::Meta { key: nft::meta::L4PROTO, dreg: nft::REG_1 },
+            Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![proto] },
+            Expr::Payload { base: 2, offset: 2, len: 2, dreg: nft::REG_1 },
+            Expr::Cmp { sreg: nft::REG_1, op: 0, data: 53u16.to_be_bytes().to_vec() },
+            Expr::ImmediateData { dreg: nft::REG32_00, data: DNS_IP.octets().to_vec() },
+            Expr::ImmediateData { dreg: nft::REG32_00 + 1, data: port.to_be_bytes().to_vec() },
+            Expr::Dnat { reg_addr: nft::REG32_00, reg_port: nft::REG32_00 + 1 },
+        ]);
+    }
+    let mut nft = Nftables::open()?;
+    nft.commit(&b).map_err(|(i, e)| anyhow!("installing the DNS redirect (message {i}): {e}"))?;
+    // A new container waits for this: not for a grace period of someone's release.
+    nft.close_detached();
+    Ok(())
+}
+
+async fn serve_udp(sock: UdpSocket, id: String, shared: Arc<Shared>) {
+    let sock = Arc::new(sock);
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(512);
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        // A container name asked by A/AAAA: answered from the wire bytes (no allocation).
+        let fast = {
+            let zone = shared.zone.read().expect("zone lock");
+            super::answer_fast(&zone, &id, &buf[..n], shared.rotate.fetch_add(1, Ordering::Relaxed), &mut out)
+        };
+        if fast {
+            let _ = sock.send_to(&out, peer).await;
+            continue;
+        }
+        // Our own names are answered right here; only forwarding gets a task of its own,
+        // so a slow upstream never holds up the rest.
+        let Ok(msg) = Message::from_vec(&buf[..n]) else { continue };
+        match local(&msg, &id, &shared) {
+            Decision::Reply(r) => {
+                let _ = sock.send_to(&r, peer).await;
+            }
+            Decision::Forward => {
+                let query = buf[..n].to_vec();
+                let (sock, id, shared) = (sock.clone(), id.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let reply = forward_for(&query, &msg, &id, &shared).await;
+                    let _ = sock.send_to(&reply, peer).await;
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, id: String, shared: Arc<Shared>) {
+    let per_container = Arc::new(tokio::sync::Semaphore::new(TCP_CONNECTIONS_PER_CONTAINER));
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        // Bounded: a flood of connections cannot take the resolver down (aardvark's CVEs).
+        let Ok(permit) = per_container.clone().try_acquire_owned() else { continue };
+        let (id, shared) = (id.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let mut len = [0u8; 2];
+                match tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await {
+                    Ok(Ok(_)) => {}
+                    _ => return,
+                }
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                if tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut q)).await.map(|r| r.is_err()).unwrap_or(true) {
+                    return;
+                }
+                let Some(reply) = respond(&q, &id, &shared).await else { return };
+                let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&reply);
+                if conn.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn local(msg: &Message, id: &str, shared: &Shared) -> Decision {
+    let zone = shared.zone.read().expect("zone lock");
+    super::answer(&zone, id, msg, shared.rotate.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The reply to one query from container `id`.
+async fn respond(query: &[u8], id: &str, shared: &Shared) -> Option<Vec<u8>> {
+    let msg = Message::from_vec(query).ok()?;
+    match local(&msg, id, shared) {
+        Decision::Reply(r) => Some(r),
+        Decision::Forward => Some(forward_for(query, &msg, id, shared).await),
+    }
+}
+
+/// Forwards to the container's --dns servers, or the host's; SERVFAIL if none answers.
+async fn forward_for(query: &[u8], msg: &Message, id: &str, shared: &Shared) -> Vec<u8> {
+    let upstreams: Vec<Ipv4Addr> = {
+        let zone = shared.zone.read().expect("zone lock");
+        match zone.upstreams_of.get(id).filter(|u| !u.is_empty()) {
+            Some(u) => u.clone(),
+            None => shared.host_upstreams.read().expect("upstreams lock").clone(),
+        }
+    };
+    match forward(query, &upstreams).await {
+        Some(r) => r,
+        None => super::error(msg, ResponseCode::ServFail),
+    }
+}
+
+/// Asks each upstream in turn over UDP, retrying over TCP when the answer is truncated.
+async fn forward(query: &[u8], upstreams: &[Ipv4Addr]) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for up in upstreams {
+        let addr = SocketAddr::from((*up, 53));
+        let Ok(sock) = UdpSocket::bind("0.0.0.0:0").await else { continue };
+        if sock.send_to(query, addr).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 65535];
+        let left = deadline.saturating_duration_since(Instant::now()).min(UPSTREAM_TIMEOUT);
+        let Ok(Ok((n, _))) = tokio::time::timeout(left, sock.recv_from(&mut buf)).await else { continue };
+        let reply = buf[..n].to_vec();
+        let truncated = Message::from_vec(&reply).map(|m| m.metadata.truncation).unwrap_or(false);
+        if !truncated {
+            return Some(reply);
+        }
+        if let Some(full) = forward_tcp(query, addr).await {
+            return Some(full);
+        }
+        return Some(reply);
+    }
+    None
+}
+
+async fn forward_tcp(query: &[u8], addr: SocketAddr) -> Option<Vec<u8>> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut out = (query.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(query);
+        s.write_all(&out).await.ok()?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.ok()?;
+        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut r).await.ok()?;
+        Some(r)
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, work).await.ok().flatten()
+}
+
+// ---- the supervisor, and how netwright commands reach the resolver ----
+
+/// The supervisor's main: runs the resolver and starts it again whenever it exits.
+pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
+    let me = std::process::id() as i32;
+    std::fs::write(pid_path(ctx), format!("{me} {}\n", crate::kernel::process::start_time(me).unwrap_or(0)))?;
+    let exe = std::env::current_exe()?;
+    loop {
+        let started = Instant::now();
+        let status = std::process::Command::new(&exe).arg("_resolver")
+            .env("NETWRIGHT_ROOT", &ctx.root).status();
+        if status.as_ref().is_ok_and(|s| s.code() == Some(EXIT_IDLE)) {
+            // Only our own pid file: a new supervisor may already have written its own.
+            if std::fs::read_to_string(pid_path(ctx)).is_ok_and(|p| p.split_whitespace().next() == Some(&me.to_string())) {
+                let _ = std::fs::remove_file(pid_path(ctx));
+            }
+            return Ok(());
+        }
+        if status.is_err() || started.elapsed() < Duration::from_millis(200) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn supervisor_alive(ctx: &Ctx) -> bool {
+    let Ok(s) = std::fs::read_to_string(pid_path(ctx)) else { return false };
+    let mut it = s.split_whitespace();
+    let pid = it.next().and_then(|p| p.parse().ok());
+    let start = it.next().and_then(|p| p.parse().ok());
+    crate::kernel::process::alive(pid, start)
+}
+
+/// Asks the resolver to re-read the store and waits until it has (so a new container's
+/// resolver is listening before its process starts). Starts the resolver if needed.
+pub fn sync_now(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<()> {
+    sync_start(ctx, start_if_needed, container)?.wait()
+}
+
+/// A sync the resolver is working on: the caller does other work meanwhile (the resolver
+/// runs on the other core) and waits for it with `wait`.
+pub struct PendingSync(Option<(UnixStream, Ctx, bool, Option<String>)>);
+
+impl PendingSync {
+    pub fn wait(self) -> Result<()> {
+        let Some((s, ctx, start, container)) = self.0 else { return Ok(()) };
+        if answered(s)? {
+            return Ok(());
+        }
+        // No answer: that resolver was leaving (idle). Ask again; this starts a new one.
+        let again = match sync_start(&ctx, start, container.as_deref())?.0 {
+            Some((s, ..)) => answered(s)?,
+            None => false,
+        };
+        if !again && start {
+            bail!("the DNS resolver did not answer: see {}", ctx.root.join("dns.log").display());
+        }
+        Ok(())
+    }
+}
+
+/// Did the resolver say "ok" on this connection (rather than close it)?
+fn answered(s: UnixStream) -> Result<bool> {
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
+    Ok(line.trim() == "ok")
+}
+
+/// Sends the sync request without waiting for its answer.
+pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<PendingSync> {
+    let mut spawned = false;
+    if !supervisor_alive(ctx) {
+        if !start_if_needed {
+            return Ok(PendingSync(None));
+        }
+        spawn_supervisor(ctx)?;
+        spawned = true;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match UnixStream::connect(socket_path(ctx)) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                match container {
+                    Some(id) => s.write_all(format!("sync {id}\n").as_bytes())?,
+                    None => s.write_all(b"sync\n")?,
+                }
+                return Ok(PendingSync(Some((s, ctx.clone(), start_if_needed, container.map(str::to_string)))));
+            }
+            Err(_) if Instant::now() < deadline => {
+                // An idle resolver and its supervisor may just have left (once: a new
+                // supervisor takes a moment to write its pid file).
+                if !spawned && !supervisor_alive(ctx) {
+                    if !start_if_needed {
+                        return Ok(PendingSync(None));
+                    }
+                    spawn_supervisor(ctx)?;
+                    spawned = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).context("reaching the DNS resolver"),
+        }
+    }
+}
+
+fn spawn_supervisor(ctx: &Ctx) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(ctx.root.join("dns.log"))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("_dns").env("NETWRIGHT_ROOT", &ctx.root)
+        .stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    cmd.spawn().context("starting the DNS resolver")?;
+    Ok(())
+}

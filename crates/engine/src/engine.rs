@@ -1,0 +1,101 @@
+//! [`Engine`]: the network life of namespaces, as one API for every front end (the CLI's
+//! `run` and `attach`, and runtimes' backends). Typed errors at this boundary; each call
+//! opens the store for as long as it needs it, so many netwright processes work at once.
+
+use std::path::Path;
+
+use crate::container::{self, Created, Spec};
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::kernel::netlink::Netlink;
+use crate::network::{self, CreateSpec};
+use crate::recover::{self, Report};
+use crate::store::{Container, Network, Store};
+
+pub struct Engine {
+    pub ctx: Ctx,
+}
+
+fn typed<T>(r: anyhow::Result<T>) -> Result<T> {
+    r.map_err(Error::from_anyhow)
+}
+
+impl Engine {
+    /// The engine of one state root (created if missing).
+    pub fn open(root: &Path) -> Result<Engine> {
+        Ok(Engine { ctx: typed(Ctx::new(root))? })
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        typed(self.ctx.store())
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&Ctx, &mut Store) -> anyhow::Result<T>) -> Result<T> {
+        let mut store = self.store()?;
+        typed(f(&self.ctx, &mut store))
+    }
+
+    fn with_netlink<T>(&self, f: impl FnOnce(&Ctx, &mut Store, &mut Netlink) -> anyhow::Result<T>) -> Result<T> {
+        let mut store = self.store()?;
+        let mut nl = typed(Netlink::open().map_err(anyhow::Error::from))?;
+        typed(f(&self.ctx, &mut store, &mut nl))
+    }
+
+    /// Sets up a container's network: a new namespace (or, with `spec.netns`, the
+    /// runtime's), its interfaces, addresses, routes, published ports, names and files.
+    /// The container is recorded as Created; the caller starts its process.
+    pub fn setup(&self, spec: &Spec) -> Result<Created> {
+        self.with_store(|ctx, store| container::create(ctx, store, spec))
+    }
+
+    /// Networks a namespace a runtime made and owns (`spec.netns`): set up, and alive for
+    /// as long as that namespace is.
+    pub fn attach(&self, spec: Spec) -> Result<Container> {
+        self.with_store(|ctx, store| container::attach(ctx, store, spec))
+    }
+
+    /// Releases a container's network (ports, interfaces, namespace pin, names) and records
+    /// how it ended.
+    pub fn teardown(&self, c: &Container, exit_code: i32, error: Option<&str>) -> Result<()> {
+        self.with_store(|ctx, store| container::release(ctx, store, c, exit_code, error))
+    }
+
+    /// Forgets a released container (its record and files).
+    pub fn forget(&self, c: &Container) -> Result<()> {
+        self.with_store(|ctx, store| container::forget(ctx, store, c))
+    }
+
+    pub fn find(&self, reference: &str) -> Result<Container> {
+        self.with_store(|_, store| container::find(store, reference))
+    }
+
+    pub fn connect(&self, network: &str, container: &str, ip: Option<&str>, aliases: &[String]) -> Result<()> {
+        self.with_store(|ctx, store| crate::connect::connect(ctx, store, network, container, ip, aliases))
+    }
+
+    pub fn disconnect(&self, network: &str, container: &str) -> Result<()> {
+        self.with_store(|ctx, store| crate::connect::disconnect(ctx, store, network, container))
+    }
+
+    pub fn network_create(&self, spec: &CreateSpec) -> Result<Network> {
+        self.with_netlink(|ctx, store, nl| network::create(ctx, store, nl, spec))
+    }
+
+    pub fn network_remove(&self, reference: &str) -> Result<Network> {
+        self.with_netlink(|ctx, store, nl| network::remove(ctx, store, nl, reference))
+    }
+
+    pub fn network_prune(&self) -> Result<Vec<String>> {
+        self.with_netlink(|ctx, store, nl| network::prune(ctx, store, nl))
+    }
+
+    /// Releases containers whose owner died; returns their names.
+    pub fn sweep(&self) -> Result<Vec<String>> {
+        self.with_store(container::sweep)
+    }
+
+    /// Sweep, then converge the kernel on the desired state (see [`crate::recover`]).
+    pub fn recover(&self) -> Result<Report> {
+        self.with_netlink(recover::reconcile)
+    }
+}

@@ -1,0 +1,32 @@
+//! Kernel primitives: netlink (links, addresses, routes), network namespaces, nf_tables
+//! and its packet tracing.
+pub mod mntns;
+pub mod netlink;
+pub mod nftables;
+pub mod nftrace;
+pub mod netns;
+
+/// Runs `child` in a grandchild that nobody waits for (init adopts it) and returns once the
+/// intermediate child has exited. False when fork failed: `child` did not run.
+///
+/// # Safety
+/// In a multi-threaded process `child` may only make async-signal-safe calls.
+pub unsafe fn fork_detached(child: impl FnOnce()) -> bool {
+    // SAFETY: per the contract above; the intermediate child only forks and _exits.
+    unsafe {
+        match libc::fork() {
+            0 => {
+                if libc::fork() == 0 {
+                    child();
+                }
+                libc::_exit(0);
+            }
+            pid if pid > 0 => {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+pub mod process;

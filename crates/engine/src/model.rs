@@ -1,0 +1,187 @@
+//! The model: networks, containers and endpoints as the engine and its front ends see them.
+//! Plain data; the store persists it, drivers turn it into desired kernel objects.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// A network's driver: which kernel objects carry its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Driver {
+    /// A Linux bridge per network, a veth pair per endpoint, NAT and published ports.
+    Bridge,
+    /// Containers get their own MAC on a parent device's segment; no NAT.
+    Macvlan,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Macvlan => "macvlan",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Driver> {
+        match s {
+            "bridge" => Some(Driver::Bridge),
+            "macvlan" => Some(Driver::Macvlan),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a container is networked, as recorded (`--network`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// netwright networks; the name is the first one's (which carries the default route).
+    Network(String),
+    /// The host's own network namespace.
+    Host,
+    /// A namespace of its own with only lo.
+    None,
+    /// Another container's namespace, by that container's id (`container:ID`).
+    Container(String),
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> NetworkMode {
+        match s {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            _ => match s.strip_prefix("container:") {
+                Some(id) => NetworkMode::Container(id.to_string()),
+                None => NetworkMode::Network(s.to_string()),
+            },
+        }
+    }
+
+    /// Docker's spelling: `bridge`, `mynet`, `host`, `none`, `container:ID`.
+    pub fn as_string(&self) -> String {
+        match self {
+            NetworkMode::Network(n) => n.clone(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::None => "none".into(),
+            NetworkMode::Container(id) => format!("container:{id}"),
+        }
+    }
+
+    /// Has netwright networks of its own (and so endpoints, names, ports).
+    pub fn is_network(&self) -> bool {
+        matches!(self, NetworkMode::Network(_))
+    }
+
+    /// The owner's id when this container joined another one's namespace.
+    pub fn joined(&self) -> Option<&str> {
+        match self {
+            NetworkMode::Container(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.as_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Net>,
+    pub bridge: String,
+    pub mtu: u32,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub builtin: bool,
+    pub created: i64,
+    pub cursor: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Exited,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Exited => "exited",
+        }
+    }
+    pub fn parse(s: &str) -> State {
+        match s {
+            "running" => State::Running,
+            "exited" => State::Exited,
+            _ => State::Created,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub cmd: Vec<String>,
+    pub hostname: String,
+    pub state: State,
+    pub pid: Option<i32>,
+    pub monitor_pid: Option<i32>,
+    pub monitor_start: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub auto_remove: bool,
+    pub detached: bool,
+    pub network_mode: NetworkMode,
+    /// --dns upstreams (empty: the host's).
+    pub dns: Vec<String>,
+    /// Attached (`netwright attach`): the runtime's namespace this container's network
+    /// lives in; netwright runs no process for it.
+    pub netns_source: Option<String>,
+    pub created: i64,
+    pub started: Option<i64>,
+    pub finished: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub container_id: String,
+    pub network_id: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub ip: Option<Ipv4Addr>,
+    pub requested_ip: Option<Ipv4Addr>,
+    pub mac: String,
+    pub aliases: Vec<String>,
+}
+
+/// Both serialize as Docker spells them ("bridge", "container:ID").
+impl serde::Serialize for Driver {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for NetworkMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_string())
+    }
+}

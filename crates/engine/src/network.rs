@@ -1,0 +1,314 @@
+//! Network lifecycle: create (with pool selection and overlap checks), remove, prune,
+//! and the implicit default `bridge` network.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+
+use crate::ctx::{Ctx, now_nanos, random_hex};
+use crate::drivers::{bridge, macvlan};
+use crate::error::{conflict, invalid, not_found};
+use crate::model::Driver;
+use crate::firewall;
+use crate::ipam;
+use crate::kernel::netlink::{Netlink, Route};
+use crate::plan;
+use crate::store::{Network, Store, Tx};
+
+pub const DEFAULT_NETWORK: &str = "bridge";
+const RESERVED: &[&str] = &["bridge", "host", "none", "default"];
+const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateSpec {
+    pub name: String,
+    pub driver: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub options: Vec<String>,
+}
+
+/// Routes on the host that a new subnet must not overlap (the default route aside).
+fn host_routes(nl: &mut Netlink) -> Result<Vec<Route>> {
+    Ok(nl.routes_v4().context("reading the host's routes")?
+        .into_iter()
+        .filter(|r| r.dst.is_some_and(|d| d.prefix_len() > 0))
+        .collect())
+}
+
+fn route_net(r: &Route) -> Option<Ipv4Net> {
+    match r.dst? {
+        ipnet::IpNet::V4(n) => Some(n.trunc()),
+        ipnet::IpNet::V6(_) => None,
+    }
+}
+
+/// Subnets already taken: other networks' and the host's routes (minus our own bridges').
+fn used_subnets(tx: &Tx, routes: &[Route]) -> Result<Vec<Ipv4Net>> {
+    let nets = tx.networks()?;
+    let mut used: Vec<Ipv4Net> = nets.iter().map(|n| n.subnet).collect();
+    used.extend(routes.iter().filter_map(route_net).filter(|r| !nets.iter().any(|n| n.subnet == *r)));
+    Ok(used)
+}
+
+/// Driver options: (explicit MTU, the options to record).
+fn parse_options(driver: Driver, opts: &[String]) -> Result<(Option<u32>, BTreeMap<String, String>)> {
+    let mut mtu = None;
+    let mut map = BTreeMap::new();
+    for o in opts {
+        let Some((k, v)) = o.split_once('=') else {
+            bail!(invalid(format!("option {o:?} is not KEY=VALUE: write e.g. --opt mtu=1400")));
+        };
+        let boolean = || -> Result<()> {
+            if v != "true" && v != "false" {
+                bail!(invalid(format!("option {k}={v}: use true or false")));
+            }
+            Ok(())
+        };
+        match (driver, k) {
+            (_, "mtu" | "com.docker.network.driver.mtu") => {
+                mtu = Some(v.parse().ok().filter(|m| (68..=65535).contains(m))
+                    .with_context(|| format!("option {k}={v}: MTU must be a number between 68 and 65535"))?);
+            }
+            (Driver::Bridge, "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc") => boolean()?,
+            (Driver::Macvlan, macvlan::PARENT) => {}
+            (Driver::Macvlan, macvlan::HOST_SHIM) => boolean()?,
+            (Driver::Macvlan, macvlan::MODE) => {
+                if !["bridge", "private", "vepa", "passthru"].contains(&v) {
+                    bail!(invalid(format!("option {k}={v}: macvlan modes are bridge, private, vepa, passthru")));
+                }
+            }
+            (Driver::Bridge, _) => bail!(invalid(format!("unknown network option {k:?}: bridge networks take mtu, masquerade, icc"))),
+            _ => bail!(invalid(format!("unknown network option {k:?}: macvlan networks take parent, macvlan_mode, host_shim, mtu"))),
+        }
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok((mtu, map))
+}
+
+/// Addresses IPAM must never hand out: the gateway, and a macvlan host shim's.
+pub fn reserved(n: &Network) -> Vec<std::net::Ipv4Addr> {
+    let mut v = vec![n.gateway];
+    v.extend(macvlan::shim_address(n));
+    v
+}
+
+/// Validates everything about a new network, then records it and creates its bridge.
+pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec) -> Result<Network> {
+    if !crate::names::valid(&spec.name) {
+        bail!(invalid(format!("invalid network name {:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)", spec.name)));
+    }
+    if RESERVED.contains(&spec.name.as_str()) {
+        bail!(invalid(format!("network name {:?} is reserved: pick another name", spec.name)));
+    }
+    let Some(driver) = Driver::parse(&spec.driver) else {
+        bail!(invalid(format!("network driver {:?} is not supported: use -d bridge or -d macvlan", spec.driver)));
+    };
+    let (mtu, mut options) = parse_options(driver, &spec.options)?;
+    let is_macvlan = driver == Driver::Macvlan;
+    let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
+    let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
+    let ip_range = spec.ip_range.as_deref().map(|s| ipam::parse_cidr("--ip-range", s)).transpose()?;
+    if subnet.is_none() && (gateway.is_some() || ip_range.is_some()) {
+        bail!(invalid(format!("--gateway and --ip-range need --subnet: give the subnet they belong to")));
+    }
+    let mut mtu = mtu.unwrap_or(DEFAULT_MTU);
+    if is_macvlan {
+        let parent = options.get(macvlan::PARENT).cloned()
+            .ok_or_else(|| invalid("macvlan networks need a parent interface: add -o parent=IFACE (e.g. -o parent=eth0)"))?;
+        if subnet.is_none() {
+            bail!(invalid(format!("macvlan networks live on the parent's LAN: give its --subnet (and --gateway, its router)")));
+        }
+        if spec.internal {
+            bail!(invalid(format!("--internal does not apply to macvlan networks: their containers sit on the LAN itself")));
+        }
+        if options.get(macvlan::HOST_SHIM).is_some_and(|v| v == "true") && ip_range.is_none() {
+            bail!(invalid(format!("host_shim=true needs --ip-range: the host routes that range through its shim")));
+        }
+        // Checked (and a missing VLAN parent made) before anything is recorded.
+        let (_, parent_mtu, created) = macvlan::ensure_parent(nl, &parent)?;
+        if created {
+            options.insert(macvlan::PARENT_CREATED.into(), "true".into());
+        }
+        if !spec.options.iter().any(|o| o.starts_with("mtu=") || o.starts_with("com.docker.network.driver.mtu=")) {
+            mtu = parent_mtu; // a macvlan cannot exceed its parent's MTU
+        }
+    }
+    let routes = if is_macvlan { Vec::new() } else { host_routes(nl)? };
+    let net = store.write(|tx| {
+        if tx.network(&spec.name)?.is_some_and(|n| n.name == spec.name) {
+            bail!(conflict(format!("network with name {} already exists: pick another name or remove it first", spec.name)));
+        }
+        let subnet = match subnet {
+            Some(s) => {
+                // A macvlan subnet is the LAN's own: it overlaps the parent's route by design.
+                check_overlap(tx, &routes, s)?;
+                s
+            }
+            None => ipam::next_free_pool(&used_subnets(tx, &routes)?).context(
+                "no free address pool left: every default pool overlaps a network or a host route; give --subnet")?,
+        };
+        let gateway = ipam::validate(subnet, gateway, ip_range)?;
+        let id = random_hex(64);
+        let mut options = options.clone();
+        if let (true, Some(r)) = (options.get(macvlan::HOST_SHIM).is_some_and(|v| v == "true"), ip_range) {
+            // The shim takes the range's last address; IPAM skips it.
+            let last = std::net::Ipv4Addr::from(u32::from(r.broadcast()).min(u32::from(subnet.broadcast()) - 1));
+            options.insert(macvlan::SHIM_ADDRESS.into(), last.to_string());
+        }
+        let net = Network {
+            bridge: if is_macvlan { plan::shim_name(&ctx.tag, &id) } else { plan::bridge_name(&ctx.tag, &id) },
+            id,
+            name: spec.name.clone(),
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            mtu,
+            internal: spec.internal,
+            options,
+            builtin: false,
+            created: now_nanos(),
+            cursor: 0,
+        };
+        tx.insert_network(&net)?;
+        Ok(net)
+    })?;
+    let made = if is_macvlan {
+        macvlan::ensure_shim(nl, &net)
+    } else {
+        bridge::ensure_bridge(nl, &plan::network(&net)).and_then(|_| firewall::sync_all(ctx, store))
+    };
+    if let Err(e) = made {
+        store.write(|tx| tx.delete_network(&net.id))?;
+        let _ = remove_devices(store, nl, &net);
+        let _ = firewall::sync_all(ctx, store);
+        return Err(e);
+    }
+    Ok(net)
+}
+
+/// The kernel objects of a network: its bridge, or its macvlan shim and VLAN parent.
+fn remove_devices(store: &mut Store, nl: &mut Netlink, net: &Network) -> Result<()> {
+    if net.driver == Driver::Macvlan {
+        let others = store.read(|tx| tx.networks())?;
+        macvlan::remove(nl, net, &others)
+    } else {
+        bridge::remove_bridge(nl, &net.bridge)
+    }
+}
+
+fn check_overlap(tx: &Tx, routes: &[Route], s: Ipv4Net) -> Result<()> {
+    for n in tx.networks()? {
+        if ipam::overlaps(&n.subnet, &s) {
+            bail!(conflict(format!("subnet {s} overlaps network {} ({}): pick a subnet that does not overlap", n.name, n.subnet)));
+        }
+    }
+    for r in routes {
+        if let Some(rn) = route_net(r) {
+            if ipam::overlaps(&rn, &s) {
+                bail!(conflict(format!("subnet {s} overlaps the host's route to {rn}: pick a subnet that does not overlap")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure the implicit `bridge` network exists in the store (once per root).
+/// The default `bridge` network's record (its pool reserved first, as Docker's docker0
+/// takes 172.17). `kernel`: also make its bridge and rules now — only when a container is
+/// about to use it, so that reading (`network ls`) never changes the host.
+pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, kernel: bool) -> Result<Network> {
+    if let Some(n) = store.read(|tx| tx.network(DEFAULT_NETWORK))? {
+        return Ok(n);
+    }
+    let routes = host_routes(nl)?;
+    let net = store.write(|tx| {
+        if let Some(n) = tx.network(DEFAULT_NETWORK)? {
+            return Ok(n);
+        }
+        let subnet = ipam::next_free_pool(&used_subnets(tx, &routes)?)
+            .context("no free address pool for the default bridge network: every pool overlaps a host route")?;
+        let id = random_hex(64);
+        let net = Network {
+            bridge: plan::bridge_name(&ctx.tag, &id),
+            id,
+            name: DEFAULT_NETWORK.into(),
+            driver: Driver::Bridge,
+            subnet,
+            gateway: ipam::first_host(subnet),
+            ip_range: None,
+            mtu: DEFAULT_MTU,
+            internal: false,
+            options: BTreeMap::new(),
+            builtin: true,
+            created: now_nanos(),
+            cursor: 0,
+        };
+        tx.insert_network(&net)?;
+        Ok(net)
+    })?;
+    if kernel {
+        bridge::ensure_bridge(nl, &plan::network(&net))?;
+        firewall::sync_all(ctx, store)?;
+    }
+    Ok(net)
+}
+
+/// Whether the network's bridge should exist in the kernel: every user-defined bridge
+/// network's does; the default network's only once a container uses it.
+pub fn bridge_expected(n: &Network, endpoints: &[crate::store::Endpoint]) -> bool {
+    n.driver == Driver::Bridge && (!n.builtin || endpoints.iter().any(|e| e.network_id == n.id && e.ip.is_some()))
+}
+
+/// Looks a network up, with the error a user should see when it is not there.
+pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
+    match tx.network(reference)? {
+        Some(n) => Ok(n),
+        None => bail!(not_found(format!(
+            "network {reference} not found: see `netwright network ls` or create it with `netwright network create {reference}`"
+        ))),
+    }
+}
+
+pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
+    let net = store.write(|tx| {
+        let net = resolve(tx, reference)?;
+        if net.builtin {
+            bail!(invalid(format!("{} is a pre-defined network and cannot be removed", net.name)));
+        }
+        let active = tx.active_endpoints_on(&net.id)?;
+        if !active.is_empty() {
+            let mut names = Vec::new();
+            for e in &active {
+                if let Some(c) = tx.container(&e.container_id)? {
+                    names.push(c.name);
+                }
+            }
+            bail!(conflict(format!("network {} is in use by container(s) {}: stop or remove them first", net.name, names.join(", "))));
+        }
+        tx.delete_network(&net.id)?;
+        Ok(net)
+    })?;
+    // The row goes first: a crash here leaves only a stray bridge, which reconcile removes.
+    // Rules before links, so nothing is ever forwarded by a rule to a vanished bridge.
+    firewall::sync_all(ctx, store)?;
+    remove_devices(store, nl, &net)?;
+    Ok(net)
+}
+
+/// Removes every user-defined network with no container attached; returns their names.
+pub fn prune(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Vec<String>> {
+    let candidates = store.read(|tx| tx.networks())?;
+    let mut removed = Vec::new();
+    for n in candidates.into_iter().filter(|n| !n.builtin) {
+        let idle = store.read(|tx| Ok(tx.active_endpoints_on(&n.id)?.is_empty()))?;
+        if idle && remove(ctx, store, nl, &n.id).is_ok() {
+            removed.push(n.name);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,423 @@
+//! The store: networks, containers, endpoints and IP allocations in SQLite.
+//!
+//! WAL mode plus `BEGIN IMMEDIATE` for every write makes many netwright processes safe at
+//! once (writers queue on the busy timeout instead of failing), and SQLite's journal makes
+//! a kill -9 at any moment leave either the old or the new state, never half of one.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use crate::model::{Driver, NetworkMode};
+use crate::ports::{Mapping, Proto};
+pub use crate::model::{Container, Endpoint, Network, State};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS networks (
+    id       TEXT PRIMARY KEY,
+    name     TEXT NOT NULL UNIQUE,
+    driver   TEXT NOT NULL,
+    subnet   TEXT NOT NULL,
+    gateway  TEXT NOT NULL,
+    ip_range TEXT,
+    bridge   TEXT NOT NULL UNIQUE,
+    mtu      INTEGER NOT NULL,
+    internal INTEGER NOT NULL DEFAULT 0,
+    options  TEXT NOT NULL DEFAULT '{}',
+    builtin  INTEGER NOT NULL DEFAULT 0,
+    created  INTEGER NOT NULL,
+    cursor   INTEGER NOT NULL DEFAULT 0   -- last offset handed out, so IPs are not reused at once
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    cmd           TEXT NOT NULL,          -- JSON array
+    hostname      TEXT NOT NULL,
+    state         TEXT NOT NULL,          -- created | running | exited
+    pid           INTEGER,
+    monitor_pid   INTEGER,
+    monitor_start INTEGER,                -- start time of monitor_pid, to tell PID reuse apart
+    exit_code     INTEGER,
+    error         TEXT,
+    auto_remove   INTEGER NOT NULL,
+    detached      INTEGER NOT NULL,
+    network_mode  TEXT NOT NULL,
+    dns           TEXT NOT NULL DEFAULT '[]',  -- JSON array of --dns upstreams
+    netns_source  TEXT,                   -- attached: the runtime's namespace (netwright attach)
+    created       INTEGER NOT NULL,
+    started       INTEGER,
+    finished      INTEGER
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id           TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    network_id   TEXT NOT NULL REFERENCES networks(id),
+    ifname       TEXT NOT NULL,
+    host_ifname  TEXT NOT NULL,
+    ip           TEXT,                    -- NULL once released
+    requested_ip TEXT,
+    mac          TEXT NOT NULL,
+    aliases      TEXT NOT NULL DEFAULT '[]',   -- JSON array of --network-alias
+    UNIQUE (network_id, ip)
+);
+CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
+CREATE TABLE IF NOT EXISTS ports (
+    container_id   TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    host_ip        TEXT NOT NULL,         -- '' = every address of the host
+    host_port      INTEGER NOT NULL,
+    proto          TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    PRIMARY KEY (host_ip, host_port, proto)
+);
+CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
+"#;
+const SCHEMA_VERSION: i64 = 4;
+
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn network_from_row(r: &Row) -> rusqlite::Result<Network> {
+    let subnet: String = r.get("subnet")?;
+    let gateway: String = r.get("gateway")?;
+    let ip_range: Option<String> = r.get("ip_range")?;
+    let options: String = r.get("options")?;
+    Ok(Network {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        driver: Driver::parse(&r.get::<_, String>("driver")?).ok_or_else(|| bad_column("driver"))?,
+        subnet: subnet.parse().map_err(|_| bad_column("subnet"))?,
+        gateway: gateway.parse().map_err(|_| bad_column("gateway"))?,
+        ip_range: ip_range.map(|s| s.parse()).transpose().map_err(|_| bad_column("ip_range"))?,
+        bridge: r.get("bridge")?,
+        mtu: r.get("mtu")?,
+        internal: r.get("internal")?,
+        options: serde_json::from_str(&options).map_err(|_| bad_column("options"))?,
+        builtin: r.get("builtin")?,
+        created: r.get("created")?,
+        cursor: r.get("cursor")?,
+    })
+}
+
+fn container_from_row(r: &Row) -> rusqlite::Result<Container> {
+    let cmd: String = r.get("cmd")?;
+    let state: String = r.get("state")?;
+    Ok(Container {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        cmd: serde_json::from_str(&cmd).map_err(|_| bad_column("cmd"))?,
+        hostname: r.get("hostname")?,
+        state: State::parse(&state),
+        pid: r.get("pid")?,
+        monitor_pid: r.get("monitor_pid")?,
+        monitor_start: r.get::<_, Option<i64>>("monitor_start")?.map(|v| v as u64),
+        exit_code: r.get("exit_code")?,
+        error: r.get("error")?,
+        auto_remove: r.get("auto_remove")?,
+        detached: r.get("detached")?,
+        network_mode: NetworkMode::parse(&r.get::<_, String>("network_mode")?),
+        dns: serde_json::from_str(&r.get::<_, String>("dns")?).map_err(|_| bad_column("dns"))?,
+        netns_source: r.get("netns_source")?,
+        created: r.get("created")?,
+        started: r.get("started")?,
+        finished: r.get("finished")?,
+    })
+}
+
+fn endpoint_from_row(r: &Row) -> rusqlite::Result<Endpoint> {
+    let ip: Option<String> = r.get("ip")?;
+    let req: Option<String> = r.get("requested_ip")?;
+    Ok(Endpoint {
+        id: r.get("id")?,
+        container_id: r.get("container_id")?,
+        network_id: r.get("network_id")?,
+        ifname: r.get("ifname")?,
+        host_ifname: r.get("host_ifname")?,
+        ip: ip.and_then(|s| s.parse().ok()),
+        requested_ip: req.and_then(|s| s.parse().ok()),
+        mac: r.get("mac")?,
+        aliases: serde_json::from_str(&r.get::<_, String>("aliases")?).map_err(|_| bad_column("aliases"))?,
+    })
+}
+
+fn bad_column(name: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnName(format!("{name} holds a value netwright cannot read"))
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating state root {}", root.display()))?;
+        let path = root.join("netwright.db");
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // Older stores gain the columns added since, in order.
+        if version == 2 {
+            conn.execute_batch("BEGIN IMMEDIATE;
+                ALTER TABLE endpoints ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
+                ALTER TABLE containers ADD COLUMN dns TEXT NOT NULL DEFAULT '[]';
+                PRAGMA user_version = 3; COMMIT;").context("upgrading the store's schema")?;
+        }
+        if version == 2 || version == 3 {
+            conn.execute_batch("BEGIN IMMEDIATE;
+                ALTER TABLE containers ADD COLUMN netns_source TEXT;
+                PRAGMA user_version = 4; COMMIT;").context("upgrading the store's schema")?;
+        }
+        if version < 2 {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+                .context("creating the store's schema")?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// Runs `f` in a write transaction taken up front (BEGIN IMMEDIATE), so two processes
+    /// never both read-then-write the same allocation.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&Tx(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Read-only access (a deferred transaction gives a consistent snapshot).
+    pub fn read<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let out = f(&Tx(&tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// Queries available inside a transaction.
+pub struct Tx<'a>(&'a Transaction<'a>);
+
+impl Tx<'_> {
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM networks ORDER BY created, name")?;
+        let rows = st.query_map([], network_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A network by exact name, exact id, or unique id prefix.
+    pub fn network(&self, reference: &str) -> Result<Option<Network>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM networks WHERE name = ?1 OR id = ?1")?;
+        if let Some(n) = st.query_row([reference], network_from_row).optional()? {
+            return Ok(Some(n));
+        }
+        let mut st = self.0.prepare_cached("SELECT * FROM networks WHERE id LIKE ?1 || '%' LIMIT 2")?;
+        let found: Vec<Network> = st.query_map([reference], network_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(if found.len() == 1 { found.into_iter().next() } else { None })
+    }
+
+    pub fn insert_network(&self, n: &Network) -> Result<()> {
+        self.0.prepare_cached(
+            "INSERT INTO networks (id, name, driver, subnet, gateway, ip_range, bridge, mtu, internal, options, builtin, created, cursor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?.execute(params![
+            n.id, n.name, n.driver.as_str(), n.subnet.to_string(), n.gateway.to_string(),
+            n.ip_range.map(|r| r.to_string()), n.bridge, n.mtu, n.internal,
+            serde_json::to_string(&n.options)?, n.builtin, n.created, n.cursor
+        ])?;
+        Ok(())
+    }
+
+    pub fn delete_network(&self, id: &str) -> Result<()> {
+        self.0.execute("DELETE FROM endpoints WHERE network_id = ?1 AND ip IS NULL", [id])?;
+        self.0.execute("DELETE FROM networks WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn set_cursor(&self, network_id: &str, cursor: u32) -> Result<()> {
+        self.0.prepare_cached("UPDATE networks SET cursor = ?2 WHERE id = ?1")?
+            .execute(params![network_id, cursor])?;
+        Ok(())
+    }
+
+    pub fn ip_taken(&self, network_id: &str, ip: Ipv4Addr) -> Result<bool> {
+        let mut st = self.0.prepare_cached("SELECT 1 FROM endpoints WHERE network_id = ?1 AND ip = ?2")?;
+        Ok(st.exists(params![network_id, ip.to_string()])?)
+    }
+
+    /// Every address in use on a network.
+    pub fn ips_in_use(&self, network_id: &str) -> Result<Vec<Ipv4Addr>> {
+        let mut st = self.0.prepare_cached("SELECT ip FROM endpoints WHERE network_id = ?1 AND ip IS NOT NULL")?;
+        let rows = st.query_map([network_id], |r| r.get::<_, String>(0))?;
+        Ok(rows.filter_map(|r| r.ok()?.parse().ok()).collect())
+    }
+
+    pub fn containers(&self) -> Result<Vec<Container>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM containers ORDER BY created DESC")?;
+        let rows = st.query_map([], container_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn running_containers(&self) -> Result<Vec<Container>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM containers WHERE state != 'exited'")?;
+        let rows = st.query_map([], container_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A container by exact name, exact id, or unique id prefix.
+    pub fn container(&self, reference: &str) -> Result<Option<Container>> {
+        let reference = reference.strip_prefix('/').unwrap_or(reference);
+        let mut st = self.0.prepare_cached("SELECT * FROM containers WHERE name = ?1 OR id = ?1")?;
+        if let Some(c) = st.query_row([reference], container_from_row).optional()? {
+            return Ok(Some(c));
+        }
+        if reference.len() < 3 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut st = self.0.prepare_cached("SELECT * FROM containers WHERE id LIKE ?1 || '%' LIMIT 2")?;
+        let found: Vec<Container> = st.query_map([reference], container_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(if found.len() == 1 { found.into_iter().next() } else { None })
+    }
+
+    /// Whether a live container shares `id`'s network namespace (container:<id>).
+    pub fn has_joiners(&self, id: &str) -> Result<bool> {
+        let mut st = self.0.prepare_cached(
+            "SELECT 1 FROM containers WHERE network_mode = 'container:' || ?1 AND state != 'exited'")?;
+        Ok(st.exists([id])?)
+    }
+
+    pub fn name_taken(&self, name: &str) -> Result<bool> {
+        let mut st = self.0.prepare_cached("SELECT 1 FROM containers WHERE name = ?1")?;
+        Ok(st.exists([name])?)
+    }
+
+    pub fn insert_container(&self, c: &Container) -> Result<()> {
+        self.0.prepare_cached(
+            "INSERT INTO containers (id, name, cmd, hostname, state, pid, monitor_pid, monitor_start, exit_code, error,
+                                     auto_remove, detached, network_mode, dns, created, started, finished, netns_source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        )?.execute(params![
+            c.id, c.name, serde_json::to_string(&c.cmd)?, c.hostname, c.state.as_str(), c.pid,
+            c.monitor_pid, c.monitor_start.map(|v| v as i64), c.exit_code, c.error, c.auto_remove,
+            c.detached, c.network_mode.as_string(), serde_json::to_string(&c.dns)?, c.created, c.started, c.finished, c.netns_source
+        ])?;
+        Ok(())
+    }
+
+    /// `pid` is None for an attached container: it runs once its network is set up.
+    pub fn mark_running(&self, id: &str, pid: Option<i32>, started: i64) -> Result<()> {
+        self.0.prepare_cached("UPDATE containers SET state = 'running', pid = ?2, started = ?3 WHERE id = ?1")?
+            .execute(params![id, pid, started])?;
+        Ok(())
+    }
+
+    /// Records the end of a container and frees its addresses, in one transaction.
+    pub fn mark_exited(&self, id: &str, exit_code: i32, error: Option<&str>, finished: i64) -> Result<()> {
+        self.0.prepare_cached(
+            "UPDATE containers SET state = 'exited', exit_code = ?2, error = COALESCE(?3, error), finished = ?4 WHERE id = ?1",
+        )?.execute(params![id, exit_code, error, finished])?;
+        self.0.prepare_cached("UPDATE endpoints SET ip = NULL WHERE container_id = ?1")?.execute([id])?;
+        self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    pub fn delete_container(&self, id: &str) -> Result<()> {
+        self.0.prepare_cached("DELETE FROM containers WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    pub fn insert_endpoint(&self, e: &Endpoint) -> Result<()> {
+        self.0.prepare_cached(
+            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac, aliases)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?.execute(params![
+            e.id, e.container_id, e.network_id, e.ifname, e.host_ifname,
+            e.ip.map(|i| i.to_string()), e.requested_ip.map(|i| i.to_string()), e.mac,
+            serde_json::to_string(&e.aliases)?
+        ])?;
+        Ok(())
+    }
+
+    pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<Endpoint>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM endpoints WHERE container_id = ?1 ORDER BY ifname")?;
+        let rows = st.query_map([container_id], endpoint_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Endpoints holding an address on a network (the containers attached to it now).
+    pub fn active_endpoints_on(&self, network_id: &str) -> Result<Vec<Endpoint>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM endpoints WHERE network_id = ?1 AND ip IS NOT NULL")?;
+        let rows = st.query_map([network_id], endpoint_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn all_endpoints(&self) -> Result<Vec<Endpoint>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM endpoints")?;
+        let rows = st.query_map([], endpoint_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn delete_endpoint(&self, id: &str) -> Result<()> {
+        self.0.prepare_cached("DELETE FROM endpoints WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    pub fn delete_ports(&self, container_id: &str) -> Result<()> {
+        self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([container_id])?;
+        Ok(())
+    }
+
+    pub fn insert_port(&self, container_id: &str, m: &Mapping) -> Result<()> {
+        self.0.prepare_cached(
+            "INSERT INTO ports (container_id, host_ip, host_port, proto, container_port) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?.execute(params![container_id, ip_key(m.host_ip), m.host_port, m.proto.as_str(), m.container_port])?;
+        Ok(())
+    }
+
+    /// The container (name) already publishing a port that `m` would collide with.
+    pub fn port_holder(&self, host_ip: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> Result<Option<(String, Mapping)>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT c.name, p.host_ip, p.container_port FROM ports p JOIN containers c ON c.id = p.container_id
+             WHERE p.host_port = ?1 AND p.proto = ?2 AND (p.host_ip = ?3 OR p.host_ip = '' OR ?3 = '') LIMIT 1",
+        )?;
+        Ok(st.query_row(params![host_port, proto.as_str(), ip_key(host_ip)], |r| {
+            let ip: String = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, Mapping { host_ip: ip.parse().ok(), host_port, container_port: r.get(2)?, proto }))
+        }).optional()?)
+    }
+
+    pub fn ports_of(&self, container_id: &str) -> Result<Vec<Mapping>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT host_ip, host_port, proto, container_port FROM ports WHERE container_id = ?1 ORDER BY proto, container_port, host_ip")?;
+        let rows = st.query_map([container_id], mapping_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every published port with the address of its container (first endpoint).
+    pub fn active_ports(&self) -> Result<Vec<(Mapping, Ipv4Addr)>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip FROM ports p
+             JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0' WHERE e.ip IS NOT NULL")?;
+        let rows = st.query_map([], |r| {
+            let ip: String = r.get(4)?;
+            Ok((mapping_from_row(r)?, ip.parse().map_err(|_| bad_column("ip"))?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn ip_key(ip: Option<Ipv4Addr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_default()
+}
+
+fn mapping_from_row(r: &Row) -> rusqlite::Result<Mapping> {
+    let ip: String = r.get(0)?;
+    let proto: String = r.get(2)?;
+    Ok(Mapping {
+        host_ip: ip.parse().ok(),
+        host_port: r.get(1)?,
+        proto: Proto::parse(&proto).ok_or_else(|| bad_column("proto"))?,
+        container_port: r.get(3)?,
+    })
+}
