@@ -7,7 +7,7 @@ use crate::container::{add_endpoint, find, owner_alive};
 use crate::ctx::Ctx;
 use crate::error::invalid;
 use crate::model::Driver;
-use crate::drivers::{bridge, macvlan};
+use crate::drivers::{self, bridge};
 use crate::firewall;
 use crate::ipam;
 use crate::kernel::{netlink::Netlink, netns};
@@ -44,13 +44,13 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, ip: O
         let mut host = Netlink::open()?;
         let mut inside = bridge::netlink_in(&ns)?;
         let plan = plan::endpoint(&net, &ep, ep.ip.expect("allocated"), first);
-        if net.driver == Driver::Macvlan {
-            macvlan::attach(&mut host, &mut inside, &ns, &net, &plan)
-        } else {
-            let index = bridge::ensure_bridge(&mut host, &plan::network(&net))?;
-            bridge::attach(&mut host, &mut inside, &ns, index, &plan)?;
-            firewall::ensure(ctx, store)
+        let driver = drivers::of(net.driver);
+        let anchor = driver.ensure_network(&mut host, &net)?;
+        driver.attach(&mut host, &mut inside, &ns, &net, anchor, &plan)?;
+        if net.driver == Driver::Bridge {
+            firewall::ensure(ctx, store)?;
         }
+        Ok(())
     })();
     if let Err(e) = attached {
         store.write(|tx| tx.delete_endpoint(&ep.id))?;

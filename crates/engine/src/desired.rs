@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use crate::model::{Driver, NetworkMode};
-use crate::network;
+use crate::drivers;
+use crate::model::NetworkMode;
 use crate::plan::{self, EndpointPlan};
 use crate::store::{Container, Endpoint, Network, State};
 
@@ -63,27 +63,16 @@ impl Desired {
 pub fn host(snap: &Snapshot) -> Desired {
     let mut links = Vec::new();
     for n in &snap.networks {
-        match n.driver {
-            Driver::Bridge if network::bridge_expected(n, &snap.endpoints) => links.push(DesiredLink {
-                name: n.bridge.clone(),
-                mtu: n.mtu,
-                kind: DesiredKind::Bridge { network: n.name.clone(), gateway: n.gateway, prefix: n.subnet.prefix_len() },
-            }),
-            Driver::Bridge => {}
-            Driver::Macvlan => links.push(DesiredLink {
-                name: n.bridge.clone(),
-                mtu: n.mtu,
-                kind: DesiredKind::Shim { network: n.name.clone() },
-            }),
-        }
+        let in_use = snap.endpoints.iter().any(|e| e.network_id == n.id && e.ip.is_some());
+        links.extend(drivers::of(n.driver).network_links(n, in_use));
     }
     for c in &snap.containers {
         if !c.network_mode.is_network() || c.state == State::Exited {
             continue;
         }
         for e in snap.endpoints.iter().filter(|e| e.container_id == c.id) {
-            let (Some(ip), false) = (e.ip, e.host_ifname.is_empty()) else { continue };
             let Some(n) = snap.networks.iter().find(|n| n.id == e.network_id) else { continue };
+            let (Some(ip), true) = (e.ip, drivers::of(n.driver).has_host_device()) else { continue };
             let kind = if c.state == State::Running {
                 // The first network's endpoint carries the default route (eth0).
                 let first = e.ifname == "eth0";
@@ -110,6 +99,7 @@ pub fn has_own_network(c: &Container) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::Driver;
     use std::collections::BTreeMap;
 
     pub(crate) fn net(id: &str, name: &str, driver: Driver, builtin: bool) -> Network {

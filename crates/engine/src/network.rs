@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 
 use crate::ctx::{Ctx, now_nanos, random_hex};
-use crate::drivers::{bridge, macvlan};
+use crate::drivers::{self, bridge, macvlan};
 use crate::error::{conflict, invalid, not_found};
 use crate::model::Driver;
 use crate::firewall;
@@ -62,27 +62,15 @@ fn parse_options(driver: Driver, opts: &[String]) -> Result<(Option<u32>, BTreeM
         let Some((k, v)) = o.split_once('=') else {
             bail!(invalid(format!("option {o:?} is not KEY=VALUE: write e.g. --opt mtu=1400")));
         };
-        let boolean = || -> Result<()> {
-            if v != "true" && v != "false" {
-                bail!(invalid(format!("option {k}={v}: use true or false")));
-            }
-            Ok(())
-        };
-        match (driver, k) {
-            (_, "mtu" | "com.docker.network.driver.mtu") => {
-                mtu = Some(v.parse().ok().filter(|m| (68..=65535).contains(m))
-                    .with_context(|| format!("option {k}={v}: MTU must be a number between 68 and 65535"))?);
-            }
-            (Driver::Bridge, "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc") => boolean()?,
-            (Driver::Macvlan, macvlan::PARENT) => {}
-            (Driver::Macvlan, macvlan::HOST_SHIM) => boolean()?,
-            (Driver::Macvlan, macvlan::MODE) => {
-                if !["bridge", "private", "vepa", "passthru"].contains(&v) {
-                    bail!(invalid(format!("option {k}={v}: macvlan modes are bridge, private, vepa, passthru")));
-                }
-            }
-            (Driver::Bridge, _) => bail!(invalid(format!("unknown network option {k:?}: bridge networks take mtu, masquerade, icc"))),
-            _ => bail!(invalid(format!("unknown network option {k:?}: macvlan networks take parent, macvlan_mode, host_shim, mtu"))),
+        if k == "mtu" || k == "com.docker.network.driver.mtu" {
+            mtu = Some(
+                v.parse()
+                    .ok()
+                    .filter(|m| (68..=65535).contains(m))
+                    .ok_or_else(|| invalid(format!("option {k}={v}: MTU must be a number between 68 and 65535")))?,
+            );
+        } else {
+            drivers::of(driver).check_option(k, v)?;
         }
         map.insert(k.to_string(), v.to_string());
     }
@@ -193,12 +181,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
 
 /// The kernel objects of a network: its bridge, or its macvlan shim and VLAN parent.
 fn remove_devices(store: &mut Store, nl: &mut Netlink, net: &Network) -> Result<()> {
-    if net.driver == Driver::Macvlan {
-        let others = store.read(|tx| tx.networks())?;
-        macvlan::remove(nl, net, &others)
-    } else {
-        bridge::remove_bridge(nl, &net.bridge)
-    }
+    let others = store.read(|tx| tx.networks())?;
+    drivers::of(net.driver).remove(nl, net, &others)
 }
 
 fn check_overlap(tx: &Tx, routes: &[Route], s: Ipv4Net) -> Result<()> {
@@ -258,13 +242,6 @@ pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, kernel: bo
     Ok(net)
 }
 
-/// Whether the network's bridge should exist in the kernel: every user-defined bridge
-/// network's does; the default network's only once a container uses it.
-pub fn bridge_expected(n: &Network, endpoints: &[crate::store::Endpoint]) -> bool {
-    n.driver == Driver::Bridge && (!n.builtin || endpoints.iter().any(|e| e.network_id == n.id && e.ip.is_some()))
-}
-
-/// Looks a network up, with the error a user should see when it is not there.
 pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
     match tx.network(reference)? {
         Some(n) => Ok(n),

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Mode, Spec, files, owner_alive};
 use crate::ctx::{Ctx, now_nanos, random_hex, trace};
-use crate::drivers::{bridge, macvlan};
+use crate::drivers::{self, bridge};
 use crate::error::{conflict, invalid, not_found};
 use crate::firewall;
 use crate::ipam;
@@ -259,7 +259,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
     trace("setup: files written");
     let mut bridges = Vec::new();
     for n in nets {
-        bridges.push(if n.driver == Driver::Bridge { bridge::ensure_bridge(host_nl, &plan::network(n))? } else { 0 });
+        bridges.push(drivers::of(n.driver).ensure_network(host_nl, n)?);
     }
     trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;
@@ -291,11 +291,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
     for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
         let ip = ep.ip.expect("allocated above");
         let plan = plan::endpoint(net, ep, ip, i == 0);
-        if net.driver == Driver::Macvlan {
-            macvlan::attach(host_nl, &mut ctr_nl, &ns, net, &plan)?;
-        } else {
-            bridge::attach(host_nl, &mut ctr_nl, &ns, bridges[i], &plan)?;
-        }
+        drivers::of(net.driver).attach(host_nl, &mut ctr_nl, &ns, net, bridges[i], &plan)?;
         trace("setup: endpoint attached");
     }
     Ok(((Some(ns), template, ctx.container_dir(&c.id)), dns))

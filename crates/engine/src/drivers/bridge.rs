@@ -6,9 +6,59 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::{Context, Result, bail};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
+use super::NetworkDriver;
+use crate::desired::{DesiredKind, DesiredLink};
+use crate::error::invalid;
 use crate::kernel::netlink::{Netlink, VethSpec};
 use crate::kernel::netns;
-use crate::plan::{BridgePlan, EndpointPlan};
+use crate::plan::{self, BridgePlan, EndpointPlan};
+use crate::store::Network;
+
+pub struct BridgeDriver;
+
+impl NetworkDriver for BridgeDriver {
+    fn check_option(&self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc" => {
+                if value != "true" && value != "false" {
+                    bail!(invalid(format!("option {key}={value}: use true or false")));
+                }
+                Ok(())
+            }
+            _ => bail!(invalid(format!("unknown network option {key:?}: bridge networks take mtu, masquerade, icc"))),
+        }
+    }
+
+    fn network_links(&self, n: &Network, in_use: bool) -> Vec<DesiredLink> {
+        // The default network's bridge appears with its first container (reading never
+        // changes the host); every user-defined network's exists from its creation.
+        if n.builtin && !in_use {
+            return vec![];
+        }
+        vec![DesiredLink {
+            name: n.bridge.clone(),
+            mtu: n.mtu,
+            kind: DesiredKind::Bridge { network: n.name.clone(), gateway: n.gateway, prefix: n.subnet.prefix_len() },
+        }]
+    }
+
+    fn has_host_device(&self) -> bool {
+        true
+    }
+
+    fn ensure_network(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
+        ensure_bridge(nl, &plan::network(n))
+    }
+
+    fn attach(&self, host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, _: &Network, anchor: u32, plan: &EndpointPlan)
+    -> Result<()> {
+        attach(host, ctr, ns, anchor, plan)
+    }
+
+    fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
+        remove_bridge(nl, &n.bridge)
+    }
+}
 
 /// Makes the bridge exist, carry the gateway address and be up. Idempotent and safe
 /// against a concurrent netwright doing the same. Returns its ifindex.

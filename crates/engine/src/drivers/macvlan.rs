@@ -12,11 +12,52 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use anyhow::{Context, Result, bail};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 
+use super::NetworkDriver;
+use crate::desired::{DesiredKind, DesiredLink};
 use crate::drivers::bridge;
-use crate::model::Driver;
+use crate::error::invalid;
 use crate::kernel::netlink::Netlink;
+use crate::model::Driver;
 use crate::plan::EndpointPlan;
 use crate::store::Network;
+
+pub struct MacvlanDriver;
+
+impl NetworkDriver for MacvlanDriver {
+    fn check_option(&self, key: &str, value: &str) -> Result<()> {
+        match key {
+            PARENT => Ok(()),
+            HOST_SHIM if value == "true" || value == "false" => Ok(()),
+            HOST_SHIM => bail!(invalid(format!("option {key}={value}: use true or false"))),
+            MODE if ["bridge", "private", "vepa", "passthru"].contains(&value) => Ok(()),
+            MODE => bail!(invalid(format!("option {key}={value}: macvlan modes are bridge, private, vepa, passthru"))),
+            _ => bail!(invalid(format!("unknown network option {key:?}: macvlan networks take parent, macvlan_mode, host_shim, mtu"))),
+        }
+    }
+
+    fn network_links(&self, n: &Network, _: bool) -> Vec<DesiredLink> {
+        // The shim's name is recorded whether or not it was asked for, so a device by that
+        // name is never taken for a stray; `ensure_shim` makes it when it is.
+        vec![DesiredLink { name: n.bridge.clone(), mtu: n.mtu, kind: DesiredKind::Shim { network: n.name.clone() } }]
+    }
+
+    fn has_host_device(&self) -> bool {
+        false
+    }
+
+    fn ensure_network(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
+        Ok(ensure_parent(nl, parent(n))?.0)
+    }
+
+    fn attach(&self, host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, n: &Network, _: u32, plan: &EndpointPlan)
+    -> Result<()> {
+        attach(host, ctr, ns, n, plan)
+    }
+
+    fn remove(&self, nl: &mut Netlink, n: &Network, others: &[Network]) -> Result<()> {
+        remove(nl, n, others)
+    }
+}
 
 pub const PARENT: &str = "parent";
 pub const MODE: &str = "macvlan_mode";

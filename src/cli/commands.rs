@@ -1,0 +1,216 @@
+//! Running the parsed commands: thin calls into the engine and the process runtime.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Cli, Cmd, NetworkCmd, output};
+use crate::runtime;
+use netwright_engine::Engine;
+use netwright_engine::container::{self, Spec};
+use netwright_engine::ctx::Ctx;
+use netwright_engine::error::one_line;
+use netwright_engine::kernel::process;
+
+/// `docker inspect`'s document for one container.
+pub(super) fn inspect_doc(ctx: &Ctx, store: &mut netwright_engine::store::Store, c: &netwright_engine::store::Container) -> Result<serde_json::Value> {
+    let (eps, ports) = store.read(|tx| {
+        let mut v = Vec::new();
+        for e in tx.endpoints_of(&c.id)? {
+            let n = tx.network(&e.network_id)?;
+            v.push((e, n));
+        }
+        Ok((v, tx.ports_of(&c.id)?))
+    })?;
+    Ok(output::container_inspect(ctx, c, &eps, &ports))
+}
+
+fn needs_admin(cmd: &Cmd) -> bool {
+    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. } | Cmd::Port { .. } | Cmd::Topology { .. }
+        | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. }))
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    if needs_admin(&cli.command) && !process::has_admin_caps() {
+        bail!("this command needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
+    }
+    let engine = Engine::open(&cli.root)?;
+    let ctx = engine.ctx.clone();
+    netwright_engine::ctx::trace("parsed");
+    let out = &mut std::io::stdout().lock();
+    match cli.command {
+        Cmd::Run(a) => {
+            // Like `docker run`: 125 when netwright itself failed, else the container's code.
+            return runtime::run(&ctx, Spec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() }).map_err(|e| match e.downcast::<runtime::RunError>() {
+                Ok(r) => r.into(),
+                Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: one_line(&e) }.into(),
+            });
+        }
+        Cmd::Attach(a) => {
+            let c = engine.attach(Spec { netns: Some(a.netns), ..a.net.spec() })?;
+            let mut store = engine.store()?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&inspect_doc(&ctx, &mut store, &c)?)?)?;
+        }
+        Cmd::Detach { containers } => {
+            let mut store = ctx.store()?;
+            for r in &containers {
+                runtime::remove(&ctx, &mut store, r, true)?;
+                writeln!(out, "{r}")?;
+            }
+        }
+        Cmd::Network(n) => super::network::run(&engine, n, out)?,
+        Cmd::Ps { all, format, quiet } => {
+            let mut store = ctx.store()?;
+            container::sweep(&ctx, &mut store)?;
+            let list: Vec<_> = store.read(|tx| {
+                let mut v = Vec::new();
+                for c in tx.containers()?.into_iter().filter(|c| all || c.state == netwright_engine::store::State::Running) {
+                    let ports = tx.ports_of(&c.id)?;
+                    v.push((c, ports));
+                }
+                Ok(v)
+            })?;
+            if quiet {
+                for (c, _) in &list {
+                    writeln!(out, "{}", &c.id[..12])?;
+                }
+            } else if format == "json" {
+                for (c, p) in &list {
+                    writeln!(out, "{}", output::ps_json(c, p))?;
+                }
+            } else {
+                let rows: Vec<_> = list.iter().map(|(c, p)| output::ps_row(c, p)).collect();
+                write!(out, "{}", output::table(&["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORK"], &rows))?;
+            }
+        }
+        Cmd::Inspect { containers } => {
+            let mut store = ctx.store()?;
+            container::sweep(&ctx, &mut store)?;
+            let mut docs = Vec::new();
+            for r in &containers {
+                let c = container::find(&mut store, r)?;
+                docs.push(inspect_doc(&ctx, &mut store, &c)?);
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+        }
+        Cmd::Exec { container, cmd } => {
+            let mut store = ctx.store()?;
+            return runtime::exec(&mut store, &container, &cmd);
+        }
+        Cmd::Logs { container, follow } => logs(&ctx, &container, follow, out)?,
+        Cmd::Stop { time, containers } => {
+            let mut store = ctx.store()?;
+            for r in &containers {
+                runtime::stop(&ctx, &mut store, r, Duration::from_secs(time))?;
+                writeln!(out, "{r}")?;
+            }
+        }
+        Cmd::Rm { force, containers } => {
+            let mut store = ctx.store()?;
+            for r in &containers {
+                runtime::remove(&ctx, &mut store, r, force)?;
+                writeln!(out, "{r}")?;
+            }
+        }
+        Cmd::Port { container } => {
+            let mut store = ctx.store()?;
+            let c = container::find(&mut store, &container)?;
+            for m in store.read(|tx| tx.ports_of(&c.id))? {
+                writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
+                    m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
+            }
+        }
+        Cmd::Trace { src, dst, probe, wait, format } => {
+            let mut store = ctx.store()?;
+            container::sweep(&ctx, &mut store)?;
+            let probe = probe.then(|| std::time::Duration::from_secs(wait));
+            let t = netwright_engine::observe::trace::trace(&ctx, &mut store, &src, &dst, probe)?;
+            if format == "json" {
+                writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
+            } else {
+                write!(out, "{}", netwright_engine::observe::trace::text(&t))?;
+            }
+            return Ok(if t.verdict == "DELIVERED" && t.probe_agrees != Some(false) { 0 } else { 1 });
+        }
+        Cmd::Topology { format } => {
+            use netwright_engine::observe::topology as topo;
+            let mut store = ctx.store()?;
+            container::sweep(&ctx, &mut store)?;
+            let t = topo::build(&ctx, &mut store)?;
+            let text = match format.as_str() {
+                "json" => serde_json::to_string_pretty(&t)? + "\n",
+                "dot" => topo::dot(&t),
+                "mermaid" => topo::mermaid(&t),
+                "svg" => topo::svg(&t),
+                _ => topo::text(&t),
+            };
+            write!(out, "{text}")?;
+        }
+        Cmd::Doctor { container } => {
+            let mut store = ctx.store()?;
+            container::sweep(&ctx, &mut store)?;
+            let findings = netwright_engine::observe::doctor::run(&ctx, &mut store, container.as_deref())?;
+            let mut failed = false;
+            for f in &findings {
+                let tag = match f.level {
+                    netwright_engine::observe::doctor::Level::Ok => "ok  ",
+                    netwright_engine::observe::doctor::Level::Warn => "WARN",
+                    netwright_engine::observe::doctor::Level::Fail => { failed = true; "FAIL" }
+                };
+                writeln!(out, "{tag}  {:<16} {}", f.check, f.detail)?;
+                if let (Some(fix), false) = (&f.fix, f.level == netwright_engine::observe::doctor::Level::Ok) {
+                    writeln!(out, "      {:<16} fix: {fix}", "")?;
+                }
+            }
+            return Ok(if failed { 1 } else { 0 });
+        }
+        Cmd::Reconcile => {
+            let r = engine.recover()?;
+            writeln!(out, "firewall rebuilt from the store (tables ip/bridge {})", netwright_engine::firewall::table_name(&ctx))?;
+            writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
+            writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
+            writeln!(out, "repaired {} port(s)", r.ports_repaired)?;
+            writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
+            writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
+        }
+        Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
+        Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
+    }
+    Ok(0)
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
+}
+
+fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Result<()> {
+    use std::io::Read;
+    let mut store = ctx.store()?;
+    let c = container::find(&mut store, reference)?;
+    if !c.detached {
+        bail!("container {} ran in the foreground: its output went to the terminal, not to a log", c.name);
+    }
+    let path = ctx.log_path(&c.id);
+    let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        let now = container::find(&mut store, reference);
+        if now.map(|c| c.state == netwright_engine::store::State::Exited).unwrap_or(true) {
+            buf.clear();
+            f.read_to_end(&mut buf)?;
+            out.write_all(&buf)?;
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+

@@ -1,0 +1,90 @@
+//! `netwright network …`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use super::{NetworkCmd, output};
+use netwright_engine::Engine;
+use netwright_engine::kernel::netlink::Netlink;
+use netwright_engine::network::{self, CreateSpec};
+
+pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
+    let ctx = &engine.ctx;
+    let mut store = engine.store()?;
+    let mut nl = Netlink::open().context("opening netlink")?;
+    network::ensure_default(ctx, &mut store, &mut nl, false)?;
+    match cmd {
+        NetworkCmd::Create(a) => {
+            let n = engine.network_create(&CreateSpec {
+                name: a.name, driver: a.driver, subnet: a.subnet, gateway: a.gateway,
+                ip_range: a.ip_range, internal: a.internal, options: a.opt,
+            })?;
+            writeln!(out, "{}", n.id)?;
+        }
+        NetworkCmd::Ls { format, quiet } => {
+            let nets = store.read(|tx| tx.networks())?;
+            if quiet {
+                for n in &nets {
+                    writeln!(out, "{}", &n.id[..12])?;
+                }
+            } else if format == "json" {
+                for n in &nets {
+                    writeln!(out, "{}", output::network_ls_json(n))?;
+                }
+            } else {
+                let rows: Vec<_> = nets.iter().map(output::network_row).collect();
+                write!(out, "{}", output::table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows))?;
+            }
+        }
+        NetworkCmd::Inspect { networks } => {
+            engine.sweep()?;
+            let mut docs = Vec::new();
+            for r in &networks {
+                let doc = store.read(|tx| {
+                    let n = network::resolve(tx, r)?;
+                    let mut attached = Vec::new();
+                    for e in tx.active_endpoints_on(&n.id)? {
+                        if let Some(c) = tx.container(&e.container_id)? {
+                            attached.push((c, e));
+                        }
+                    }
+                    Ok(output::network_inspect(&n, &attached))
+                })?;
+                docs.push(doc);
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+        }
+        NetworkCmd::Rm { networks } => {
+            engine.sweep()?;
+            let mut failed = None;
+            for r in &networks {
+                match engine.network_remove(r) {
+                    Ok(_) => writeln!(out, "{r}")?,
+                    Err(e) => failed = Some(anyhow::Error::from(e)),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        NetworkCmd::Connect { network, container, ip, alias } => {
+            engine.connect(&network, &container, ip.as_deref(), &alias)?;
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            engine.disconnect(&network, &container)?;
+        }
+        NetworkCmd::Prune { .. } => {
+            engine.sweep()?;
+            let removed = engine.network_prune()?;
+            if !removed.is_empty() {
+                writeln!(out, "Deleted Networks:")?;
+                for n in removed {
+                    writeln!(out, "{n}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
