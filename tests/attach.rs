@@ -40,7 +40,18 @@ fn attach_networks_a_runtimes_namespace_and_detach_undoes_it() {
     sb.ok(&["network", "create", "app", "--subnet", "10.94.0.0/24"]);
     sb.ok(&["run", "-d", "--name", "web", "--network", "app", "--", "sleep", "300"]);
     let (path, ns) = runtime_ns(&sb, "pod1");
-    let out = sb.ok(&["attach", path.to_str().unwrap(), "--name", "rt", "--network", "app", "-p", "18080:80", "--network-alias", "svc"]);
+    let out = sb.ok(&[
+        "attach",
+        path.to_str().unwrap(),
+        "--name",
+        "rt",
+        "--network",
+        "app",
+        "-p",
+        "18080:80",
+        "--network-alias",
+        "svc",
+    ]);
     let doc: serde_json::Value = serde_json::from_str(&out).expect("attach prints the inspect document");
     let ip = doc["NetworkSettings"]["Networks"]["app"]["IPAddress"].as_str().unwrap().to_string();
     assert!(ip.starts_with("10.94.0."), "{out}");
@@ -57,8 +68,11 @@ fn attach_networks_a_runtimes_namespace_and_detach_undoes_it() {
 
     // A server the runtime runs in its namespace is reachable through the published port,
     // and the namespace resolves the network's names (and is resolved) like a container.
-    let mut server = Sandbox::in_ns_cmd(&ns, "python3").args([&sb.script("tcp.py"), "serve", "80"])
-        .stdout(Stdio::null()).spawn().unwrap();
+    let mut server = Sandbox::in_ns_cmd(&ns, "python3")
+        .args([&sb.script("tcp.py"), "serve", "80"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let r = retry(|| from_lan(&sb, "192.168.1.10", 18080, "tcp"));
     let web_ip = sb.ip_of("web");
     assert!(ask_in(&sb, &ns, "web").contains(&web_ip), "the runtime's namespace resolves web");
@@ -70,9 +84,16 @@ fn attach_networks_a_runtimes_namespace_and_detach_undoes_it() {
     // Detach: the port, the interfaces, the DNS redirect and the record go; the namespace stays.
     sb.ok(&["detach", "rt"]);
     assert!(from_lan(&sb, "192.168.1.10", 18080, "tcp").is_err(), "the port is no longer published");
-    assert!(eventually(Duration::from_secs(5), || !links_in(&ns).contains(&"eth0".to_string())), "eth0 removed: {:?}", links_in(&ns));
+    assert!(
+        eventually(Duration::from_secs(5), || !links_in(&ns).contains(&"eth0".to_string())),
+        "eth0 removed: {:?}",
+        links_in(&ns)
+    );
     assert!(!tables_in(&ns).contains("netwright"), "DNS redirect removed: {}", tables_in(&ns));
-    assert!(eventually(Duration::from_secs(5), || !ours(&sb.host_links(), &veth).contains(&veth)), "host veth {veth} removed");
+    assert!(
+        eventually(Duration::from_secs(5), || !ours(&sb.host_links(), &veth).contains(&veth)),
+        "host veth {veth} removed"
+    );
     assert!(!sb.ok(&["ps", "-a"]).contains("rt"));
     assert!(netns::is_nsfs(&std::fs::File::open(&path).unwrap()), "the runtime's namespace is the runtime's");
     // The same name and port can be attached again at once.
@@ -86,14 +107,27 @@ fn a_namespace_gone_without_detach_is_released_by_the_next_command() {
     let sb = sandbox("attach-gone");
     sb.ok(&["network", "create", "app", "--subnet", "10.95.0.0/24"]);
     let (path, ns) = runtime_ns(&sb, "pod2");
-    let doc: serde_json::Value = serde_json::from_str(&sb.ok(&["attach", path.to_str().unwrap(), "--name", "rt", "--network", "app", "-p", "18081:80"])).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "attach",
+        path.to_str().unwrap(),
+        "--name",
+        "rt",
+        "--network",
+        "app",
+        "-p",
+        "18081:80",
+    ]))
+    .unwrap();
     let veth = doc["NetworkSettings"]["Networks"]["app"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
     // The runtime deletes its namespace and forgets to call detach (or crashed).
     drop(ns);
     netns::remove_pinned(&path).unwrap();
     let ps = sb.ok(&["ps", "-a"]);
     assert!(ps.contains("rt") && ps.contains("Exited"), "{ps}");
-    assert!(eventually(Duration::from_secs(5), || !ours(&sb.host_links(), &veth).contains(&veth)), "host veth {veth} released");
+    assert!(
+        eventually(Duration::from_secs(5), || !ours(&sb.host_links(), &veth).contains(&veth)),
+        "host veth {veth} released"
+    );
     // Its port and name are free for the next one.
     sb.ok(&["rm", "rt"]);
     let (path2, _ns2) = runtime_ns(&sb, "pod3");

@@ -16,7 +16,10 @@ fn ask(sb: &Sandbox, from: &str, args: &[&str]) -> (String, Vec<String>) {
     let out = sb.nw(&full);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines().map(str::to_string);
-    (lines.next().unwrap_or_else(|| format!("NO ANSWER {}", String::from_utf8_lossy(&out.stderr).trim())), lines.collect())
+    (
+        lines.next().unwrap_or_else(|| format!("NO ANSWER {}", String::from_utf8_lossy(&out.stderr).trim())),
+        lines.collect(),
+    )
 }
 
 fn sleeper(sb: &Sandbox, name: &str, extra: &[&str]) {
@@ -31,7 +34,11 @@ fn names_aliases_ptr_and_no_leak_across_networks() {
     let sb = sandbox("dns");
     sb.ok(&["network", "create", "app", "--subnet", "10.91.0.0/24"]);
     sb.ok(&["network", "create", "other", "--subnet", "10.92.0.0/24"]);
-    sleeper(&sb, "web", &["--network", "app", "--network-alias", "www", "--network-alias", "front", "--hostname", "webhost"]);
+    sleeper(
+        &sb,
+        "web",
+        &["--network", "app", "--network-alias", "www", "--network-alias", "front", "--hostname", "webhost"],
+    );
     sleeper(&sb, "client", &["--network", "app"]);
     sleeper(&sb, "outsider", &["--network", "other"]);
     let web = sb.ip_of("web");
@@ -74,7 +81,8 @@ fn alias_round_robin_over_five_containers() {
     // 100 lookups in one process (a python loop), first answers collected.
     let script = format!(
         "import subprocess\nfirst=set()\nfor _ in range(100):\n    out=subprocess.run(['python3','{}','svc'],capture_output=True,text=True).stdout.split()\n    assert out[0]=='NOERROR' and len(out)==6, out\n    first.add(out[1])\nprint(' '.join(sorted(first)))",
-        sb.script("dnsq.py"));
+        sb.script("dnsq.py")
+    );
     let out = sb.ok(&["exec", "client", "--", "python3", "-c", &script]);
     let firsts: HashSet<String> = out.split_whitespace().map(str::to_string).collect();
     assert_eq!(firsts, ips, "every address comes first at least once");
@@ -83,10 +91,25 @@ fn alias_round_robin_over_five_containers() {
 #[test]
 fn forwarding_tcp_fallback_servfail_dns_and_add_host() {
     let sb = sandbox("fwd");
-    let upstream = Kill(sb.in_lan_cmd("python3").args([&sb.script("fakedns.py")]).stdout(Stdio::null()).spawn().unwrap());
+    let upstream =
+        Kill(sb.in_lan_cmd("python3").args([&sb.script("fakedns.py")]).stdout(Stdio::null()).spawn().unwrap());
     sb.ok(&["network", "create", "app", "--subnet", "10.94.0.0/24"]);
-    sleeper(&sb, "cc", &["--network", "app", "--dns", "192.168.1.100", "--add-host", "db.local:10.1.2.3",
-        "--dns-search", "corp.example", "--dns-option", "timeout:2"]);
+    sleeper(
+        &sb,
+        "cc",
+        &[
+            "--network",
+            "app",
+            "--dns",
+            "192.168.1.100",
+            "--add-host",
+            "db.local:10.1.2.3",
+            "--dns-search",
+            "corp.example",
+            "--dns-option",
+            "timeout:2",
+        ],
+    );
     let mut first = (String::new(), vec![]);
     for _ in 0..50 {
         first = ask(&sb, "cc", &["example.test"]);
@@ -129,8 +152,10 @@ fn resolver_comes_back_own_port_53_works_and_no_open_resolver() {
     assert_eq!(own.1, vec!["198.51.100.7".to_string()], "the container's own port-53 server answers");
     assert_eq!(ask(&sb, "ns1", &["client"]).1, vec![sb.ip_of("client")], "and its 127.0.0.11 still works");
     // Kill the resolver: a query within 5 s still gets its answer.
-    let pid = netwright_engine::kernel::process::of_root(&sb.root).into_iter()
-        .find(|(_, argv)| argv.iter().any(|a| a == "_resolver")).map(|(p, _)| p)
+    let pid = netwright_engine::kernel::process::of_root(&sb.root)
+        .into_iter()
+        .find(|(_, argv)| argv.iter().any(|a| a == "_resolver"))
+        .map(|(p, _)| p)
         .expect("resolver process");
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let t = Instant::now();
@@ -187,8 +212,12 @@ fn the_resolver_leaves_with_the_last_named_container_and_comes_back() {
     let sb = sandbox("dnsidle");
     sb.ok(&["network", "create", "app", "--subnet", "10.98.0.0/24"]);
     sleeper(&sb, "web", &["--network", "app"]);
-    let dns_procs = || netwright_engine::kernel::process::of_root(&sb.root).into_iter()
-        .filter(|(_, argv)| argv.iter().any(|a| a == "_resolver" || a == "_dns")).count();
+    let dns_procs = || {
+        netwright_engine::kernel::process::of_root(&sb.root)
+            .into_iter()
+            .filter(|(_, argv)| argv.iter().any(|a| a == "_resolver" || a == "_dns"))
+            .count()
+    };
     assert_eq!(dns_procs(), 2, "resolver and supervisor run while a container needs them");
     sb.ok(&["rm", "-f", "web"]);
     // Nothing left to serve: both leave within two idle ticks (10 s each).

@@ -11,7 +11,9 @@ fn doctor(sb: &Sandbox) -> (i32, String) {
 }
 
 fn drift_line(out: &str) -> &str {
-    out.lines().find(|l| l.split_whitespace().nth(1) == Some("drift")).unwrap_or_else(|| panic!("no drift line:\n{out}"))
+    out.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("drift"))
+        .unwrap_or_else(|| panic!("no drift line:\n{out}"))
 }
 
 /// Two containers on one network (icc=false optional), each serving tcp.py on port 80;
@@ -42,7 +44,8 @@ fn a_hand_deleted_bridge_is_reported_and_restored_with_its_ports() {
     let sb = sandbox("drift-br");
     two_servers(&sb, "10.91.0.0/24", &[]);
     healthy(&sb);
-    let bridge = sb.inspect("web")["NetworkSettings"]["Networks"]["app"]["Netwright"]["Bridge"].as_str().unwrap().to_string();
+    let bridge =
+        sb.inspect("web")["NetworkSettings"]["Networks"]["app"]["Netwright"]["Bridge"].as_str().unwrap().to_string();
     ip_del(&sb, &bridge);
     // The fault is real: the containers' veths lost their bridge.
     assert!(sb.send_once("web", &sb.ip_of("db"), 80, "x").is_err());
@@ -64,7 +67,10 @@ fn a_hand_deleted_container_veth_is_reported_and_remade_into_its_container() {
     let sb = sandbox("drift-veth");
     two_servers(&sb, "10.92.0.0/24", &[]);
     healthy(&sb);
-    let veth = sb.inspect("db")["NetworkSettings"]["Networks"]["app"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
+    let veth = sb.inspect("db")["NetworkSettings"]["Networks"]["app"]["Netwright"]["HostInterface"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let db_ip = sb.ip_of("db");
     ip_del(&sb, &veth);
     assert!(sb.send_once("web", &db_ip, 80, "x").is_err(), "db is unreachable without its veth");
@@ -92,7 +98,8 @@ fn an_isolated_port_comes_back_isolated() {
     let tcp = sb.script("tcp.py");
     sb.ok(&["run", "-d", "--name", "aa", "--network", "quiet", "--", "python3", &tcp, "serve", "80"]);
     sb.ok(&["run", "-d", "--name", "bb", "--network", "quiet", "--", "python3", &tcp, "serve", "80"]);
-    let bridge = sb.inspect("aa")["NetworkSettings"]["Networks"]["quiet"]["Netwright"]["Bridge"].as_str().unwrap().to_string();
+    let bridge =
+        sb.inspect("aa")["NetworkSettings"]["Networks"]["quiet"]["Netwright"]["Bridge"].as_str().unwrap().to_string();
     // Wait for a's server: from the host namespace, through the bridge's gateway address.
     retry(|| from_host(&sb, &sb.ip_of("aa"), 80, "tcp")).expect("a serves");
     assert!(sb.send_once("bb", &sb.ip_of("aa"), 80, "x").is_err(), "icc=false before");

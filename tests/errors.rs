@@ -57,8 +57,19 @@ fn every_error_is_one_line_nonzero_and_changes_nothing() {
 
     // Not root: the same binary as an unprivileged user.
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_netwright"), "run", "--", "true"])
-        .env("NETWRIGHT_ROOT", &sb.root).output().unwrap();
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            env!("CARGO_BIN_EXE_netwright"),
+            "run",
+            "--",
+            "true",
+        ])
+        .env("NETWRIGHT_ROOT", &sb.root)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs root"), "{err}");

@@ -22,8 +22,11 @@ fn server(sb: &Sandbox, name: &str, extra: &[&str], ports: &[u16]) {
 }
 
 fn lan_server(sb: &Sandbox, port: u16) -> std::process::Child {
-    sb.in_lan_cmd("python3").args([&sb.script("tcp.py"), "serve", &port.to_string()])
-        .stdout(Stdio::null()).spawn().unwrap()
+    sb.in_lan_cmd("python3")
+        .args([&sb.script("tcp.py"), "serve", &port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn nft(sb: &Sandbox, args: &[&str]) -> String {
@@ -34,13 +37,18 @@ fn nft(sb: &Sandbox, args: &[&str]) -> String {
 
 /// The table's text without counter values (they move with traffic).
 fn rules(sb: &Sandbox) -> String {
-    nft(sb, &["list", "table", "ip", &table(sb)]).lines()
+    nft(sb, &["list", "table", "ip", &table(sb)])
+        .lines()
         .map(|l| l.split(" counter packets").next().unwrap_or(l).to_string())
-        .collect::<Vec<_>>().join("\n")
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn table(sb: &Sandbox) -> String {
-    nft(sb, &["list", "tables"]).lines().find_map(|l| l.strip_prefix("table ip ").filter(|t| t.starts_with("netwright-")).map(str::to_string)).expect("netwright table")
+    nft(sb, &["list", "tables"])
+        .lines()
+        .find_map(|l| l.strip_prefix("table ip ").filter(|t| t.starts_with("netwright-")).map(str::to_string))
+        .expect("netwright table")
 }
 
 #[test]
@@ -91,7 +99,12 @@ fn published_ports_answer_from_lan_host_localhost_and_hairpin() {
     assert!(from_lan(&sb, "192.168.1.10", 9090, "tcp").is_err(), "9090 is bound to 127.0.0.1 only");
     // `port` lists the mappings like `docker port`.
     let port = sb.ok(&["port", "api"]);
-    assert!(port.contains("80/tcp -> 0.0.0.0:8080") && port.contains("80/udp -> 0.0.0.0:8080") && port.contains("80/tcp -> 127.0.0.1:9090"), "{port}");
+    assert!(
+        port.contains("80/tcp -> 0.0.0.0:8080")
+            && port.contains("80/udp -> 0.0.0.0:8080")
+            && port.contains("80/tcp -> 127.0.0.1:9090"),
+        "{port}"
+    );
     // Removing the container removes exactly its map elements.
     let t = table(&sb);
     sb.ok(&["rm", "-f", "api"]);
@@ -118,7 +131,9 @@ fn random_ports_ranges_and_conflicts() {
     let (code, err) = sb.fails(&["run", "-d", "-p", "8001:80", "--", "sleep", "1"]);
     assert_ne!(code, 0);
     assert!(err.contains("already published by container rng"), "{err}");
-    let _host = Kill(sb.in_host_cmd("python3").args([&sb.script("tcp.py"), "serve", "8500"]).stdout(Stdio::null()).spawn().unwrap());
+    let _host = Kill(
+        sb.in_host_cmd("python3").args([&sb.script("tcp.py"), "serve", "8500"]).stdout(Stdio::null()).spawn().unwrap(),
+    );
     assert!(eventually(std::time::Duration::from_secs(5), || {
         sb.nw(&["run", "--rm", "-p", "8500:80", "--", "true"]).status.code() == Some(125)
     }));
@@ -191,5 +206,8 @@ fn admin_chain_reconcile_after_flush_and_foreign_tables() {
     sb.ok(&["run", "--rm", "-p", "8181:80", "--", "true"]);
     sb.ok(&["reconcile"]);
     let now = nft(&sb, &["list", "table", "ip", "foreign"]);
-    assert_eq!(now.lines().filter(|l| !l.contains("counter")).collect::<Vec<_>>(), foreign.lines().filter(|l| !l.contains("counter")).collect::<Vec<_>>());
+    assert_eq!(
+        now.lines().filter(|l| !l.contains("counter")).collect::<Vec<_>>(),
+        foreign.lines().filter(|l| !l.contains("counter")).collect::<Vec<_>>()
+    );
 }

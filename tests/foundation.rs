@@ -39,8 +39,12 @@ fn two_containers_exchange_tcp_both_ways_by_ip() {
 fn container_reaches_its_gateway() {
     let sb = sandbox("gw");
     // A server in the host namespace, listening on every address (the bridge's included).
-    let mut server = sb.in_host_cmd("python3").args([&sb.script("tcp.py"), "serve", "7100"])
-        .stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut server = sb
+        .in_host_cmd("python3")
+        .args([&sb.script("tcp.py"), "serve", "7100"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     sb.ok(&["run", "-d", "--name", "c1", "--", "sleep", "60"]);
     let gw = sb.inspect("c1")["NetworkSettings"]["Gateway"].as_str().unwrap().to_string();
     assert_eq!(gw, "172.17.0.1", "default network is 172.17.0.0/16 in a fresh sandbox");
@@ -75,9 +79,19 @@ fn containers_on_different_networks_cannot_reach_each_other() {
 fn container_sees_only_lo_and_eth0_and_its_own_files() {
     let sb = sandbox("view");
     let out = sb.ok(&["run", "--rm", "--hostname", "web1", "--", "ip", "-o", "link"]);
-    let names: Vec<&str> = out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()).collect();
+    let names: Vec<&str> =
+        out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()).collect();
     assert_eq!(names, vec!["lo", "eth0"], "{out}");
-    let out = sb.ok(&["run", "--rm", "--hostname", "web1", "--", "sh", "-c", "hostname; cat /etc/hostname; grep web1 /etc/hosts; ip -o -4 addr show eth0; ip route"]);
+    let out = sb.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "web1",
+        "--",
+        "sh",
+        "-c",
+        "hostname; cat /etc/hostname; grep web1 /etc/hosts; ip -o -4 addr show eth0; ip route",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "web1");
     assert_eq!(lines[1], "web1");
@@ -96,8 +110,12 @@ fn foreground_run_passes_exit_code_and_stdio() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
-    let mut child = sb.netwright(["run", "--rm", "--", "sh", "-c", "read x; echo got-$x"])
-        .stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = sb
+        .netwright(["run", "--rm", "--", "sh", "-c", "read x; echo got-$x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
     let out = child.wait_with_output().unwrap();
@@ -147,10 +165,12 @@ fn twenty_concurrent_runs_get_distinct_addresses_and_all_answer() {
     let sb = sandbox("conc");
     sb.ok(&["network", "create", "n1", "--subnet", "10.34.0.0/24"]);
     let script = sb.script("tcp.py");
-    let children: Vec<_> = (0..20).map(|i| {
-        let name = format!("s{i}");
-        sb.spawn_nw(&["run", "-d", "--name", &name, "--network", "n1", "--", "python3", &script, "serve", "7000"])
-    }).collect();
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let name = format!("s{i}");
+            sb.spawn_nw(&["run", "-d", "--name", &name, "--network", "n1", "--", "python3", &script, "serve", "7000"])
+        })
+        .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -183,7 +203,17 @@ fn detached_logs_stop_and_generated_names() {
 #[test]
 fn ipam_honours_ip_and_range_and_derives_mac() {
     let sb = sandbox("ipam");
-    sb.ok(&["network", "create", "n1", "--subnet", "10.35.0.0/24", "--gateway", "10.35.0.254", "--ip-range", "10.35.0.128/28"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "n1",
+        "--subnet",
+        "10.35.0.0/24",
+        "--gateway",
+        "10.35.0.254",
+        "--ip-range",
+        "10.35.0.128/28",
+    ]);
     sb.ok(&["run", "-d", "--name", "fixed", "--network", "n1", "--ip", "10.35.0.9", "--", "sleep", "300"]);
     sb.ok(&["run", "-d", "--name", "auto", "--network", "n1", "--", "sleep", "300"]);
     assert_eq!(sb.ip_of("fixed"), "10.35.0.9");

@@ -93,8 +93,21 @@ fn macvlan_containers_sit_on_the_lan_without_nat() {
     let sb = sandbox("macvlan");
     let script = sb.script("tcp.py");
     let _lan = Kill(sb.in_lan_cmd("python3").args([&script, "serve", "7000"]).stdout(Stdio::null()).spawn().unwrap());
-    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "192.168.1.0/24",
-        "--gateway", "192.168.1.1", "--ip-range", "192.168.1.192/27", "lan"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--subnet",
+        "192.168.1.0/24",
+        "--gateway",
+        "192.168.1.1",
+        "--ip-range",
+        "192.168.1.192/27",
+        "lan",
+    ]);
     sb.ok(&["run", "-d", "--name", "m1", "--network", "lan", "--", "python3", &script, "serve", "7000"]);
     sb.ok(&["run", "-d", "--name", "m2", "--network", "lan", "--", "python3", &script, "serve", "7000"]);
     let (m1, m2) = (sb.ip_of("m1"), sb.ip_of("m2"));
@@ -112,8 +125,23 @@ fn macvlan_containers_sit_on_the_lan_without_nat() {
     // ...until it has a shim of its own.
     sb.ok(&["rm", "-f", "m1", "m2"]);
     sb.ok(&["network", "rm", "lan"]);
-    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "-o", "host_shim=true", "--subnet", "192.168.1.0/24",
-        "--gateway", "192.168.1.1", "--ip-range", "192.168.1.192/27", "lan"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "-o",
+        "host_shim=true",
+        "--subnet",
+        "192.168.1.0/24",
+        "--gateway",
+        "192.168.1.1",
+        "--ip-range",
+        "192.168.1.192/27",
+        "lan",
+    ]);
     sb.ok(&["run", "-d", "--name", "m3", "--network", "lan", "--", "python3", &script, "serve", "7000"]);
     let m3 = sb.ip_of("m3");
     retry(|| from_host(&sb, &m3, 7000, "tcp")).expect("host -> macvlan through the shim");
@@ -129,10 +157,27 @@ fn macvlan_containers_sit_on_the_lan_without_nat() {
 fn vlan_parent_mtu_and_macvlan_errors() {
     let sb = sandbox("vlan");
     // Does this kernel do 802.1Q at all? (Some build it out.) Probe in a scratch device.
-    let vlan_ok = sb.in_host_cmd("ip").args(["link", "add", "link", "eth0", "name", "probe.7", "type", "vlan", "id", "7"])
-        .stderr(Stdio::null()).status().unwrap().success();
+    let vlan_ok = sb
+        .in_host_cmd("ip")
+        .args(["link", "add", "link", "eth0", "name", "probe.7", "type", "vlan", "id", "7"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
     let _ = sb.in_host_cmd("ip").args(["link", "del", "probe.7"]).stderr(Stdio::null()).status();
-    let create = ["network", "create", "-d", "macvlan", "-o", "parent=eth0.10", "--subnet", "10.80.0.0/24", "--opt", "mtu=1400", "v10"];
+    let create = [
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0.10",
+        "--subnet",
+        "10.80.0.0/24",
+        "--opt",
+        "mtu=1400",
+        "v10",
+    ];
     if vlan_ok {
         sb.ok(&create);
         let link = sb.host_links().into_iter().find(|l| l.name == "eth0.10").expect("VLAN sub-interface created");
@@ -148,7 +193,19 @@ fn vlan_parent_mtu_and_macvlan_errors() {
         assert!(!sb.ok(&["network", "ls"]).contains("v10"), "nothing recorded");
     }
     // MTU on a macvlan network reaches the container's eth0.
-    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "10.83.0.0/24", "--opt", "mtu=1400", "m14"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--subnet",
+        "10.83.0.0/24",
+        "--opt",
+        "mtu=1400",
+        "m14",
+    ]);
     let mtu = sb.ok(&["run", "--rm", "--network", "m14", "--", "cat", "/sys/class/net/eth0/mtu"]);
     assert_eq!(mtu.trim(), "1400", "--opt mtu applies to the macvlan");
     // MTU on a bridge network reaches the bridge, the host veth and the container's eth0.
@@ -165,9 +222,18 @@ fn vlan_parent_mtu_and_macvlan_errors() {
         (vec!["-d", "macvlan", "--subnet", "10.82.0.0/24", "x1"], "need a parent interface"),
         (vec!["-d", "macvlan", "-o", "parent=eth0", "x1"], "give its --subnet"),
         (vec!["-d", "macvlan", "-o", "parent=eth9", "--subnet", "10.82.0.0/24", "x1"], "eth9 does not exist"),
-        (vec!["-d", "macvlan", "-o", "parent=eth0", "-o", "host_shim=true", "--subnet", "10.82.0.0/24", "x1"], "needs --ip-range"),
-        (vec!["-d", "macvlan", "-o", "parent=eth0", "-o", "macvlan_mode=odd", "--subnet", "10.82.0.0/24", "x1"], "macvlan modes"),
-        (vec!["-d", "macvlan", "-o", "parent=eth0", "-o", "icc=false", "--subnet", "10.82.0.0/24", "x1"], "unknown network option"),
+        (
+            vec!["-d", "macvlan", "-o", "parent=eth0", "-o", "host_shim=true", "--subnet", "10.82.0.0/24", "x1"],
+            "needs --ip-range",
+        ),
+        (
+            vec!["-d", "macvlan", "-o", "parent=eth0", "-o", "macvlan_mode=odd", "--subnet", "10.82.0.0/24", "x1"],
+            "macvlan modes",
+        ),
+        (
+            vec!["-d", "macvlan", "-o", "parent=eth0", "-o", "icc=false", "--subnet", "10.82.0.0/24", "x1"],
+            "unknown network option",
+        ),
     ] {
         let mut full = vec!["network", "create"];
         full.extend(args);
@@ -175,7 +241,19 @@ fn vlan_parent_mtu_and_macvlan_errors() {
         assert!(err.contains(expect), "{expect}: {err}");
         assert_eq!(err.lines().count(), 1);
     }
-    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "192.168.1.0/24", "--ip-range", "192.168.1.200/29", "lan"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--subnet",
+        "192.168.1.0/24",
+        "--ip-range",
+        "192.168.1.200/29",
+        "lan",
+    ]);
     let (_, err) = sb.fails(&["run", "--rm", "--network", "lan", "-p", "80:80", "--", "true"]);
     assert!(err.contains("macvlan network"), "{err}");
 }
@@ -185,8 +263,19 @@ fn a_released_macvlan_address_can_be_taken_again_at_once() {
     // The MAC comes from the IP, and the kernel destroys a released namespace's devices
     // later: the old macvlan must not keep that MAC busy on the parent meanwhile.
     let sb = sandbox("macvlan-reuse");
-    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "192.168.1.0/24",
-        "--gateway", "192.168.1.1", "lan"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--subnet",
+        "192.168.1.0/24",
+        "--gateway",
+        "192.168.1.1",
+        "lan",
+    ]);
     for _ in 0..10 {
         sb.ok(&["run", "-d", "--name", "mv", "--network", "lan", "--ip", "192.168.1.60", "--", "sleep", "60"]);
         sb.ok(&["rm", "-f", "mv"]);

@@ -11,8 +11,34 @@ use common::*;
 fn topology_shows_everything_and_marks_drift() {
     let sb = sandbox("topo");
     sb.ok(&["network", "create", "app", "--subnet", "10.100.0.0/24"]);
-    sb.ok(&["network", "create", "-d", "macvlan", "-o", "parent=eth0", "--subnet", "192.168.1.0/24", "--ip-range", "192.168.1.224/28", "lan"]);
-    sb.ok(&["run", "-d", "--name", "api", "--network", "app", "--network-alias", "backend", "-p", "8080:80", "--", "sleep", "300"]);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--subnet",
+        "192.168.1.0/24",
+        "--ip-range",
+        "192.168.1.224/28",
+        "lan",
+    ]);
+    sb.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "app",
+        "--network-alias",
+        "backend",
+        "-p",
+        "8080:80",
+        "--",
+        "sleep",
+        "300",
+    ]);
     sb.ok(&["run", "-d", "--name", "web", "--", "sleep", "300"]);
     sb.ok(&["run", "-d", "--name", "mv", "--network", "lan", "--", "sleep", "300"]);
     sb.ok(&["run", "-d", "--name", "island", "--network", "none", "--", "sleep", "300"]);
@@ -21,13 +47,31 @@ fn topology_shows_everything_and_marks_drift() {
     let api = sb.inspect("api");
     let veth = api["NetworkSettings"]["Networks"]["app"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
     let bridge = api["NetworkSettings"]["Networks"]["app"]["Netwright"]["Bridge"].as_str().unwrap().to_string();
-    for want in ["eth0", "192.168.1.10/24", "network app", "network bridge", "network lan", &bridge, &veth,
-                 "container api", "container web", "container mv", "island: none", "side: shares api's namespace",
-                 &sb.ip_of("api"), "backend", "0.0.0.0:8080->80/tcp", "192.168.1.224/24", "nftables"] {
+    for want in [
+        "eth0",
+        "192.168.1.10/24",
+        "network app",
+        "network bridge",
+        "network lan",
+        &bridge,
+        &veth,
+        "container api",
+        "container web",
+        "container mv",
+        "island: none",
+        "side: shares api's namespace",
+        &sb.ip_of("api"),
+        "backend",
+        "0.0.0.0:8080->80/tcp",
+        "192.168.1.224/24",
+        "nftables",
+    ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
     assert!(!text.contains("MISSING") && !text.contains("STRAY"), "{text}");
-    for (format, names) in [("dot", vec!["api", "web", "mv", "island", "side"]), ("mermaid", vec!["api", "web", "mv", "island", "side"])] {
+    for (format, names) in
+        [("dot", vec!["api", "web", "mv", "island", "side"]), ("mermaid", vec!["api", "web", "mv", "island", "side"])]
+    {
         let out = sb.ok(&["topology", "--format", format]);
         for n in names {
             assert!(out.contains(n), "{format} lacks {n}:\n{out}");

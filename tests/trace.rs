@@ -26,10 +26,40 @@ fn seed_flows_are_delivered_and_faults_blocked_as_real_packets_say() {
     sb.ok(&["network", "create", "other", "--subnet", "10.102.0.0/24"]);
     sb.ok(&["network", "create", "sealed", "--internal", "--subnet", "10.103.0.0/24"]);
     sb.ok(&["run", "-d", "--name", "web", "--network", "app", "--", "python3", &script, "serve", "7000"]);
-    sb.ok(&["run", "-d", "--name", "api", "--network", "app", "-p", "8080:80", "--", "python3", &script, "serve", "80"]);
+    sb.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "app",
+        "-p",
+        "8080:80",
+        "--",
+        "python3",
+        &script,
+        "serve",
+        "80",
+    ]);
     sb.ok(&["run", "-d", "--name", "far", "--network", "other", "--", "python3", &script, "serve", "7000"]);
     sb.ok(&["run", "-d", "--name", "vault", "--network", "sealed", "--", "sleep", "300"]);
-    sb.ok(&["run", "-d", "--name", "shy", "--network", "app", "-p", "8181:80", "--", "python3", "-m", "http.server", "80", "--bind", "127.0.0.1"]);
+    sb.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "shy",
+        "--network",
+        "app",
+        "-p",
+        "8181:80",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        "127.0.0.1",
+    ]);
     retry(|| from_lan(&sb, "192.168.1.10", 8080, "tcp")).expect("api up");
     sb.send_from("web", &sb.ip_of("api"), 80, "x").expect("servers up");
     sb.send_from("far", &sb.ip_of("far"), 7000, "x").expect("far up");
@@ -52,8 +82,17 @@ fn seed_flows_are_delivered_and_faults_blocked_as_real_packets_say() {
     // Across networks: blocked by isolation, with the fix; the real packet fails too.
     let (code, out) = trace(&sb, &["--probe", "web", "far:7000"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("BLOCKED") && out.contains("different networks") && out.contains("netwright network connect other web") && out.contains("(agrees)"), "{out}");
-    assert!(out.contains("dropped by ip netwright-") && out.contains("isolation: drop traffic between different networks"), "{out}");
+    assert!(
+        out.contains("BLOCKED")
+            && out.contains("different networks")
+            && out.contains("netwright network connect other web")
+            && out.contains("(agrees)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dropped by ip netwright-") && out.contains("isolation: drop traffic between different networks"),
+        "{out}"
+    );
     // An internal network's egress.
     let (code, out) = trace(&sb, &["vault", "lan:192.168.1.100:7000"]);
     assert_eq!(code, 1, "{out}");
@@ -74,9 +113,13 @@ fn seed_flows_are_delivered_and_faults_blocked_as_real_packets_say() {
     let out = watch.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("DNAT to the container") && text.contains("reset (RST)") && text.contains("(agrees)"), "{text}");
+    assert!(
+        text.contains("DNAT to the container") && text.contains("reset (RST)") && text.contains("(agrees)"),
+        "{text}"
+    );
     // JSON for tools.
-    let json: serde_json::Value = serde_json::from_str(&sb.ok(&["trace", "--format", "json", "web", "api:80"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["trace", "--format", "json", "web", "api:80"])).unwrap();
     assert_eq!(json["verdict"], "DELIVERED");
     assert!(json["hops"].as_array().unwrap().len() >= 3);
 }
@@ -84,14 +127,24 @@ fn seed_flows_are_delivered_and_faults_blocked_as_real_packets_say() {
 #[test]
 fn a_foreign_firewall_the_explanation_misses_shows_as_a_disagreement() {
     let sb = sandbox("trace-foreign");
-    let _lan = Kill(sb.in_lan_cmd("python3").args([&sb.script("tcp.py"), "serve", "7000"]).stdout(Stdio::null()).spawn().unwrap());
+    let _lan = Kill(
+        sb.in_lan_cmd("python3").args([&sb.script("tcp.py"), "serve", "7000"]).stdout(Stdio::null()).spawn().unwrap(),
+    );
     sb.ok(&["run", "-d", "--name", "cc", "--", "sleep", "300"]);
     sb.send_from("cc", "192.168.1.100", 7000, "x").expect("egress works before the foreign rule");
-    for args in [vec!["add", "table", "ip", "strict"], vec!["add", "chain", "ip", "strict", "fw", "{ type filter hook forward priority 10; policy drop; }"]] {
+    for args in [
+        vec!["add", "table", "ip", "strict"],
+        vec!["add", "chain", "ip", "strict", "fw", "{ type filter hook forward priority 10; policy drop; }"],
+    ] {
         assert!(sb.in_host_cmd("nft").args(&args).status().unwrap().success());
     }
     let (code, out) = trace(&sb, &["--probe", "cc", "lan:192.168.1.100:7000"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("verdict: DELIVERED") && out.contains("DISAGREES") && out.contains("dropped by ip strict/fw (chain policy)"), "{out}");
+    assert!(
+        out.contains("verdict: DELIVERED")
+            && out.contains("DISAGREES")
+            && out.contains("dropped by ip strict/fw (chain policy)"),
+        "{out}"
+    );
     assert!(!tables(&sb).contains("-trace"), "the marking table is removed");
 }

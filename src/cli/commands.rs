@@ -14,7 +14,11 @@ use netwright_engine::error::one_line;
 use netwright_engine::kernel::process;
 
 /// `docker inspect`'s document for one container.
-pub(super) fn inspect_doc(ctx: &Ctx, store: &mut netwright_engine::store::Store, c: &netwright_engine::store::Container) -> Result<serde_json::Value> {
+pub(super) fn inspect_doc(
+    ctx: &Ctx,
+    store: &mut netwright_engine::store::Store,
+    c: &netwright_engine::store::Container,
+) -> Result<serde_json::Value> {
     let (eps, ports) = store.read(|tx| {
         let mut v = Vec::new();
         for e in tx.endpoints_of(&c.id)? {
@@ -27,8 +31,15 @@ pub(super) fn inspect_doc(ctx: &Ctx, store: &mut netwright_engine::store::Store,
 }
 
 fn needs_admin(cmd: &Cmd) -> bool {
-    !matches!(cmd, Cmd::Ps { .. } | Cmd::Inspect { .. } | Cmd::Logs { .. } | Cmd::Port { .. } | Cmd::Topology { .. }
-        | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. }))
+    !matches!(
+        cmd,
+        Cmd::Ps { .. }
+            | Cmd::Inspect { .. }
+            | Cmd::Logs { .. }
+            | Cmd::Port { .. }
+            | Cmd::Topology { .. }
+            | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. })
+    )
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -43,10 +54,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Run(a) => {
             // Like `docker run`: 125 when netwright itself failed, else the container's code.
-            return runtime::run(&ctx, Spec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() }).map_err(|e| match e.downcast::<runtime::RunError>() {
-                Ok(r) => r.into(),
-                Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: one_line(&e) }.into(),
-            });
+            return runtime::run(&ctx, Spec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() })
+                .map_err(|e| match e.downcast::<runtime::RunError>() {
+                    Ok(r) => r.into(),
+                    Err(e) => runtime::RunError { code: runtime::EXIT_RUN_ERROR, message: one_line(&e) }.into(),
+                });
         }
         Cmd::Attach(a) => {
             let c = engine.attach(Spec { netns: Some(a.netns), ..a.net.spec() })?;
@@ -66,7 +78,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             container::sweep(&ctx, &mut store)?;
             let list: Vec<_> = store.read(|tx| {
                 let mut v = Vec::new();
-                for c in tx.containers()?.into_iter().filter(|c| all || c.state == netwright_engine::store::State::Running) {
+                for c in
+                    tx.containers()?.into_iter().filter(|c| all || c.state == netwright_engine::store::State::Running)
+                {
                     let ports = tx.ports_of(&c.id)?;
                     v.push((c, ports));
                 }
@@ -82,7 +96,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 }
             } else {
                 let rows: Vec<_> = list.iter().map(|(c, p)| output::ps_row(c, p)).collect();
-                write!(out, "{}", output::table(&["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORK"], &rows))?;
+                write!(
+                    out,
+                    "{}",
+                    output::table(
+                        &["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORK"],
+                        &rows
+                    )
+                )?;
             }
         }
         Cmd::Inspect { containers } => {
@@ -118,8 +139,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             let mut store = ctx.store()?;
             let c = container::find(&mut store, &container)?;
             for m in store.read(|tx| tx.ports_of(&c.id))? {
-                writeln!(out, "{}/{} -> {}:{}", m.container_port, m.proto.as_str(),
-                    m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), m.host_port)?;
+                writeln!(
+                    out,
+                    "{}/{} -> {}:{}",
+                    m.container_port,
+                    m.proto.as_str(),
+                    m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    m.host_port
+                )?;
             }
         }
         Cmd::Trace { src, dst, probe, wait, format } => {
@@ -157,7 +184,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 let tag = match f.level {
                     netwright_engine::observe::doctor::Level::Ok => "ok  ",
                     netwright_engine::observe::doctor::Level::Warn => "WARN",
-                    netwright_engine::observe::doctor::Level::Fail => { failed = true; "FAIL" }
+                    netwright_engine::observe::doctor::Level::Fail => {
+                        failed = true;
+                        "FAIL"
+                    }
                 };
                 writeln!(out, "{tag}  {:<16} {}", f.check, f.detail)?;
                 if let (Some(fix), false) = (&f.fix, f.level == netwright_engine::observe::doctor::Level::Ok) {
@@ -168,7 +198,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Reconcile => {
             let r = engine.recover()?;
-            writeln!(out, "firewall rebuilt from the store (tables ip/bridge {})", netwright_engine::firewall::table_name(&ctx))?;
+            writeln!(
+                out,
+                "firewall rebuilt from the store (tables ip/bridge {})",
+                netwright_engine::firewall::table_name(&ctx)
+            )?;
             writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
             writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
             writeln!(out, "repaired {} port(s)", r.ports_repaired)?;
@@ -213,4 +247,3 @@ fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Resul
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-

@@ -14,7 +14,11 @@ use netwright_engine::container::Spec;
 use netwright_engine::ctx::DEFAULT_ROOT;
 
 #[derive(Parser, Debug)]
-#[command(name = "netwright", version, about = "Container networking on the real kernel: bridges, veths, namespaces — and what they do")]
+#[command(
+    name = "netwright",
+    version,
+    about = "Container networking on the real kernel: bridges, veths, namespaces — and what they do"
+)]
 pub struct Cli {
     /// State root: database, namespaces, logs. Everything netwright names is scoped by it.
     #[arg(long, global = true, env = "NETWRIGHT_ROOT", default_value = DEFAULT_ROOT)]
@@ -154,10 +158,7 @@ pub enum NetworkCmd {
         alias: Vec<String>,
     },
     /// Disconnect a running container from a network
-    Disconnect {
-        network: String,
-        container: String,
-    },
+    Disconnect { network: String, container: String },
     /// Remove all networks no container is attached to
     Prune {
         /// Accepted for Docker compatibility; netwright never prompts
@@ -244,9 +245,17 @@ pub struct NetArgs {
 impl NetArgs {
     fn spec(self) -> Spec {
         Spec {
-            name: self.name, networks: self.network, ip: self.ip, hostname: self.hostname, publish: self.publish,
-            aliases: self.network_alias, dns: self.dns, dns_search: self.dns_search, dns_options: self.dns_option,
-            add_hosts: self.add_host, ..Spec::default()
+            name: self.name,
+            networks: self.network,
+            ip: self.ip,
+            hostname: self.hostname,
+            publish: self.publish,
+            aliases: self.network_alias,
+            dns: self.dns,
+            dns_search: self.dns_search,
+            dns_options: self.dns_option,
+            add_hosts: self.add_host,
+            ..Spec::default()
         }
     }
 }
@@ -259,4 +268,3 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 }
-

@@ -17,8 +17,13 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
     match cmd {
         NetworkCmd::Create(a) => {
             let n = engine.network_create(&CreateSpec {
-                name: a.name, driver: a.driver, subnet: a.subnet, gateway: a.gateway,
-                ip_range: a.ip_range, internal: a.internal, options: a.opt,
+                name: a.name,
+                driver: a.driver,
+                subnet: a.subnet,
+                gateway: a.gateway,
+                ip_range: a.ip_range,
+                internal: a.internal,
+                options: a.opt,
             })?;
             writeln!(out, "{}", n.id)?;
         }
@@ -87,4 +92,3 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
     }
     Ok(())
 }
-

@@ -64,7 +64,9 @@ pub fn human(d: Duration) -> String {
 pub fn status(c: &Container) -> String {
     match c.state {
         State::Running => format!("Up {}", human(ago(c.started.unwrap_or(c.created)))),
-        State::Exited => format!("Exited ({}) {} ago", c.exit_code.unwrap_or(0), human(ago(c.finished.unwrap_or(c.created)))),
+        State::Exited => {
+            format!("Exited ({}) {} ago", c.exit_code.unwrap_or(0), human(ago(c.finished.unwrap_or(c.created))))
+        }
         State::Created => "Created".into(),
     }
 }
@@ -125,11 +127,14 @@ pub fn network_ls_json(n: &Network) -> Value {
 pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value {
     let mut containers = serde_json::Map::new();
     for (c, e) in attached {
-        containers.insert(c.id.clone(), json!({
-            "Name": c.name, "EndpointID": e.id, "MacAddress": e.mac,
-            "IPv4Address": e.ip.map(|ip| format!("{ip}/{}", n.subnet.prefix_len())).unwrap_or_default(),
-            "IPv6Address": "",
-        }));
+        containers.insert(
+            c.id.clone(),
+            json!({
+                "Name": c.name, "EndpointID": e.id, "MacAddress": e.mac,
+                "IPv4Address": e.ip.map(|ip| format!("{ip}/{}", n.subnet.prefix_len())).unwrap_or_default(),
+                "IPv6Address": "",
+            }),
+        );
     }
     let mut ipam = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
     if let Some(r) = n.ip_range {
@@ -178,23 +183,28 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
     for (e, n) in eps {
         let Some(n) = n else { continue };
         let active = e.ip.is_some();
-        networks.insert(n.name.clone(), json!({
-            "IPAMConfig": e.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
-            "Links": null, "Aliases": null,
-            "MacAddress": if active { e.mac.clone() } else { String::new() },
-            "NetworkID": n.id, "EndpointID": if active { e.id.clone() } else { String::new() },
-            "Gateway": if active { n.gateway.to_string() } else { String::new() },
-            "IPAddress": e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            "IPPrefixLen": if active { n.subnet.prefix_len() } else { 0 },
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "DNSNames": null,
-            "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname, "Bridge": n.bridge},
-        }));
+        networks.insert(
+            n.name.clone(),
+            json!({
+                "IPAMConfig": e.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+                "Links": null, "Aliases": null,
+                "MacAddress": if active { e.mac.clone() } else { String::new() },
+                "NetworkID": n.id, "EndpointID": if active { e.id.clone() } else { String::new() },
+                "Gateway": if active { n.gateway.to_string() } else { String::new() },
+                "IPAddress": e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": if active { n.subnet.prefix_len() } else { 0 },
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "DNSNames": null,
+                "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname, "Bridge": n.bridge},
+            }),
+        );
     }
     let running = c.state == State::Running;
     let primary = eps.first().filter(|(_, n)| n.as_ref().is_some_and(|n| n.builtin));
     let (ip, gw, mac, plen) = match primary {
-        Some((e, Some(n))) if e.ip.is_some() => (e.ip.unwrap().to_string(), n.gateway.to_string(), e.mac.clone(), n.subnet.prefix_len()),
+        Some((e, Some(n))) if e.ip.is_some() => {
+            (e.ip.unwrap().to_string(), n.gateway.to_string(), e.mac.clone(), n.subnet.prefix_len())
+        }
         _ => (String::new(), String::new(), String::new(), 0),
     };
     json!({

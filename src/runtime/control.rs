@@ -67,12 +67,20 @@ pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Res
     let c = find(store, reference)?;
     if c.netns_source.is_some() && c.state != State::Exited {
         if !force {
-            bail!("container {} is attached to a runtime's namespace: detach it (`netwright detach {}`) or use `netwright rm -f`", c.name, c.name);
+            bail!(
+                "container {} is attached to a runtime's namespace: detach it (`netwright detach {}`) or use `netwright rm -f`",
+                c.name,
+                c.name
+            );
         }
         release(ctx, store, &c, 0, None)?;
     } else if c.state != State::Exited && owner_alive(&c) {
         if !force {
-            bail!("container {} is running: stop it first (`netwright stop {}`) or use `netwright rm -f`", c.name, c.name);
+            bail!(
+                "container {} is running: stop it first (`netwright stop {}`) or use `netwright rm -f`",
+                c.name,
+                c.name
+            );
         }
         if let Some(pid) = c.pid {
             let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -99,9 +107,14 @@ pub fn exec(store: &mut Store, reference: &str, cmd: &[String]) -> Result<i32> {
     }
     let open = |kind: &str| -> Result<OwnedFd> {
         Ok(fs::File::open(format!("/proc/{pid}/ns/{kind}"))
-            .with_context(|| format!("container {} is not running", c.name))?.into())
+            .with_context(|| format!("container {} is not running", c.name))?
+            .into())
     };
-    let fds = [(open("net")?, CloneFlags::CLONE_NEWNET), (open("uts")?, CloneFlags::CLONE_NEWUTS), (open("mnt")?, CloneFlags::CLONE_NEWNS)];
+    let fds = [
+        (open("net")?, CloneFlags::CLONE_NEWNET),
+        (open("uts")?, CloneFlags::CLONE_NEWUTS),
+        (open("mnt")?, CloneFlags::CLONE_NEWNS),
+    ];
     let raw: Vec<(i32, CloneFlags)> = fds.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();
     let mut command = Command::new(&cmd[0]);
     command.args(&cmd[1..]);
@@ -121,4 +134,3 @@ pub fn exec(store: &mut Store, reference: &str, cmd: &[String]) -> Result<i32> {
     forward_signals_to(child.id() as i32);
     Ok(wait_exit_code(child))
 }
-

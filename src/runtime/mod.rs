@@ -90,7 +90,8 @@ fn run_detached(ctx: &Ctx, spec: Spec) -> Result<i32> {
                 }
                 Some(("ERR", rest)) => {
                     let (code, text) = rest.split_once(' ').unwrap_or(("125", rest));
-                    Err(RunError { code: code.parse().unwrap_or(EXIT_RUN_ERROR), message: text.trim().to_string() }.into())
+                    Err(RunError { code: code.parse().unwrap_or(EXIT_RUN_ERROR), message: text.trim().to_string() }
+                        .into())
                 }
                 _ => bail!("the container monitor exited before reporting: see `netwright ps -a`"),
             }
@@ -106,7 +107,6 @@ fn run_detached(ctx: &Ctx, spec: Spec) -> Result<i32> {
         }
     }
 }
-
 
 /// Creates the container, starts its process, waits for it and releases its network.
 /// A detached monitor reports "OK id" or "ERR code message" on `report`, then closes it.
@@ -203,4 +203,3 @@ pub(crate) fn forward_signals_to(pid: i32) {
         let _ = unsafe { signal::sigaction(s, &action) };
     }
 }
-

@@ -29,7 +29,8 @@ pub(crate) fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Re
     // A sysfs of its own only for a container with its own network namespace.
     let own_sysfs = ns_fd.is_some() && c.network_mode.joined().is_none();
     let hostname = c.hostname.clone();
-    let binds: Vec<(CString, CString)> = ["hosts", "hostname", "resolv.conf"].iter()
+    let binds: Vec<(CString, CString)> = ["hosts", "hostname", "resolv.conf"]
+        .iter()
         .filter(|f| std::path::Path::new("/etc").join(f).exists())
         .map(|f| (cstr(dir.join(f).as_os_str()), cstr(std::path::Path::new("/etc").join(f).as_os_str())))
         .collect();
@@ -45,7 +46,8 @@ pub(crate) fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Re
                 return Err(std::io::Error::other("monitor exited during start"));
             }
             if let Some(fd) = ns_fd {
-                setns(std::os::fd::BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                setns(std::os::fd::BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
             }
             // Host mode: the host's network, hostname and files, as Docker does.
             let Some(template_fd) = template_fd else { return Ok(()) };
@@ -69,8 +71,13 @@ pub(crate) fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Re
             if !own_sysfs {
                 return Ok(());
             }
-            let _ = mount(Some("sysfs"), "/sys", Some("sysfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None::<&str>);
+            let _ = mount(
+                Some("sysfs"),
+                "/sys",
+                Some("sysfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
             Ok(())
         });
     }
@@ -80,4 +87,3 @@ pub(crate) fn spawn(ctx: &Ctx, created: &Created, detached: bool) -> std::io::Re
 fn cstr(s: &std::ffi::OsStr) -> CString {
     CString::new(s.as_encoded_bytes()).expect("paths have no NUL")
 }
-

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use netwright_testkit::Sandbox;
 use netwright_engine::kernel::netlink::{Link, Netlink};
+pub use netwright_testkit::Sandbox;
 
 pub fn sandbox(label: &str) -> Sandbox {
     Sandbox::new(label, Path::new(env!("CARGO_BIN_EXE_netwright"))).expect("building sandbox")
@@ -35,20 +35,33 @@ impl Nw for Sandbox {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.nw(args);
-        assert!(out.status.success(), "netwright {args:?} failed ({:?}): {}{}", out.status,
-            String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netwright {args:?} failed ({:?}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.nw(args);
-        assert!(!out.status.success(), "netwright {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "netwright {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     fn spawn_nw(&self, args: &[&str]) -> Child {
-        self.netwright(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped())
-            .spawn().expect("spawning netwright")
+        self.netwright(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning netwright")
     }
 
     fn host_links(&self) -> Vec<Link> {
@@ -119,9 +132,18 @@ pub fn from_host(sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<Str
     tcp_client(sb.in_host_cmd("python3"), sb, host, port, proto)
 }
 
-fn tcp_client(mut cmd: std::process::Command, sb: &Sandbox, host: &str, port: u16, proto: &str) -> Result<String, String> {
-    let out = cmd.args([&sb.script("tcp.py"), "send", host, &port.to_string(), "hi", proto])
-        .stdin(Stdio::null()).output().unwrap();
+fn tcp_client(
+    mut cmd: std::process::Command,
+    sb: &Sandbox,
+    host: &str,
+    port: u16,
+    proto: &str,
+) -> Result<String, String> {
+    let out = cmd
+        .args([&sb.script("tcp.py"), "send", host, &port.to_string(), "hi", proto])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {

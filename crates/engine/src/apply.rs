@@ -48,7 +48,9 @@ pub enum Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Action::EnsureBridge { name, network, .. } => write!(f, "bridge {name} of network {network} is missing or unconfigured"),
+            Action::EnsureBridge { name, network, .. } => {
+                write!(f, "bridge {name} of network {network} is missing or unconfigured")
+            }
             Action::Enslave { port, bridge, .. } => write!(f, "veth {port} is not a port of bridge {bridge}"),
             Action::SetUp { name } => write!(f, "device {name} is down"),
             Action::RecreateVeth { endpoint, container, .. } => {
@@ -76,7 +78,9 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
         let have = by_name.get(d.name.as_str());
         match &d.kind {
             DesiredKind::Bridge { network, gateway, prefix } => {
-                let ok = have.is_some_and(|l| l.up && l.kind.as_deref() == Some("bridge") && l.addrs.contains(&(*gateway, *prefix)));
+                let ok = have.is_some_and(|l| {
+                    l.up && l.kind.as_deref() == Some("bridge") && l.addrs.contains(&(*gateway, *prefix))
+                });
                 if !ok {
                     bridges.push(Action::EnsureBridge {
                         name: d.name.clone(),
@@ -96,7 +100,11 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
                 }),
                 Some(l) => {
                     if l.master.as_deref() != Some(bridge.as_str()) {
-                        ports.push(Action::Enslave { port: d.name.clone(), bridge: bridge.clone(), isolated: endpoint.isolated });
+                        ports.push(Action::Enslave {
+                            port: d.name.clone(),
+                            bridge: bridge.clone(),
+                            isolated: endpoint.isolated,
+                        });
                     }
                     if !l.up {
                         ports.push(Action::SetUp { name: d.name.clone() });
@@ -181,7 +189,8 @@ impl Kernel for NetlinkKernel<'_> {
                 Ok(self.nl.request(Netlink::set_up_msg(index), 0)?)
             }
             Action::RecreateVeth { container_id, bridge, endpoint, .. } => {
-                let ns = netns::open(&self.ctx.netns_path(container_id)).context("opening the container's namespace")?;
+                let ns =
+                    netns::open(&self.ctx.netns_path(container_id)).context("opening the container's namespace")?;
                 let mut inside = bridge::netlink_in(&ns)?;
                 // The inside end went with the host end; anything left by that name is in the way.
                 if let Some(l) = inside.link_by_name(&endpoint.ifname)? {
@@ -330,7 +339,14 @@ mod tests {
         let mine = plan::host_veth_name("ab12", "ffffffffffff");
         let theirs = plan::host_veth_name("cd34", "ffffffffffff");
         for (i, name) in [(10, &mine), (11, &theirs)] {
-            live.push(LiveLink { index: i, name: name.clone(), kind: Some("veth".into()), master: None, up: false, addrs: vec![] });
+            live.push(LiveLink {
+                index: i,
+                name: name.clone(),
+                kind: Some("veth".into()),
+                master: None,
+                up: false,
+                addrs: vec![],
+            });
         }
         assert_eq!(diff("ab12", &d, &live), vec![Action::DeleteStray { name: mine }]);
     }

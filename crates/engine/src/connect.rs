@@ -5,12 +5,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::container::{add_endpoint, find, owner_alive};
 use crate::ctx::Ctx;
-use crate::error::invalid;
-use crate::model::Driver;
 use crate::drivers::{self, bridge};
+use crate::error::invalid;
 use crate::firewall;
 use crate::ipam;
 use crate::kernel::{netlink::Netlink, netns};
+use crate::model::Driver;
 use crate::network;
 use crate::plan;
 use crate::store::{Container, State, Store};
@@ -21,12 +21,22 @@ fn running_with_own_namespace(store: &mut Store, reference: &str) -> Result<Cont
         bail!(invalid(format!("container {} is not running", c.name)));
     }
     if !c.network_mode.is_network() {
-        bail!(invalid(format!("container {} uses --network {}: it cannot be connected to networks", c.name, c.network_mode)));
+        bail!(invalid(format!(
+            "container {} uses --network {}: it cannot be connected to networks",
+            c.name, c.network_mode
+        )));
     }
     Ok(c)
 }
 
-pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, ip: Option<&str>, aliases: &[String]) -> Result<()> {
+pub fn connect(
+    ctx: &Ctx,
+    store: &mut Store,
+    net_ref: &str,
+    ctr_ref: &str,
+    ip: Option<&str>,
+    aliases: &[String],
+) -> Result<()> {
     let c = running_with_own_namespace(store, ctr_ref)?;
     let requested = ip.map(|s| ipam::parse_ip("--ip", s)).transpose()?;
     let (net, ep, first) = store.write(|tx| {
@@ -35,12 +45,14 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, ip: O
         if eps.iter().any(|e| e.network_id == net.id && e.ip.is_some()) {
             bail!("container {} is already connected to network {}", c.name, net.name);
         }
-        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !eps.iter().any(|e| &e.ifname == n)).expect("a free name");
+        let ifname =
+            (0..).map(|i| format!("eth{i}")).find(|n| !eps.iter().any(|e| &e.ifname == n)).expect("a free name");
         let ep = add_endpoint(ctx, tx, &net, &c.id, &ifname, requested, aliases)?;
         Ok((net, ep, !eps.iter().any(|e| e.ip.is_some())))
     })?;
     let attached = (|| -> Result<()> {
-        let ns = netns::open(&ctx.netns_path(&c.id)).with_context(|| format!("opening {}'s network namespace", c.name))?;
+        let ns =
+            netns::open(&ctx.netns_path(&c.id)).with_context(|| format!("opening {}'s network namespace", c.name))?;
         let mut host = Netlink::open()?;
         let mut inside = bridge::netlink_in(&ns)?;
         let plan = plan::endpoint(&net, &ep, ep.ip.expect("allocated"), first);
@@ -64,7 +76,10 @@ pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) ->
     let c = running_with_own_namespace(store, ctr_ref)?;
     let (ep, ports) = store.read(|tx| {
         let net = network::resolve(tx, net_ref)?;
-        let ep = tx.endpoints_of(&c.id)?.into_iter().find(|e| e.network_id == net.id && e.ip.is_some())
+        let ep = tx
+            .endpoints_of(&c.id)?
+            .into_iter()
+            .find(|e| e.network_id == net.id && e.ip.is_some())
             .with_context(|| format!("container {} is not connected to network {}", c.name, net.name))?;
         Ok((ep, tx.ports_of(&c.id)?))
     })?;

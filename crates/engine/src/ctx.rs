@@ -66,10 +66,7 @@ pub fn random_hex(len: usize) -> String {
 }
 
 pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 static TRACE: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
@@ -80,8 +77,14 @@ static TRACE: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceL
 pub fn trace(step: &str) {
     let start = TRACE.get_or_init(|| std::env::var_os("NETWRIGHT_TRACE").map(|_| std::time::Instant::now()));
     if let Some(t) = start {
-        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() % 100_000_000;
-        let line = format!("[trace {:>5} {:>8.3} ms @{:>9}us] {step}\n", std::process::id(), t.elapsed().as_secs_f64() * 1000.0, wall);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
+            % 100_000_000;
+        let line = format!(
+            "[trace {:>5} {:>8.3} ms @{:>9}us] {step}\n",
+            std::process::id(),
+            t.elapsed().as_secs_f64() * 1000.0,
+            wall
+        );
         match std::env::var("NETWRIGHT_TRACE") {
             Ok(p) if p.starts_with('/') => {
                 use std::io::Write;

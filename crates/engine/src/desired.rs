@@ -5,12 +5,10 @@
 //! differs from it, `topology` marks what is MISSING or STRAY by it — so repair, diagnosis
 //! and drawing cannot disagree. Pure: tested without root.
 
-use std::collections::HashSet;
-use std::net::Ipv4Addr;
-
 use crate::drivers;
 use crate::model::NetworkMode;
-use crate::plan::{self, EndpointPlan};
+use crate::plan;
+pub use crate::plan::{Desired, DesiredKind, DesiredLink};
 use crate::store::{Container, Endpoint, Network, State};
 
 /// What the store says about one root, read in one transaction.
@@ -19,44 +17,6 @@ pub struct Snapshot {
     pub networks: Vec<Network>,
     pub containers: Vec<Container>,
     pub endpoints: Vec<Endpoint>,
-}
-
-/// A device this root should have in the host namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredLink {
-    pub name: String,
-    pub mtu: u32,
-    pub kind: DesiredKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DesiredKind {
-    /// A network's bridge, up, carrying the gateway address.
-    Bridge { network: String, gateway: Ipv4Addr, prefix: u8 },
-    /// The host end of a running container's veth pair: a port of `bridge`, up. If it is
-    /// gone, the pair is re-made into the container's namespace (`endpoint` says how).
-    HostVeth { bridge: String, container_id: String, container: String, endpoint: EndpointPlan },
-    /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
-    /// taken for a stray).
-    Shim { network: String },
-    /// The host end of a container that is being created or released right now: may or
-    /// may not exist; neither missing nor stray.
-    Transient,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Desired {
-    pub links: Vec<DesiredLink>,
-}
-
-impl Desired {
-    pub fn get(&self, name: &str) -> Option<&DesiredLink> {
-        self.links.iter().find(|l| l.name == name)
-    }
-
-    pub fn names(&self) -> HashSet<&str> {
-        self.links.iter().map(|l| l.name.as_str()).collect()
-    }
 }
 
 /// The host namespace's devices for this root, from the store's snapshot.
@@ -165,7 +125,11 @@ pub(crate) mod tests {
                 net("bbbbbbbbbbbb", "bridge", Driver::Bridge, true),
                 net("cccccccccccc", "lan", Driver::Macvlan, false),
             ],
-            containers: vec![ctr("c1", "web", State::Running), ctr("c2", "web", State::Created), ctr("c3", "web", State::Exited)],
+            containers: vec![
+                ctr("c1", "web", State::Running),
+                ctr("c2", "web", State::Created),
+                ctr("c3", "web", State::Exited),
+            ],
             endpoints: vec![
                 ep("e1e1e1e1e1e1", "c1", "aaaaaaaaaaaa", "10.1.0.2", "eth0"),
                 ep("e2e2e2e2e2e2", "c2", "aaaaaaaaaaaa", "10.1.0.3", "eth0"),
@@ -176,12 +140,15 @@ pub(crate) mod tests {
         // The default bridge network has no bridge until a container uses it.
         assert!(d.get(&plan::bridge_name("ab12", "bbbbbbbbbbbb")).is_none());
         let web = d.get(&plan::bridge_name("ab12", "aaaaaaaaaaaa")).expect("web's bridge");
-        assert_eq!(web.kind, DesiredKind::Bridge { network: "web".into(), gateway: "10.1.0.1".parse().unwrap(), prefix: 24 });
+        assert_eq!(
+            web.kind,
+            DesiredKind::Bridge { network: "web".into(), gateway: "10.1.0.1".parse().unwrap(), prefix: 24 }
+        );
         assert!(matches!(d.get(&plan::bridge_name("ab12", "cccccccccccc")).unwrap().kind, DesiredKind::Shim { .. }));
         match &d.get(&plan::host_veth_name("ab12", "e1e1e1e1e1e1")).unwrap().kind {
             DesiredKind::HostVeth { bridge, endpoint, .. } => {
                 assert_eq!(bridge, &web.name);
-                assert_eq!(endpoint.addr, "10.1.0.2".parse::<Ipv4Addr>().unwrap());
+                assert_eq!(endpoint.addr, "10.1.0.2".parse::<std::net::Ipv4Addr>().unwrap());
                 assert!(endpoint.default_route);
                 assert_eq!(endpoint.mac, crate::ipam::mac_for(endpoint.addr));
             }

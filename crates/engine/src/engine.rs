@@ -86,7 +86,7 @@ impl Engine {
     }
 
     pub fn network_prune(&self) -> Result<Vec<String>> {
-        self.with_netlink(|ctx, store, nl| network::prune(ctx, store, nl))
+        self.with_netlink(network::prune)
     }
 
     /// Releases containers whose owner died; returns their names.

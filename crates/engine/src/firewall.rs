@@ -15,10 +15,8 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result, anyhow};
 
 use crate::ctx::Ctx;
+use crate::kernel::nftables::{self as nft, Batch, Elem, Expr, Nftables, SetSpec, datatype, hook, meta};
 use crate::model::Driver;
-use crate::kernel::nftables::{
-    self as nft, Batch, Elem, Expr, Nftables, SetSpec, datatype, hook, meta,
-};
 use crate::ports::Mapping;
 use crate::store::{Network, Store};
 
@@ -99,7 +97,13 @@ fn sets() -> Vec<SetSpec> {
     let data = Some((datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_SERVICE]), 8));
     vec![
         ifname_set("bridges"),
-        SetSpec { name: "same".into(), key_type: datatype::concat(&[datatype::IFNAME, datatype::IFNAME]), key_len: 32, data: None, interval: false },
+        SetSpec {
+            name: "same".into(),
+            key_type: datatype::concat(&[datatype::IFNAME, datatype::IFNAME]),
+            key_len: 32,
+            data: None,
+            interval: false,
+        },
         ifname_set("masq"),
         ifname_set("internal"),
         SetSpec {
@@ -139,21 +143,27 @@ fn verdict(code: i32) -> Expr {
 fn dnat_rules() -> Vec<(&'static str, Vec<Expr>)> {
     let r = nft::REG32_00;
     vec![
-        ("published port: DNAT to the container (map pub_ip: host address . proto . port)", vec![
-            Expr::Payload { base: 1, offset: 16, len: 4, dreg: r },
-            Expr::Meta { key: meta::L4PROTO, dreg: r + 1 },
-            Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 2 },
-            Expr::Lookup { set: "pub_ip".into(), sreg: r, dreg: Some(r), invert: false },
-            Expr::Dnat { reg_addr: r, reg_port: r + 1 },
-        ]),
-        ("published port: DNAT to the container (map pub_any: any local address . proto . port)", vec![
-            Expr::FibDaddrType { dreg: nft::REG_1 },
-            Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
-            Expr::Meta { key: meta::L4PROTO, dreg: r },
-            Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
-            Expr::Lookup { set: "pub_any".into(), sreg: r, dreg: Some(r), invert: false },
-            Expr::Dnat { reg_addr: r, reg_port: r + 1 },
-        ]),
+        (
+            "published port: DNAT to the container (map pub_ip: host address . proto . port)",
+            vec![
+                Expr::Payload { base: 1, offset: 16, len: 4, dreg: r },
+                Expr::Meta { key: meta::L4PROTO, dreg: r + 1 },
+                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 2 },
+                Expr::Lookup { set: "pub_ip".into(), sreg: r, dreg: Some(r), invert: false },
+                Expr::Dnat { reg_addr: r, reg_port: r + 1 },
+            ],
+        ),
+        (
+            "published port: DNAT to the container (map pub_any: any local address . proto . port)",
+            vec![
+                Expr::FibDaddrType { dreg: nft::REG_1 },
+                Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
+                Expr::Meta { key: meta::L4PROTO, dreg: r },
+                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
+                Expr::Lookup { set: "pub_any".into(), sreg: r, dreg: Some(r), invert: false },
+                Expr::Dnat { reg_addr: r, reg_port: r + 1 },
+            ],
+        ),
     ]
 }
 
@@ -173,37 +183,63 @@ fn skeleton(b: &mut Batch, t: &str) {
     }
     // Hairpin: a container reaching a published port through the host's address gets
     // the gateway as source, so the answer comes back through the host.
-    let hairpin: Vec<Expr> = ct_dnat().into_iter()
+    let hairpin: Vec<Expr> = ct_dnat()
+        .into_iter()
         .chain(in_set(meta::IIFNAME, "bridges", false))
         .chain(in_set(meta::OIFNAME, "bridges", false))
-        .chain([Expr::Masquerade]).collect();
+        .chain([Expr::Masquerade])
+        .collect();
     b.add_rule(t, "postrouting", "hairpin: a container reached a published port, masquerade to the gateway", &hairpin);
     // The host reaching a published port on 127.0.0.1.
     let localhost: Vec<Expr> = [
         Expr::Payload { base: 1, offset: 12, len: 4, dreg: nft::REG_1 },
         Expr::Bitwise { sreg: nft::REG_1, dreg: nft::REG_1, mask: vec![255, 0, 0, 0] },
         Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![127, 0, 0, 0] },
-    ].into_iter().chain(in_set(meta::OIFNAME, "bridges", false)).chain([Expr::Masquerade]).collect();
+    ]
+    .into_iter()
+    .chain(in_set(meta::OIFNAME, "bridges", false))
+    .chain([Expr::Masquerade])
+    .collect();
     b.add_rule(t, "postrouting", "the host reached a published port on 127.0.0.1: masquerade", &localhost);
     // Egress: from a masquerading network's bridge to anywhere but a bridge.
-    let egress: Vec<Expr> = in_set(meta::IIFNAME, "masq", false).into_iter()
-        .chain(in_set(meta::OIFNAME, "bridges", true)).chain([Expr::Masquerade]).collect();
+    let egress: Vec<Expr> = in_set(meta::IIFNAME, "masq", false)
+        .into_iter()
+        .chain(in_set(meta::OIFNAME, "bridges", true))
+        .chain([Expr::Masquerade])
+        .collect();
     b.add_rule(t, "postrouting", "egress: masquerade a network's traffic leaving the host", &egress);
     // Forwarding: the admin's chain first, then published traffic, then isolation.
-    b.add_rule(t, "forward", "the admin's chain first", &[Expr::Verdict { code: nft::NFT_JUMP, chain: Some(USER_CHAIN.into()) }]);
+    b.add_rule(
+        t,
+        "forward",
+        "the admin's chain first",
+        &[Expr::Verdict { code: nft::NFT_JUMP, chain: Some(USER_CHAIN.into()) }],
+    );
     let published: Vec<Expr> = ct_dnat().into_iter().chain([verdict(nft::NF_ACCEPT)]).collect();
     b.add_rule(t, "forward", "accept published traffic (ct status dnat)", &published);
-    b.add_rule(t, "forward", "accept traffic within one network", &[
-        Expr::Meta { key: meta::IIFNAME, dreg: nft::REG_1 },
-        Expr::Meta { key: meta::OIFNAME, dreg: nft::REG_1 + 1 },
-        Expr::Lookup { set: "same".into(), sreg: nft::REG_1, dreg: None, invert: false },
-        verdict(nft::NF_ACCEPT),
-    ]);
-    let between: Vec<Expr> = in_set(meta::IIFNAME, "bridges", false).into_iter()
-        .chain(in_set(meta::OIFNAME, "bridges", false)).chain([Expr::Counter, verdict(nft::NF_DROP)]).collect();
+    b.add_rule(
+        t,
+        "forward",
+        "accept traffic within one network",
+        &[
+            Expr::Meta { key: meta::IIFNAME, dreg: nft::REG_1 },
+            Expr::Meta { key: meta::OIFNAME, dreg: nft::REG_1 + 1 },
+            Expr::Lookup { set: "same".into(), sreg: nft::REG_1, dreg: None, invert: false },
+            verdict(nft::NF_ACCEPT),
+        ],
+    );
+    let between: Vec<Expr> = in_set(meta::IIFNAME, "bridges", false)
+        .into_iter()
+        .chain(in_set(meta::OIFNAME, "bridges", false))
+        .chain([Expr::Counter, verdict(nft::NF_DROP)])
+        .collect();
     b.add_rule(t, "forward", "isolation: drop traffic between different networks", &between);
-    for (k, comment) in [(meta::IIFNAME, "internal network: drop what leaves it"), (meta::OIFNAME, "internal network: drop what enters it from outside")] {
-        let internal: Vec<Expr> = in_set(k, "internal", false).into_iter().chain([Expr::Counter, verdict(nft::NF_DROP)]).collect();
+    for (k, comment) in [
+        (meta::IIFNAME, "internal network: drop what leaves it"),
+        (meta::OIFNAME, "internal network: drop what enters it from outside"),
+    ] {
+        let internal: Vec<Expr> =
+            in_set(k, "internal", false).into_iter().chain([Expr::Counter, verdict(nft::NF_DROP)]).collect();
         b.add_rule(t, "forward", comment, &internal);
     }
 }
@@ -212,7 +248,8 @@ fn skeleton(b: &mut Batch, t: &str) {
 /// must not lose an element another process adds meanwhile).
 fn lock(ctx: &Ctx) -> Result<nix::fcntl::Flock<File>> {
     let f = File::create(ctx.root.join("firewall.lock"))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| anyhow!("locking the firewall: {e}"))
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("locking the firewall: {e}"))
 }
 
 fn commit(nft: &mut Nftables, b: &Batch, what: &str) -> Result<()> {
@@ -237,7 +274,14 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
         b.flush_set(&t, &s.name);
     }
     skeleton(&mut b, &t);
-    for (set, elems) in [("bridges", &d.bridges), ("same", &d.same), ("masq", &d.masq), ("internal", &d.internal), ("pub_ip", &d.pub_ip), ("pub_any", &d.pub_any)] {
+    for (set, elems) in [
+        ("bridges", &d.bridges),
+        ("same", &d.same),
+        ("masq", &d.masq),
+        ("internal", &d.internal),
+        ("pub_ip", &d.pub_ip),
+        ("pub_any", &d.pub_any),
+    ] {
         if !elems.is_empty() {
             b.add_elems(&t, set, elems);
         }
@@ -289,7 +333,11 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr,
         if elems.is_empty() {
             continue;
         }
-        if add { b.add_elems(&t, set, elems) } else { b.del_elems(&t, set, elems) };
+        if add {
+            b.add_elems(&t, set, elems)
+        } else {
+            b.del_elems(&t, set, elems)
+        };
     }
     match nft.commit(&b) {
         Ok(()) => {

@@ -185,3 +185,59 @@ impl serde::Serialize for NetworkMode {
         s.serialize_str(&self.as_string())
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Sctp => 132,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Proto> {
+        match s {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            "sctp" => Some(Proto::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// One published port as installed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    /// None: every address of the host.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+}
+
+impl fmt::Display for Mapping {
+    /// Docker's `ps` form: 0.0.0.0:8080->80/tcp
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}->{}/{}",
+            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            self.host_port,
+            self.container_port,
+            self.proto.as_str()
+        )
+    }
+}

@@ -1,16 +1,37 @@
 //! Generated container names, Docker style: adjective_name.
 
 const ADJECTIVES: &[&str] = &[
-    "agile", "bold", "brave", "calm", "clever", "cool", "crisp", "eager", "fast", "fond",
-    "gentle", "happy", "keen", "kind", "lucid", "merry", "nifty", "noble", "quick", "quiet",
-    "sharp", "steady", "swift", "tidy", "vivid", "wise", "witty", "zen",
+    "agile", "bold", "brave", "calm", "clever", "cool", "crisp", "eager", "fast", "fond", "gentle", "happy", "keen",
+    "kind", "lucid", "merry", "nifty", "noble", "quick", "quiet", "sharp", "steady", "swift", "tidy", "vivid", "wise",
+    "witty", "zen",
 ];
 
 // People whose work the datapath stands on.
 const NAMES: &[&str] = &[
-    "baran", "cerf", "clark", "davies", "deering", "floyd", "hinden", "jacobson", "kahn",
-    "kleinrock", "lamport", "metcalfe", "mockapetris", "perlman", "postel", "pouzin",
-    "ritchie", "saltzer", "shannon", "stevens", "tanenbaum", "thompson", "torvalds", "zhang",
+    "baran",
+    "cerf",
+    "clark",
+    "davies",
+    "deering",
+    "floyd",
+    "hinden",
+    "jacobson",
+    "kahn",
+    "kleinrock",
+    "lamport",
+    "metcalfe",
+    "mockapetris",
+    "perlman",
+    "postel",
+    "pouzin",
+    "ritchie",
+    "saltzer",
+    "shannon",
+    "stevens",
+    "tanenbaum",
+    "thompson",
+    "torvalds",
+    "zhang",
 ];
 
 pub fn generate() -> String {

@@ -9,10 +9,10 @@ use ipnet::Ipv4Net;
 use crate::ctx::{Ctx, now_nanos, random_hex};
 use crate::drivers::{self, bridge, macvlan};
 use crate::error::{conflict, invalid, not_found};
-use crate::model::Driver;
 use crate::firewall;
 use crate::ipam;
 use crate::kernel::netlink::{Netlink, Route};
+use crate::model::Driver;
 use crate::plan;
 use crate::store::{Network, Store, Tx};
 
@@ -33,7 +33,9 @@ pub struct CreateSpec {
 
 /// Routes on the host that a new subnet must not overlap (the default route aside).
 fn host_routes(nl: &mut Netlink) -> Result<Vec<Route>> {
-    Ok(nl.routes_v4().context("reading the host's routes")?
+    Ok(nl
+        .routes_v4()
+        .context("reading the host's routes")?
         .into_iter()
         .filter(|r| r.dst.is_some_and(|d| d.prefix_len() > 0))
         .collect())
@@ -87,7 +89,10 @@ pub fn reserved(n: &Network) -> Vec<std::net::Ipv4Addr> {
 /// Validates everything about a new network, then records it and creates its bridge.
 pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec) -> Result<Network> {
     if !crate::names::valid(&spec.name) {
-        bail!(invalid(format!("invalid network name {:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)", spec.name)));
+        bail!(invalid(format!(
+            "invalid network name {:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)",
+            spec.name
+        )));
     }
     if RESERVED.contains(&spec.name.as_str()) {
         bail!(invalid(format!("network name {:?} is reserved: pick another name", spec.name)));
@@ -101,20 +106,25 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
     let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
     let ip_range = spec.ip_range.as_deref().map(|s| ipam::parse_cidr("--ip-range", s)).transpose()?;
     if subnet.is_none() && (gateway.is_some() || ip_range.is_some()) {
-        bail!(invalid(format!("--gateway and --ip-range need --subnet: give the subnet they belong to")));
+        bail!(invalid("--gateway and --ip-range need --subnet: give the subnet they belong to".to_string()));
     }
     let mut mtu = mtu.unwrap_or(DEFAULT_MTU);
     if is_macvlan {
-        let parent = options.get(macvlan::PARENT).cloned()
-            .ok_or_else(|| invalid("macvlan networks need a parent interface: add -o parent=IFACE (e.g. -o parent=eth0)"))?;
+        let parent = options.get(macvlan::PARENT).cloned().ok_or_else(|| {
+            invalid("macvlan networks need a parent interface: add -o parent=IFACE (e.g. -o parent=eth0)")
+        })?;
         if subnet.is_none() {
-            bail!(invalid(format!("macvlan networks live on the parent's LAN: give its --subnet (and --gateway, its router)")));
+            bail!(invalid(
+                "macvlan networks live on the parent's LAN: give its --subnet (and --gateway, its router)".to_string()
+            ));
         }
         if spec.internal {
-            bail!(invalid(format!("--internal does not apply to macvlan networks: their containers sit on the LAN itself")));
+            bail!(invalid(
+                "--internal does not apply to macvlan networks: their containers sit on the LAN itself".to_string()
+            ));
         }
         if options.get(macvlan::HOST_SHIM).is_some_and(|v| v == "true") && ip_range.is_none() {
-            bail!(invalid(format!("host_shim=true needs --ip-range: the host routes that range through its shim")));
+            bail!(invalid("host_shim=true needs --ip-range: the host routes that range through its shim".to_string()));
         }
         // Checked (and a missing VLAN parent made) before anything is recorded.
         let (_, parent_mtu, created) = macvlan::ensure_parent(nl, &parent)?;
@@ -128,7 +138,10 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
     let routes = if is_macvlan { Vec::new() } else { host_routes(nl)? };
     let net = store.write(|tx| {
         if tx.network(&spec.name)?.is_some_and(|n| n.name == spec.name) {
-            bail!(conflict(format!("network with name {} already exists: pick another name or remove it first", spec.name)));
+            bail!(conflict(format!(
+                "network with name {} already exists: pick another name or remove it first",
+                spec.name
+            )));
         }
         let subnet = match subnet {
             Some(s) => {
@@ -137,7 +150,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
                 s
             }
             None => ipam::next_free_pool(&used_subnets(tx, &routes)?).context(
-                "no free address pool left: every default pool overlaps a network or a host route; give --subnet")?,
+                "no free address pool left: every default pool overlaps a network or a host route; give --subnet",
+            )?,
         };
         let gateway = ipam::validate(subnet, gateway, ip_range)?;
         let id = random_hex(64);
@@ -188,14 +202,19 @@ fn remove_devices(store: &mut Store, nl: &mut Netlink, net: &Network) -> Result<
 fn check_overlap(tx: &Tx, routes: &[Route], s: Ipv4Net) -> Result<()> {
     for n in tx.networks()? {
         if ipam::overlaps(&n.subnet, &s) {
-            bail!(conflict(format!("subnet {s} overlaps network {} ({}): pick a subnet that does not overlap", n.name, n.subnet)));
+            bail!(conflict(format!(
+                "subnet {s} overlaps network {} ({}): pick a subnet that does not overlap",
+                n.name, n.subnet
+            )));
         }
     }
     for r in routes {
-        if let Some(rn) = route_net(r) {
-            if ipam::overlaps(&rn, &s) {
-                bail!(conflict(format!("subnet {s} overlaps the host's route to {rn}: pick a subnet that does not overlap")));
-            }
+        if let Some(rn) = route_net(r)
+            && ipam::overlaps(&rn, &s)
+        {
+            bail!(conflict(format!(
+                "subnet {s} overlaps the host's route to {rn}: pick a subnet that does not overlap"
+            )));
         }
     }
     Ok(())
@@ -265,7 +284,11 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
                     names.push(c.name);
                 }
             }
-            bail!(conflict(format!("network {} is in use by container(s) {}: stop or remove them first", net.name, names.join(", "))));
+            bail!(conflict(format!(
+                "network {} is in use by container(s) {}: stop or remove them first",
+                net.name,
+                names.join(", ")
+            )));
         }
         tx.delete_network(&net.id)?;
         Ok(net)

@@ -2,6 +2,7 @@
 //! Pure functions of the store's model, so they are tested without root; the drivers
 //! compare this with live state and apply the difference.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use crate::ipam;
@@ -65,6 +66,44 @@ pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) 
         mtu: n.mtu,
         default_route: default_route && !n.internal,
         isolated: !crate::firewall::icc(n),
+    }
+}
+
+/// A device this root should have in the host namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLink {
+    pub name: String,
+    pub mtu: u32,
+    pub kind: DesiredKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredKind {
+    /// A network's bridge, up, carrying the gateway address.
+    Bridge { network: String, gateway: Ipv4Addr, prefix: u8 },
+    /// The host end of a running container's veth pair: a port of `bridge`, up. If it is
+    /// gone, the pair is re-made into the container's namespace (`endpoint` says how).
+    HostVeth { bridge: String, container_id: String, container: String, endpoint: EndpointPlan },
+    /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
+    /// taken for a stray).
+    Shim { network: String },
+    /// The host end of a container that is being created or released right now: may or
+    /// may not exist; neither missing nor stray.
+    Transient,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub links: Vec<DesiredLink>,
+}
+
+impl Desired {
+    pub fn get(&self, name: &str) -> Option<&DesiredLink> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn names(&self) -> HashSet<&str> {
+        self.links.iter().map(|l| l.name.as_str()).collect()
     }
 }
 

@@ -32,7 +32,9 @@ pub struct Report {
 
 /// The store's view of a root, read in one transaction.
 pub fn snapshot(store: &mut Store) -> Result<Snapshot> {
-    store.read(|tx| Ok(Snapshot { networks: tx.networks()?, containers: tx.containers()?, endpoints: tx.all_endpoints()? }))
+    store.read(|tx| {
+        Ok(Snapshot { networks: tx.networks()?, containers: tx.containers()?, endpoints: tx.all_endpoints()? })
+    })
 }
 
 pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Report> {

@@ -75,11 +75,16 @@ fn cell(s: &Stats) -> String {
 fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
     while *attached < target {
         let batch = (target - *attached).min(8);
-        let children: Vec<_> = (0..batch).map(|i| {
-            let name = format!("fill{}", *attached + i);
-            sb.netwright(["run", "-d", "--name", &name, "--network", "bench", "--", "sleep", "infinity"])
-                .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()
-        }).collect::<std::io::Result<_>>()?;
+        let children: Vec<_> = (0..batch)
+            .map(|i| {
+                let name = format!("fill{}", *attached + i);
+                sb.netwright(["run", "-d", "--name", &name, "--network", "bench", "--", "sleep", "infinity"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+            })
+            .collect::<std::io::Result<_>>()?;
         for c in children {
             let out = c.wait_with_output()?;
             if !out.status.success() {
@@ -96,15 +101,18 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
     if args.compare {
         let mut sizes = args.sizes.clone().unwrap_or(if args.full { vec![0, 100, 1000] } else { vec![0, 100] });
         sizes.sort();
-        return crate::compare::run(&bin, &crate::compare::Opts {
-            sizes,
-            runs: if args.full { args.runs.max(5) } else { args.runs.clamp(1, 5) },
-            concurrency: args.concurrent,
-            dns_containers: args.dns_containers.unwrap_or(if args.full { 1000 } else { 100 }),
-            dns_secs: args.dns_secs,
-            datapath_secs: args.throughput_secs,
-            systems: args.systems.clone(),
-        });
+        return crate::compare::run(
+            &bin,
+            &crate::compare::Opts {
+                sizes,
+                runs: if args.full { args.runs.max(5) } else { args.runs.clamp(1, 5) },
+                concurrency: args.concurrent,
+                dns_containers: args.dns_containers.unwrap_or(if args.full { 1000 } else { 100 }),
+                dns_secs: args.dns_secs,
+                datapath_secs: args.throughput_secs,
+                systems: args.systems.clone(),
+            },
+        );
     }
     let sb = Sandbox::new("bench", &bin)?;
     let mut sizes = args.sizes.clone().unwrap_or(vec![0, 100, 1000]);
@@ -115,7 +123,11 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
     println!("sandbox host namespace, one bridge network; N = containers already attached\n");
     let floor = stats((0..runs).map(|_| timed(&mut sb.in_host_cmd("true"))).collect::<Result<_>>()?);
     let nwfloor = stats((0..runs).map(|_| timed(&mut sb.netwright(["network", "ls", "-q"]))).collect::<Result<_>>()?);
-    println!("reference: spawn `true` {} ms; `netwright network ls` {} ms\n", cell(&floor).trim(), cell(&nwfloor).trim());
+    println!(
+        "reference: spawn `true` {} ms; `netwright network ls` {} ms\n",
+        cell(&floor).trim(),
+        cell(&nwfloor).trim()
+    );
     println!("{:>6}   {:<24} {:<24} {:<24}", "N", "run --rm -- true", "attach (run -d)", "release (rm -f)");
     let mut attached = 0;
     let mut dns_results = Vec::new();
@@ -129,7 +141,17 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
         let mut rel = Vec::new();
         for i in 0..=runs {
             let r = timed(&mut sb.netwright(["run", "--rm", "--network", "bench", "--", "true"]))?;
-            let a = timed(&mut sb.netwright(["run", "-d", "--name", "probe", "--network", "bench", "--", "sleep", "infinity"]))?;
+            let a = timed(&mut sb.netwright([
+                "run",
+                "-d",
+                "--name",
+                "probe",
+                "--network",
+                "bench",
+                "--",
+                "sleep",
+                "infinity",
+            ]))?;
             let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
             if i > 0 {
                 rr.push(r);
@@ -137,18 +159,30 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
                 rel.push(d);
             }
         }
-        println!("{:>6}   {:<24} {:<24} {:<24}   (attaching {} fillers took {:.1} s)",
-            size, cell(&stats(rr)), cell(&stats(at)), cell(&stats(rel)), size, fill_time.as_secs_f64());
+        println!(
+            "{:>6}   {:<24} {:<24} {:<24}   (attaching {} fillers took {:.1} s)",
+            size,
+            cell(&stats(rr)),
+            cell(&stats(at)),
+            cell(&stats(rel)),
+            size,
+            fill_time.as_secs_f64()
+        );
         if args.dns_secs > 0 && size > 0 {
             dns_results.push((size, dns_bench(&sb, args.dns_secs)?));
         }
     }
     if !dns_results.is_empty() {
-        println!("\nembedded DNS: a container name asked from inside a container (dnsperf, {} s, 10 clients)", args.dns_secs);
+        println!(
+            "\nembedded DNS: a container name asked from inside a container (dnsperf, {} s, 10 clients)",
+            args.dns_secs
+        );
         println!("{:>6}   {:>12} {:>14} {:>14} {:>16}", "N", "queries/s", "avg latency", "max latency", "resolver RSS");
         for (n, r) in dns_results {
             match r {
-                Some(r) => println!("{n:>6}   {:>12.0} {:>11.3} ms {:>11.3} ms {:>13} kB", r.qps, r.avg_ms, r.max_ms, r.rss_kb),
+                Some(r) => {
+                    println!("{n:>6}   {:>12.0} {:>11.3} ms {:>11.3} ms {:>13} kB", r.qps, r.avg_ms, r.max_ms, r.rss_kb)
+                }
                 None => println!("{n:>6}   skipped (dnsperf is not installed)"),
             }
         }
@@ -176,25 +210,55 @@ fn dns_bench(sb: &Sandbox, secs: u64) -> Result<Option<DnsResult>> {
     let data = sb.dir.join("dnsperf.txt");
     std::fs::write(&data, "fill0 A\n")?;
     timed(&mut sb.netwright(["run", "-d", "--name", "dnsclient", "--network", "bench", "--", "sleep", "infinity"]))?;
-    let out = sb.netwright(["exec", "dnsclient", "--", "dnsperf", "-s", "127.0.0.11", "-d", data.to_str().unwrap_or_default(),
-        "-l", &secs.to_string(), "-c", "10", "-q", "100"]).output()?;
+    let out = sb
+        .netwright([
+            "exec",
+            "dnsclient",
+            "--",
+            "dnsperf",
+            "-s",
+            "127.0.0.11",
+            "-d",
+            data.to_str().unwrap_or_default(),
+            "-l",
+            &secs.to_string(),
+            "-c",
+            "10",
+            "-q",
+            "100",
+        ])
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     timed(&mut sb.netwright(["rm", "-f", "dnsclient"]))?;
     let num = |key: &str| -> f64 {
-        text.lines().find(|l| l.trim_start().starts_with(key))
-            .and_then(|l| l.split(':').nth(1)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     };
-    let (avg, max) = text.lines().find(|l| l.contains("Average Latency"))
+    let (avg, max) = text
+        .lines()
+        .find(|l| l.contains("Average Latency"))
         .map(|l| {
-            let nums: Vec<f64> = l.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|w| w.parse().ok()).collect();
+            let nums: Vec<f64> =
+                l.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|w| w.parse().ok()).collect();
             (nums.first().copied().unwrap_or(0.0), nums.get(2).copied().unwrap_or(0.0))
-        }).unwrap_or((0.0, 0.0));
-    Ok(Some(DnsResult { qps: num("Queries per second"), avg_ms: avg * 1000.0, max_ms: max * 1000.0, rss_kb: resolver_rss(sb) }))
+        })
+        .unwrap_or((0.0, 0.0));
+    Ok(Some(DnsResult {
+        qps: num("Queries per second"),
+        avg_ms: avg * 1000.0,
+        max_ms: max * 1000.0,
+        rss_kb: resolver_rss(sb),
+    }))
 }
 
 /// Resident memory of the sandbox's resolver process (kB).
 fn resolver_rss(sb: &Sandbox) -> u64 {
-    netwright_engine::kernel::process::of_root(&sb.root).into_iter()
+    netwright_engine::kernel::process::of_root(&sb.root)
+        .into_iter()
         .find(|(_, argv)| argv.iter().any(|a| a == "_resolver"))
         .map(|(p, _)| netwright_engine::kernel::process::kb(p, "status", "VmRSS:"))
         .unwrap_or(0)
@@ -210,13 +274,37 @@ fn publish_bench(sb: &Sandbox, args: &BenchArgs, runs: usize) -> Result<()> {
         let t = Instant::now();
         if p > 0 {
             let range = format!("20000-{}:20000-{}", 20000 + p - 1, 20000 + p - 1);
-            timed(&mut sb.netwright(["run", "-d", "--name", "portfill", "--network", "bench", "-p", &range, "--", "sleep", "infinity"]))?;
+            timed(&mut sb.netwright([
+                "run",
+                "-d",
+                "--name",
+                "portfill",
+                "--network",
+                "bench",
+                "-p",
+                &range,
+                "--",
+                "sleep",
+                "infinity",
+            ]))?;
         }
         let fill = t.elapsed();
         let mut at = Vec::new();
         let mut rel = Vec::new();
         for i in 0..=runs {
-            let a = timed(&mut sb.netwright(["run", "-d", "--name", "probe", "--network", "bench", "-p", "40000:80", "--", "sleep", "infinity"]))?;
+            let a = timed(&mut sb.netwright([
+                "run",
+                "-d",
+                "--name",
+                "probe",
+                "--network",
+                "bench",
+                "-p",
+                "40000:80",
+                "--",
+                "sleep",
+                "infinity",
+            ]))?;
             let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
             if i > 0 {
                 at.push(a);
@@ -238,15 +326,34 @@ fn throughput_bench(sb: &Sandbox, secs: u64) -> Result<()> {
         println!("\nthroughput: skipped (iperf3 is not installed)");
         return Ok(());
     }
-    timed(&mut sb.netwright(["run", "-d", "--name", "iperf", "--network", "bench", "-p", "15201:5201", "--", "iperf3", "-s"]))?;
+    timed(&mut sb.netwright([
+        "run",
+        "-d",
+        "--name",
+        "iperf",
+        "--network",
+        "bench",
+        "-p",
+        "15201:5201",
+        "--",
+        "iperf3",
+        "-s",
+    ]))?;
     let v: serde_json::Value = serde_json::from_slice(&sb.netwright(["inspect", "iperf"]).output()?.stdout)?;
     let ip = v[0]["NetworkSettings"]["Networks"]["bench"]["IPAddress"].as_str().unwrap_or_default().to_string();
-    let _ = sb.in_lan_cmd("ip").args(["route", "add", "10.200.0.0/16", "via", &netwright_testkit::HOST_ETH0.to_string()]).status();
+    let _ = sb
+        .in_lan_cmd("ip")
+        .args(["route", "add", "10.200.0.0/16", "via", &netwright_testkit::HOST_ETH0.to_string()])
+        .status();
     let run = |host: &str, port: &str| crate::compare::iperf(&sb.lan, host.parse()?, port.parse()?, secs);
     let direct = run(&ip, "5201")?;
     let published = run(&netwright_testkit::HOST_ETH0.to_string(), "15201")?;
     println!("\nthroughput LAN -> container, one TCP connection, {secs} s (iperf3):");
     println!("  direct to {ip}:5201        {direct:6.2} Gbit/s");
-    println!("  published {}:15201   {published:6.2} Gbit/s  ({:.0}% of direct)", netwright_testkit::HOST_ETH0, published / direct * 100.0);
+    println!(
+        "  published {}:15201   {published:6.2} Gbit/s  ({:.0}% of direct)",
+        netwright_testkit::HOST_ETH0,
+        published / direct * 100.0
+    );
     Ok(())
 }

@@ -87,8 +87,17 @@ pub fn run(bin: &Path) -> Result<i32> {
     println!("netwright demo — Docker's default bridge, built on the real kernel in a throwaway sandbox\n");
     let sb = Sandbox::new("demo", &bin)?;
     println!("[1] Sandbox");
-    println!("  LAN namespace  : router {}, server {}, \"internet\" server {}", sandbox::LAN_ROUTER, sandbox::LAN_SERVER, sandbox::INTERNET_SERVER);
-    println!("  host namespace : eth0 {}/24, default via {} — netwright runs here", sandbox::HOST_ETH0, sandbox::LAN_ROUTER);
+    println!(
+        "  LAN namespace  : router {}, server {}, \"internet\" server {}",
+        sandbox::LAN_ROUTER,
+        sandbox::LAN_SERVER,
+        sandbox::INTERNET_SERVER
+    );
+    println!(
+        "  host namespace : eth0 {}/24, default via {} — netwright runs here",
+        sandbox::HOST_ETH0,
+        sandbox::LAN_ROUTER
+    );
     println!("  state root     : {}\n", sb.root.display());
     let demo = Demo { sb };
     let result = steps(&demo);
@@ -116,15 +125,28 @@ fn steps(d: &Demo) -> Result<()> {
     d.nw(&["network", "ls"])?;
 
     println!("\n[3] What the kernel now holds, read back over netlink");
-    let names: Vec<(String, String, String)> = ["web", "kv", "api"].iter().map(|n| {
-        let v: serde_json::Value = serde_json::from_str(&d.quiet(&["inspect", n]).unwrap_or_default()).unwrap_or_default();
-        let veth = v[0]["NetworkSettings"]["Networks"]["bridge"]["Netwright"]["HostInterface"].as_str().unwrap_or_default().to_string();
-        let id = v[0]["Id"].as_str().unwrap_or_default().to_string();
-        (n.to_string(), veth, id)
-    }).collect();
+    let names: Vec<(String, String, String)> = ["web", "kv", "api"]
+        .iter()
+        .map(|n| {
+            let v: serde_json::Value =
+                serde_json::from_str(&d.quiet(&["inspect", n]).unwrap_or_default()).unwrap_or_default();
+            let veth = v[0]["NetworkSettings"]["Networks"]["bridge"]["Netwright"]["HostInterface"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let id = v[0]["Id"].as_str().unwrap_or_default().to_string();
+            (n.to_string(), veth, id)
+        })
+        .collect();
     let host = observe::snapshot(Some(&d.sb.host))?;
     println!("  host namespace:");
-    print!("{}", host.describe("    ", |port| names.iter().find(|(_, v, _)| *v == port.name).map(|(n, _, _)| format!("container {n} (its eth0)"))));
+    print!(
+        "{}",
+        host.describe("    ", |port| names
+            .iter()
+            .find(|(_, v, _)| *v == port.name)
+            .map(|(n, _, _)| format!("container {n} (its eth0)")))
+    );
     for (name, _, id) in &names {
         let path = d.sb.root.join("netns").join(&id[..12.min(id.len())]);
         let ns = netns::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -144,8 +166,8 @@ fn steps(d: &Demo) -> Result<()> {
     }
 
     println!("\n[4] The three packet flows");
-    let lan_server = d.sb.in_lan_cmd("python3").args([&tcp, "serve", "7000"])
-        .stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let lan_server =
+        d.sb.in_lan_cmd("python3").args([&tcp, "serve", "7000"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     let _lan_server = KillOnDrop(lan_server);
     println!("  Flow 1 — container -> LAN server {}:7000 (egress, masqueraded):", sandbox::LAN_SERVER);
     println!("    $ netwright exec web -- python3 tcp.py send {} 7000 hello", sandbox::LAN_SERVER);
@@ -153,7 +175,10 @@ fn steps(d: &Demo) -> Result<()> {
     println!("    LAN server answered: {}", reply.trim());
     println!("    (it saw the host's address {}, not web's: MASQUERADE in postrouting)", sandbox::HOST_ETH0);
     println!("  Flow 2 — LAN client -> {}:8080 -> api:80 (published port, DNAT):", sandbox::HOST_ETH0);
-    let get = format!("import urllib.request as u; r = u.urlopen('http://{}:8080/', timeout=3); print('HTTP', r.status, r.reason, len(r.read()), 'bytes')", sandbox::HOST_ETH0);
+    let get = format!(
+        "import urllib.request as u; r = u.urlopen('http://{}:8080/', timeout=3); print('HTTP', r.status, r.reason, len(r.read()), 'bytes')",
+        sandbox::HOST_ETH0
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let out = loop {
         let out = d.sb.in_lan_cmd("python3").args(["-c", &get]).output()?;
@@ -162,7 +187,10 @@ fn steps(d: &Demo) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    println!("    $ (in the LAN namespace) python3 -c \"urllib.request.urlopen('http://{}:8080/')\"", sandbox::HOST_ETH0);
+    println!(
+        "    $ (in the LAN namespace) python3 -c \"urllib.request.urlopen('http://{}:8080/')\"",
+        sandbox::HOST_ETH0
+    );
     println!("    {}", String::from_utf8_lossy(&out.stdout).trim());
     let log = d.quiet(&["logs", "api"])?;
     if let Some(line) = log.lines().rev().find(|l| l.contains("GET /")) {
@@ -170,11 +198,15 @@ fn steps(d: &Demo) -> Result<()> {
     }
     println!("  Flow 3 — container <-> container over the bridge:");
     let (web, kv_ip, api) = (d.ip("web")?, d.ip("kv")?, d.ip("api")?);
-    let get = format!("import urllib.request as u; r = u.urlopen('http://{api}/', timeout=3); print('HTTP', r.status, r.reason, len(r.read()), 'bytes from api')");
+    let get = format!(
+        "import urllib.request as u; r = u.urlopen('http://{api}/', timeout=3); print('HTTP', r.status, r.reason, len(r.read()), 'bytes from api')"
+    );
     println!("    web ({web}) -> api ({api}) port 80:");
     println!("    $ netwright exec web -- python3 -c \"urllib.request.urlopen('http://{api}/')\"");
     println!("    {}", d.exchange("web", &["python3", "-c", &get])?.trim());
-    let kvcmd = format!("import socket; s = socket.create_connection(('{kv_ip}', 6379), timeout=3); s.sendall(b'SET greeting hello-from-api\\nGET greeting\\n'); s.shutdown(1); print(s.makefile().read().strip().replace(chr(10), ' | '))");
+    let kvcmd = format!(
+        "import socket; s = socket.create_connection(('{kv_ip}', 6379), timeout=3); s.sendall(b'SET greeting hello-from-api\\nGET greeting\\n'); s.shutdown(1); print(s.makefile().read().strip().replace(chr(10), ' | '))"
+    );
     println!("    api ({api}) -> kv ({kv_ip}) port 6379: SET greeting hello-from-api; GET greeting");
     println!("    {}", d.exchange("api", &["python3", "-c", &kvcmd])?.trim());
     d.quiet(&["run", "-d", "--name", "echo", "--", "python3", &tcp, "serve", "7000"])?;

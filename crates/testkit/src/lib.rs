@@ -79,22 +79,30 @@ impl Sandbox {
         lan.request(Netlink::set_up_msg(1), 0)?;
         host.request(Netlink::set_up_msg(1), 0)?;
         lan.create_veth(&VethSpec {
-            host_name: "lan0", peer_name: "eth0", peer_netns: self.host.as_raw_fd(),
-            peer_mac: None, mtu: None, master: None, isolated: false,
-        }).context("creating the sandbox's LAN veth")?;
+            host_name: "lan0",
+            peer_name: "eth0",
+            peer_netns: self.host.as_raw_fd(),
+            peer_mac: None,
+            mtu: None,
+            master: None,
+            isolated: false,
+        })
+        .context("creating the sandbox's LAN veth")?;
         let lan0 = lan.link_by_name("lan0")?.context("lan0")?.index;
         lan.batch(vec![
             (Netlink::add_addr_msg(lan0, LAN_ROUTER, 24), NLM_F_CREATE | NLM_F_EXCL),
             (Netlink::add_addr_msg(lan0, LAN_SERVER, 24), NLM_F_CREATE | NLM_F_EXCL),
             (Netlink::add_addr_msg(1, INTERNET_SERVER, 32), NLM_F_CREATE | NLM_F_EXCL),
             (Netlink::set_up_msg(lan0), 0),
-        ]).map_err(|(_, e)| e)?;
+        ])
+        .map_err(|(_, e)| e)?;
         let eth0 = host.link_by_name("eth0")?.context("eth0")?.index;
         host.batch(vec![
             (Netlink::add_addr_msg(eth0, HOST_ETH0, 24), NLM_F_CREATE | NLM_F_EXCL),
             (Netlink::set_up_msg(eth0), 0),
             (Netlink::default_route_msg(LAN_ROUTER, eth0), NLM_F_CREATE | NLM_F_EXCL),
-        ]).map_err(|(_, e)| e)?;
+        ])
+        .map_err(|(_, e)| e)?;
         Ok(())
     }
 
@@ -139,7 +147,6 @@ impl Sandbox {
     pub fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         run_in(&self.host, f)
     }
-
 }
 
 const OWNER: &str = "owner.pid";
@@ -148,12 +155,15 @@ const OWNER: &str = "owner.pid";
 /// is a pinned namespace.
 fn mounts_under(dir: &Path) -> Vec<(PathBuf, bool)> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<(PathBuf, bool)> = info.lines().filter_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let point = PathBuf::from(f.get(4)?);
-        let nsfs = l.contains(" - nsfs ");
-        point.starts_with(dir).then_some((point, nsfs))
-    }).collect();
+    let mut v: Vec<(PathBuf, bool)> = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let point = PathBuf::from(f.get(4)?);
+            let nsfs = l.contains(" - nsfs ");
+            point.starts_with(dir).then_some((point, nsfs))
+        })
+        .collect();
     v.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     v.dedup();
     v
@@ -202,7 +212,9 @@ fn run_in<T: Send>(ns: &OwnedFd, f: impl FnOnce() -> T + Send) -> T {
         s.spawn(|| {
             netns::enter(ns).expect("entering sandbox namespace");
             f()
-        }).join().expect("sandbox thread panicked")
+        })
+        .join()
+        .expect("sandbox thread panicked")
     })
 }
 

@@ -35,29 +35,50 @@ pub struct Created {
 
 /// Allocates an address on `net` (the requested one, or the next free) and records the
 /// endpoint. Runs inside the write transaction.
-pub fn add_endpoint(ctx: &Ctx, tx: &crate::store::Tx, net: &Network, container_id: &str, ifname: &str,
-                requested_ip: Option<Ipv4Addr>, aliases: &[String]) -> Result<Endpoint> {
+pub fn add_endpoint(
+    ctx: &Ctx,
+    tx: &crate::store::Tx,
+    net: &Network,
+    container_id: &str,
+    ifname: &str,
+    requested_ip: Option<Ipv4Addr>,
+    aliases: &[String],
+) -> Result<Endpoint> {
     let ip = match requested_ip {
         Some(ip) => {
             ipam::check_requested(net.subnet, net.gateway, ip)?;
             if network::reserved(net).contains(&ip) {
-                bail!(conflict(format!("--ip {ip} is reserved on network {} (host shim): pick another address", net.name)));
+                bail!(conflict(format!(
+                    "--ip {ip} is reserved on network {} (host shim): pick another address",
+                    net.name
+                )));
             }
             if tx.ip_taken(&net.id, ip)? {
-                bail!(conflict(format!("address {ip} is already in use on network {}: pick another --ip or leave it out", net.name)));
+                bail!(conflict(format!(
+                    "address {ip} is already in use on network {}: pick another --ip or leave it out",
+                    net.name
+                )));
             }
             ip
         }
         None => {
-            let (ip, cursor) = ipam::allocate(net.subnet, &network::reserved(net), net.ip_range, net.cursor,
-                |ip| tx.ip_taken(&net.id, ip), || tx.ips_in_use(&net.id))
-                .with_context(|| format!("network {}", net.name))?;
+            let (ip, cursor) = ipam::allocate(
+                net.subnet,
+                &network::reserved(net),
+                net.ip_range,
+                net.cursor,
+                |ip| tx.ip_taken(&net.id, ip),
+                || tx.ips_in_use(&net.id),
+            )
+            .with_context(|| format!("network {}", net.name))?;
             tx.set_cursor(&net.id, cursor)?;
             ip
         }
     };
     if net.builtin && !aliases.is_empty() {
-        bail!(invalid("--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"));
+        bail!(invalid(
+            "--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"
+        ));
     }
     let ep_id = random_hex(32);
     let ep = Endpoint {
@@ -75,15 +96,24 @@ pub fn add_endpoint(ctx: &Ctx, tx: &crate::store::Tx, net: &Network, container_i
     Ok(ep)
 }
 
+/// What the create transaction recorded.
+struct Rows {
+    container: Container,
+    endpoints: Vec<Endpoint>,
+    nets: Vec<Network>,
+    mappings: Vec<ports::Mapping>,
+    owner: Option<Container>,
+}
+
 /// Store rows, container files, namespace and veths. On any failure, undoes what it did.
 pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     let mut host_nl = Netlink::open().context("opening netlink")?;
     trace("create: start");
     let mode = Mode::parse(spec)?;
-    if let Mode::Net(ns) = &mode {
-        if ns.iter().any(|n| n == network::DEFAULT_NETWORK) {
-            network::ensure_default(ctx, store, &mut host_nl, true)?;
-        }
+    if let Mode::Net(ns) = &mode
+        && ns.iter().any(|n| n == network::DEFAULT_NETWORK)
+    {
+        network::ensure_default(ctx, store, &mut host_nl, true)?;
     }
     let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
     let port_reqs = ports::parse_all(&spec.publish)?;
@@ -94,7 +124,10 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
                 bail!(invalid(format!("cannot publish on {ip}: it is not an address of this host")));
             }
-            bail!(conflict(format!("host port {ip}:{p}/{} is already in use by a process on the host ({e}): pick another host port", r.proto.as_str())));
+            bail!(conflict(format!(
+                "host port {ip}:{p}/{} is already in use by a process on the host ({e}): pick another host port",
+                r.proto.as_str()
+            )));
         }
     }
     trace("create: ports checked");
@@ -103,7 +136,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     }
     trace("create: name checked");
     let me = std::process::id() as i32;
-    let (container, endpoints, nets, mappings, owner) = store.write(|tx| {
+    let rows = store.write(|tx| {
         let (nets, owner) = match &mode {
             Mode::Net(ns) => {
                 let mut v: Vec<Network> = Vec::new();
@@ -202,10 +235,12 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         for m in &mappings {
             tx.insert_port(&container.id, m)?;
         }
-        Ok((container, eps, nets, mappings, owner))
+        Ok(Rows { container, endpoints: eps, nets, mappings, owner })
     })?;
     trace("create: store rows written");
-    let made = setup(ctx, &mut host_nl, &container, &endpoints, &nets, &mode, owner.as_ref(), spec).and_then(|(created, dns)| {
+    let made = setup(ctx, &mut host_nl, &rows, &mode, spec);
+    let Rows { container, endpoints, nets, mappings, .. } = rows;
+    let made = made.and_then(|(created, dns)| {
         if let Some(ip) = endpoints.first().and_then(|e| e.ip).filter(|_| !mappings.is_empty()) {
             // Rebuilds the table too if a reboot or an admin's flush removed it.
             firewall::publish(ctx, store, &mappings, ip, true)?;
@@ -239,17 +274,23 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
 type Setup = ((Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf), Option<crate::dns::server::PendingSync>);
 
 /// Files, namespace and interfaces for each mode.
-fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets: &[Network],
-         mode: &Mode, owner: Option<&Container>, spec: &Spec) -> Result<Setup> {
+fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec) -> Result<Setup> {
+    let (c, eps, nets, owner) = (&rows.container, &rows.endpoints[..], &rows.nets[..], rows.owner.as_ref());
     // Every container has a directory (its log lives there), whatever its network.
-    fs::create_dir_all(ctx.container_dir(&c.id)).with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
+    fs::create_dir_all(ctx.container_dir(&c.id))
+        .with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
     if let Mode::Host = mode {
         return Ok(((None, None, ctx.container_dir(&c.id)), None));
     }
     if let Some(o) = owner {
         // The owner's namespace and files; a host-mode owner means the host's namespace.
-        let ns = if o.network_mode == NetworkMode::Host { None } else {
-            Some(netns::open(&ctx.netns_path(&o.id)).with_context(|| format!("opening {}'s network namespace", o.name))?)
+        let ns = if o.network_mode == NetworkMode::Host {
+            None
+        } else {
+            Some(
+                netns::open(&ctx.netns_path(&o.id))
+                    .with_context(|| format!("opening {}'s network namespace", o.name))?,
+            )
         };
         let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
         return Ok(((ns, Some(template), ctx.container_dir(&o.id)), None));
@@ -278,8 +319,13 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
         for ep in eps {
             match ctr_nl.link_by_name(&ep.ifname)? {
                 // What an earlier detach left down here: ours to replace.
-                Some(l) if !l.up && matches!(l.kind.as_deref(), Some("veth" | "macvlan")) => ctr_nl.delete_link(l.index)?,
-                Some(_) => bail!(conflict(format!("{src} already has an interface {} in use: remove it from the namespace first", ep.ifname))),
+                Some(l) if !l.up && matches!(l.kind.as_deref(), Some("veth" | "macvlan")) => {
+                    ctr_nl.delete_link(l.index)?
+                }
+                Some(_) => bail!(conflict(format!(
+                    "{src} already has an interface {} in use: remove it from the namespace first",
+                    ep.ifname
+                ))),
                 None => {}
             }
         }
@@ -296,4 +342,3 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, c: &Container, eps: &[Endpoint], nets
     }
     Ok(((Some(ns), template, ctx.container_dir(&c.id)), dns))
 }
-

@@ -31,7 +31,10 @@ pub(crate) fn write(ctx: &Ctx, c: &Container, eps: &[Endpoint], spec: &Spec, emb
     fs::write(dir.join("hosts"), hosts)?;
     fs::write(dir.join("hostname"), format!("{}\n", c.hostname))?;
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    fs::write(dir.join("resolv.conf"), resolv_conf(&host, embedded_dns, &spec.dns, &spec.dns_search, &spec.dns_options))?;
+    fs::write(
+        dir.join("resolv.conf"),
+        resolv_conf(&host, embedded_dns, &spec.dns, &spec.dns_search, &spec.dns_options),
+    )?;
     Ok(())
 }
 
@@ -46,10 +49,10 @@ pub fn resolv_conf(host: &str, embedded: bool, dns: &[String], search: &[String]
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => {
-                if let Some(Ok(ip)) = words.next().map(|w| w.parse::<std::net::IpAddr>()) {
-                    if !ip.is_loopback() {
-                        servers.push(ip.to_string());
-                    }
+                if let Some(Ok(ip)) = words.next().map(|w| w.parse::<std::net::IpAddr>())
+                    && !ip.is_loopback()
+                {
+                    servers.push(ip.to_string());
                 }
             }
             Some("search") | Some("domain") => host_search.extend(words.map(str::to_string)),
@@ -81,7 +84,9 @@ pub fn resolv_conf(host: &str, embedded: bool, dns: &[String], search: &[String]
 
 /// --add-host NAME:IP (Docker also accepts NAME=IP).
 pub(crate) fn parse_add_host(s: &str) -> Result<(String, Ipv4Addr)> {
-    let (name, ip) = s.split_once(':').or_else(|| s.split_once('='))
+    let (name, ip) = s
+        .split_once(':')
+        .or_else(|| s.split_once('='))
         .ok_or_else(|| invalid(format!("--add-host {s:?}: expected NAME:IP, e.g. db.local:10.0.0.5")))?;
     if name.is_empty() {
         bail!(invalid(format!("--add-host {s:?}: the name is empty")));
@@ -95,10 +100,16 @@ mod tests {
     fn resolv_conf_for_each_kind_of_network() {
         let host = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\noptions edns0\n";
         assert_eq!(super::resolv_conf(host, false, &[], &[], &[]), "nameserver 10.0.0.2\nsearch lan\noptions edns0\n");
-        assert_eq!(super::resolv_conf(host, true, &[], &[], &[]), "nameserver 127.0.0.11\nsearch lan\noptions edns0 ndots:0\n");
+        assert_eq!(
+            super::resolv_conf(host, true, &[], &[], &[]),
+            "nameserver 127.0.0.11\nsearch lan\noptions edns0 ndots:0\n"
+        );
         let dns = vec!["192.168.1.100".to_string()];
         let search = vec!["corp".to_string()];
         let opts = vec!["timeout:1".to_string()];
-        assert_eq!(super::resolv_conf(host, false, &dns, &search, &opts), "nameserver 192.168.1.100\nsearch corp\noptions timeout:1\n");
+        assert_eq!(
+            super::resolv_conf(host, false, &dns, &search, &opts),
+            "nameserver 192.168.1.100\nsearch corp\noptions timeout:1\n"
+        );
     }
 }

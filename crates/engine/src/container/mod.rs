@@ -68,7 +68,9 @@ impl Mode {
         let special = |n: &str| n == "host" || n == "none" || n.starts_with("container:");
         if spec.networks.len() > 1 {
             if spec.networks.iter().any(|n| special(n)) {
-                bail!(invalid(format!("--network host, none and container: cannot be combined with other networks")));
+                bail!(invalid(
+                    "--network host, none and container: cannot be combined with other networks".to_string()
+                ));
             }
             return Ok(Mode::Net(spec.networks.clone()));
         }
@@ -99,10 +101,15 @@ impl Mode {
             bail!(invalid(format!("--ip cannot be used with {what}: the container gets no address of its own")));
         }
         if !spec.aliases.is_empty() {
-            bail!(invalid(format!("--network-alias cannot be used with {what}: aliases name a container on a user-defined network")));
+            bail!(invalid(format!(
+                "--network-alias cannot be used with {what}: aliases name a container on a user-defined network"
+            )));
         }
         if matches!(mode, Mode::Join(_)) && spec.hostname.is_some() {
-            bail!(invalid(format!("--hostname cannot be used with --network container:: the container takes its owner's hostname")));
+            bail!(invalid(
+                "--hostname cannot be used with --network container:: the container takes its owner's hostname"
+                    .to_string()
+            ));
         }
         Ok(mode)
     }
@@ -112,15 +119,29 @@ impl Mode {
 /// does). No process and no monitor: the container is alive while that namespace is.
 pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
     let path = spec.netns.as_deref().expect("attach has a namespace");
-    let f = fs::File::open(path).map_err(|e| not_found(format!("cannot open namespace {}: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net ({e})", path.display())))?;
+    let f = fs::File::open(path).map_err(|e| {
+        not_found(format!(
+            "cannot open namespace {}: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net ({e})",
+            path.display()
+        ))
+    })?;
     if !netns::is_nsfs(&f) {
-        bail!(invalid(format!("{} is not a network namespace: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net", path.display())));
+        bail!(invalid(format!(
+            "{} is not a network namespace: give a pinned netns file (/run/netns/NAME) or /proc/PID/ns/net",
+            path.display()
+        )));
     }
     if netns::inode(path) == netns::inode(std::path::Path::new("/proc/self/ns/net")) {
-        bail!(invalid(format!("{} is netwright's own (the host's) network namespace: attach a container's namespace, or use `run --network host`", path.display())));
+        bail!(invalid(format!(
+            "{} is netwright's own (the host's) network namespace: attach a container's namespace, or use `run --network host`",
+            path.display()
+        )));
     }
-    if let Some(n) = spec.networks.iter().find(|n| matches!(n.as_str(), "host" | "none") || n.starts_with("container:")) {
-        bail!(invalid(format!("attach takes bridge or macvlan networks, not --network {n}: the namespace is the runtime's to share")));
+    if let Some(n) = spec.networks.iter().find(|n| matches!(n.as_str(), "host" | "none") || n.starts_with("container:"))
+    {
+        bail!(invalid(format!(
+            "attach takes bridge or macvlan networks, not --network {n}: the namespace is the runtime's to share"
+        )));
     }
     validate(&spec)?;
     trace("attach: checked");
@@ -145,10 +166,12 @@ pub fn forget(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()> {
 }
 
 pub fn validate(spec: &Spec) -> Result<()> {
-    if let Some(n) = &spec.name {
-        if !names::valid(n) {
-            bail!(invalid(format!("invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)")));
-        }
+    if let Some(n) = &spec.name
+        && !names::valid(n)
+    {
+        bail!(invalid(format!(
+            "invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)"
+        )));
     }
     crate::ports::parse_all(&spec.publish)?;
     for d in &spec.dns {
@@ -180,4 +203,3 @@ pub fn find(store: &mut Store, reference: &str) -> Result<Container> {
         None => bail!(not_found(format!("no such container: {reference} (see `netwright ps -a`)"))),
     }
 }
-

@@ -23,7 +23,8 @@ use crate::store::{Container, State, Store};
 pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
     // Rules before links: a DNAT must never point at an address that is gone.
     trace("release: start");
-    let (mappings, ip) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
+    let (mappings, ip) =
+        store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
     let unpublished = match ip {
         Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
         None => mappings.is_empty(),
@@ -148,10 +149,11 @@ pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
 }
 
 pub fn release_if_orphaned(ctx: &Ctx, store: &mut Store, name: &str) -> Result<()> {
-    if let Some(c) = store.read(|tx| tx.container(name))? {
-        if c.state != State::Exited && !owner_alive(&c) {
-            release_orphan(ctx, store, c)?;
-        }
+    if let Some(c) = store.read(|tx| tx.container(name))?
+        && c.state != State::Exited
+        && !owner_alive(&c)
+    {
+        release_orphan(ctx, store, c)?;
     }
     Ok(())
 }
@@ -165,4 +167,3 @@ fn release_orphan(ctx: &Ctx, store: &mut Store, mut c: Container) -> Result<()> 
         release(ctx, store, &c, 137, Some("monitor exited; container was killed with it"))
     }
 }
-

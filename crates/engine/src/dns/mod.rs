@@ -49,7 +49,8 @@ impl Zone {
             eps_of.entry(e.container_id.as_str()).or_default().push(e);
         }
         for c in containers {
-            let eps: Vec<Endpoint> = eps_of.get(c.id.as_str()).map(|v| v.iter().map(|e| (*e).clone()).collect()).unwrap_or_default();
+            let eps: Vec<Endpoint> =
+                eps_of.get(c.id.as_str()).map(|v| v.iter().map(|e| (*e).clone()).collect()).unwrap_or_default();
             z.update(networks, &c.id, Some(c), &eps);
         }
         z
@@ -272,24 +273,55 @@ mod tests {
 
     fn net(id: &str, builtin: bool) -> Network {
         Network {
-            id: id.into(), name: id.into(), driver: crate::model::Driver::Bridge, subnet: "10.0.0.0/24".parse().unwrap(),
-            gateway: "10.0.0.1".parse().unwrap(), ip_range: None, bridge: format!("br{id}"), mtu: 1500,
-            internal: false, options: BTreeMap::new(), builtin, created: 0, cursor: 0,
+            id: id.into(),
+            name: id.into(),
+            driver: crate::model::Driver::Bridge,
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            ip_range: None,
+            bridge: format!("br{id}"),
+            mtu: 1500,
+            internal: false,
+            options: BTreeMap::new(),
+            builtin,
+            created: 0,
+            cursor: 0,
         }
     }
 
     fn ctr(id: &str) -> Container {
         Container {
-            id: id.into(), name: id.into(), cmd: vec![], hostname: format!("{id}-host"), state: State::Running,
-            pid: None, monitor_pid: None, monitor_start: None, exit_code: None, error: None, auto_remove: false,
-            detached: true, network_mode: crate::model::NetworkMode::None, dns: vec![], netns_source: None, created: 0, started: None, finished: None,
+            id: id.into(),
+            name: id.into(),
+            cmd: vec![],
+            hostname: format!("{id}-host"),
+            state: State::Running,
+            pid: None,
+            monitor_pid: None,
+            monitor_start: None,
+            exit_code: None,
+            error: None,
+            auto_remove: false,
+            detached: true,
+            network_mode: crate::model::NetworkMode::None,
+            dns: vec![],
+            netns_source: None,
+            created: 0,
+            started: None,
+            finished: None,
         }
     }
 
     fn ep(c: &str, n: &str, ip: &str, aliases: &[&str]) -> Endpoint {
         Endpoint {
-            id: format!("{c}{n}"), container_id: c.into(), network_id: n.into(), ifname: "eth0".into(),
-            host_ifname: String::new(), ip: Some(ip.parse().unwrap()), requested_ip: None, mac: String::new(),
+            id: format!("{c}{n}"),
+            container_id: c.into(),
+            network_id: n.into(),
+            ifname: "eth0".into(),
+            host_ifname: String::new(),
+            ip: Some(ip.parse().unwrap()),
+            requested_ip: None,
+            mac: String::new(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
         }
     }
@@ -299,8 +331,10 @@ mod tests {
         let nets = [net("a", false), net("b", false), net("d", true)];
         let ctrs = [ctr("web"), ctr("db"), ctr("other"), ctr("plain")];
         let eps = [
-            ep("web", "a", "10.0.0.2", &["www"]), ep("db", "a", "10.0.0.3", &["store"]),
-            ep("other", "b", "10.0.1.2", &[]), ep("plain", "d", "172.17.0.2", &[]),
+            ep("web", "a", "10.0.0.2", &["www"]),
+            ep("db", "a", "10.0.0.3", &["store"]),
+            ep("other", "b", "10.0.1.2", &[]),
+            ep("plain", "d", "172.17.0.2", &[]),
         ];
         let z = Zone::build(&nets, &ctrs, &eps);
         assert_eq!(z.entry_count(), 3, "the default network has no names");
@@ -319,7 +353,8 @@ mod tests {
     fn aliases_round_robin() {
         let nets = [net("a", false)];
         let ctrs: Vec<Container> = (0..3).map(|i| ctr(&format!("c{i}"))).collect();
-        let eps: Vec<Endpoint> = (0..3).map(|i| ep(&format!("c{i}"), "a", &format!("10.0.0.{}", i + 2), &["svc"])).collect();
+        let eps: Vec<Endpoint> =
+            (0..3).map(|i| ep(&format!("c{i}"), "a", &format!("10.0.0.{}", i + 2), &["svc"])).collect();
         let mut z = Zone::build(&nets, &ctrs, &eps);
         // Incremental updates keep the indexes exact.
         z.update(&nets, "c2", None, &[]);
@@ -341,7 +376,10 @@ mod tests {
         assert!(answer_fast(&z, "c0", &bytes, 1, &mut out));
         let Decision::Reply(full) = answer(&z, "c0", &q, 1) else { panic!("ours") };
         let (fast, full) = (Message::from_vec(&out).unwrap(), Message::from_vec(&full).unwrap());
-        assert_eq!((fast.answers.clone(), fast.queries.clone(), fast.metadata.authoritative), (full.answers.clone(), full.queries.clone(), full.metadata.authoritative));
+        assert_eq!(
+            (fast.answers.clone(), fast.queries.clone(), fast.metadata.authoritative),
+            (full.answers.clone(), full.queries.clone(), full.metadata.authoritative)
+        );
         assert!(!answer_fast(&z, "c0", &q.to_vec().unwrap()[..10], 0, &mut out), "short queries take the full path");
         let mut q6 = Message::query();
         q6.add_query(hickory_proto::op::Query::query(Name::from_ascii("svc.").unwrap(), RecordType::AAAA));

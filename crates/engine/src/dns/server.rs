@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 
 use super::{Decision, Zone};
 use crate::ctx::Ctx;
-use crate::kernel::nftables::{self as nft, Batch, Expr, Nftables};
 use crate::kernel::netns;
+use crate::kernel::nftables::{self as nft, Batch, Expr, Nftables};
 
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -115,7 +115,9 @@ const EXIT_IDLE: i32 = 3;
 /// One container changed: update its records and listeners only (O(1) in containers).
 fn sync_one(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: &str) {
     let Ok(mut store) = ctx.store() else { return };
-    let Ok((nets, c, eps)) = store.read(|tx| Ok((tx.networks()?, tx.container(id)?, tx.endpoints_of(id)?))) else { return };
+    let Ok((nets, c, eps)) = store.read(|tx| Ok((tx.networks()?, tx.container(id)?, tx.endpoints_of(id)?))) else {
+        return;
+    };
     let serves = {
         let mut zone = shared.zone.write().expect("zone lock");
         zone.update(&nets, id, c.as_ref(), &eps);
@@ -144,7 +146,9 @@ fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Serv
 /// Rebuilds the zone from the store and adopts/drops containers to match.
 fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     let Ok(mut store) = ctx.store() else { return };
-    let Ok((nets, ctrs, eps)) = store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?))) else { return };
+    let Ok((nets, ctrs, eps)) = store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?))) else {
+        return;
+    };
     let zone = Zone::build(&nets, &ctrs, &eps);
     let wanted: Vec<String> = zone.served().cloned().collect();
     *shared.zone.write().expect("zone lock") = zone;
@@ -160,7 +164,9 @@ fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
 /// The host's upstream resolvers (the resolver runs in the host namespace, so loopback
 /// ones such as systemd-resolved's 127.0.0.53 work from here).
 fn host_upstreams() -> Vec<Ipv4Addr> {
-    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default().lines()
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
         .filter_map(|l| l.strip_prefix("nameserver"))
         .filter_map(|ip| ip.trim().parse().ok())
         .collect()
@@ -181,7 +187,9 @@ fn adopt(ctx: &Ctx, id: &str) -> Result<(UdpSocket, TcpListener)> {
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
         Ok((udp, tcp))
-    }).join().map_err(|_| anyhow!("namespace thread panicked"))??;
+    })
+    .join()
+    .map_err(|_| anyhow!("namespace thread panicked"))??;
     Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?))
 }
 
@@ -204,17 +212,22 @@ fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
     let mut b = Batch::new(nft::NFPROTO_IPV4);
     b.add_table(t).add_base_chain(t, "output", "nat", nft::hook::OUTPUT, -100).flush_chain(t, "output");
     for (proto, port) in [(17u8, udp_port), (6u8, tcp_port)] {
-        b.add_rule(t, "output", "the embedded DNS server: 127.0.0.11:53 → the resolver's port", &[
-            Expr::Payload { base: 1, offset: 16, len: 4, dreg: nft::REG_1 },
-            Expr::Cmp { sreg: nft::REG_1, op: 0, data: DNS_IP.octets().to_vec() },
-            Expr::Meta { key: nft::meta::L4PROTO, dreg: nft::REG_1 },
-            Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![proto] },
-            Expr::Payload { base: 2, offset: 2, len: 2, dreg: nft::REG_1 },
-            Expr::Cmp { sreg: nft::REG_1, op: 0, data: 53u16.to_be_bytes().to_vec() },
-            Expr::ImmediateData { dreg: nft::REG32_00, data: DNS_IP.octets().to_vec() },
-            Expr::ImmediateData { dreg: nft::REG32_00 + 1, data: port.to_be_bytes().to_vec() },
-            Expr::Dnat { reg_addr: nft::REG32_00, reg_port: nft::REG32_00 + 1 },
-        ]);
+        b.add_rule(
+            t,
+            "output",
+            "the embedded DNS server: 127.0.0.11:53 → the resolver's port",
+            &[
+                Expr::Payload { base: 1, offset: 16, len: 4, dreg: nft::REG_1 },
+                Expr::Cmp { sreg: nft::REG_1, op: 0, data: DNS_IP.octets().to_vec() },
+                Expr::Meta { key: nft::meta::L4PROTO, dreg: nft::REG_1 },
+                Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![proto] },
+                Expr::Payload { base: 2, offset: 2, len: 2, dreg: nft::REG_1 },
+                Expr::Cmp { sreg: nft::REG_1, op: 0, data: 53u16.to_be_bytes().to_vec() },
+                Expr::ImmediateData { dreg: nft::REG32_00, data: DNS_IP.octets().to_vec() },
+                Expr::ImmediateData { dreg: nft::REG32_00 + 1, data: port.to_be_bytes().to_vec() },
+                Expr::Dnat { reg_addr: nft::REG32_00, reg_port: nft::REG32_00 + 1 },
+            ],
+        );
     }
     let mut nft = Nftables::open()?;
     nft.commit(&b).map_err(|(i, e)| anyhow!("installing the DNS redirect (message {i}): {e}"))?;
@@ -273,7 +286,11 @@ async fn serve_tcp(listener: TcpListener, id: String, shared: Arc<Shared>) {
                     _ => return,
                 }
                 let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                if tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut q)).await.map(|r| r.is_err()).unwrap_or(true) {
+                if tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut q))
+                    .await
+                    .map(|r| r.is_err())
+                    .unwrap_or(true)
+                {
                     return;
                 }
                 let Some(reply) = respond(&q, &id, &shared).await else { return };
@@ -365,11 +382,12 @@ pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
     let exe = std::env::current_exe()?;
     loop {
         let started = Instant::now();
-        let status = std::process::Command::new(&exe).arg("_resolver")
-            .env("NETWRIGHT_ROOT", &ctx.root).status();
+        let status = std::process::Command::new(&exe).arg("_resolver").env("NETWRIGHT_ROOT", &ctx.root).status();
         if status.as_ref().is_ok_and(|s| s.code() == Some(EXIT_IDLE)) {
             // Only our own pid file: a new supervisor may already have written its own.
-            if std::fs::read_to_string(pid_path(ctx)).is_ok_and(|p| p.split_whitespace().next() == Some(&me.to_string())) {
+            if std::fs::read_to_string(pid_path(ctx))
+                .is_ok_and(|p| p.split_whitespace().next() == Some(&me.to_string()))
+            {
                 let _ = std::fs::remove_file(pid_path(ctx));
             }
             return Ok(());
@@ -465,8 +483,11 @@ fn spawn_supervisor(ctx: &Ctx) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(ctx.root.join("dns.log"))?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("_dns").env("NETWRIGHT_ROOT", &ctx.root)
-        .stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.arg("_dns")
+        .env("NETWRIGHT_ROOT", &ctx.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // SAFETY: setsid only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));

@@ -7,11 +7,11 @@ use anyhow::{Context, Result, bail};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 use super::NetworkDriver;
-use crate::desired::{DesiredKind, DesiredLink};
 use crate::error::invalid;
 use crate::kernel::netlink::{Netlink, VethSpec};
 use crate::kernel::netns;
 use crate::plan::{self, BridgePlan, EndpointPlan};
+use crate::plan::{DesiredKind, DesiredLink};
 use crate::store::Network;
 
 pub struct BridgeDriver;
@@ -19,7 +19,10 @@ pub struct BridgeDriver;
 impl NetworkDriver for BridgeDriver {
     fn check_option(&self, key: &str, value: &str) -> Result<()> {
         match key {
-            "masquerade" | "com.docker.network.bridge.enable_ip_masquerade" | "icc" | "com.docker.network.bridge.enable_icc" => {
+            "masquerade"
+            | "com.docker.network.bridge.enable_ip_masquerade"
+            | "icc"
+            | "com.docker.network.bridge.enable_icc" => {
                 if value != "true" && value != "false" {
                     bail!(invalid(format!("option {key}={value}: use true or false")));
                 }
@@ -50,8 +53,15 @@ impl NetworkDriver for BridgeDriver {
         ensure_bridge(nl, &plan::network(n))
     }
 
-    fn attach(&self, host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, _: &Network, anchor: u32, plan: &EndpointPlan)
-    -> Result<()> {
+    fn attach(
+        &self,
+        host: &mut Netlink,
+        ctr: &mut Netlink,
+        ns: &OwnedFd,
+        _: &Network,
+        anchor: u32,
+        plan: &EndpointPlan,
+    ) -> Result<()> {
         attach(host, ctr, ns, anchor, plan)
     }
 
@@ -71,7 +81,8 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating bridge {}", plan.name)),
             }
-            nl.link_by_name(&plan.name)?.with_context(|| format!("bridge {} vanished while being created", plan.name))?
+            nl.link_by_name(&plan.name)?
+                .with_context(|| format!("bridge {} vanished while being created", plan.name))?
         }
     };
     if link.kind.as_deref() != Some("bridge") {
@@ -98,7 +109,13 @@ pub fn remove_bridge(nl: &mut Netlink, name: &str) -> Result<()> {
 
 /// Plugs a container namespace into a bridge: the veth pair is created with its peer
 /// already inside the namespace, then the inside is configured in one netlink batch.
-pub fn attach(host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, bridge_index: u32, plan: &EndpointPlan) -> Result<()> {
+pub fn attach(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    ns: &OwnedFd,
+    bridge_index: u32,
+    plan: &EndpointPlan,
+) -> Result<()> {
     host.create_veth(&VethSpec {
         host_name: &plan.host_name,
         peer_name: &plan.ifname,
@@ -115,7 +132,8 @@ pub fn attach(host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, bridge_index:
 /// Address, up, lo up and default route for an interface already inside the container:
 /// one netlink batch.
 pub fn configure_inside(ctr: &mut Netlink, plan: &EndpointPlan) -> Result<()> {
-    let inner = ctr.link_by_name(&plan.ifname)?
+    let inner = ctr
+        .link_by_name(&plan.ifname)?
         .with_context(|| format!("{} did not appear inside the container", plan.ifname))?;
     let mut reqs = vec![
         (Netlink::add_addr_msg(inner.index, plan.addr, plan.prefix), NLM_F_CREATE | NLM_F_EXCL),
@@ -125,17 +143,19 @@ pub fn configure_inside(ctr: &mut Netlink, plan: &EndpointPlan) -> Result<()> {
     if plan.default_route {
         reqs.push((Netlink::default_route_msg(plan.gateway, inner.index), NLM_F_CREATE | NLM_F_EXCL));
     }
-    ctr.batch(reqs).map_err(|(_, e)| e)
-        .with_context(|| format!("configuring {} inside the container", plan.ifname))?;
+    ctr.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring {} inside the container", plan.ifname))?;
     Ok(())
 }
 
 fn explain_veth_error(e: io::Error, plan: &EndpointPlan) -> anyhow::Error {
     match e.raw_os_error() {
         Some(libc::EEXIST) => anyhow::anyhow!(
-            "device {} already exists (left over from a crash?): run `netwright reconcile`", plan.host_name),
+            "device {} already exists (left over from a crash?): run `netwright reconcile`",
+            plan.host_name
+        ),
         Some(libc::EXFULL) => anyhow::anyhow!(
-            "the bridge refused another port ({e}): a Linux bridge takes at most 1024 ports; use another network"),
+            "the bridge refused another port ({e}): a Linux bridge takes at most 1024 ports; use another network"
+        ),
         _ => anyhow::Error::from(e).context(format!("creating veth pair {}", plan.host_name)),
     }
 }

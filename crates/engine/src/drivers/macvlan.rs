@@ -13,12 +13,12 @@ use anyhow::{Context, Result, bail};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 
 use super::NetworkDriver;
-use crate::desired::{DesiredKind, DesiredLink};
 use crate::drivers::bridge;
 use crate::error::invalid;
 use crate::kernel::netlink::Netlink;
 use crate::model::Driver;
 use crate::plan::EndpointPlan;
+use crate::plan::{DesiredKind, DesiredLink};
 use crate::store::Network;
 
 pub struct MacvlanDriver;
@@ -31,7 +31,9 @@ impl NetworkDriver for MacvlanDriver {
             HOST_SHIM => bail!(invalid(format!("option {key}={value}: use true or false"))),
             MODE if ["bridge", "private", "vepa", "passthru"].contains(&value) => Ok(()),
             MODE => bail!(invalid(format!("option {key}={value}: macvlan modes are bridge, private, vepa, passthru"))),
-            _ => bail!(invalid(format!("unknown network option {key:?}: macvlan networks take parent, macvlan_mode, host_shim, mtu"))),
+            _ => bail!(invalid(format!(
+                "unknown network option {key:?}: macvlan networks take parent, macvlan_mode, host_shim, mtu"
+            ))),
         }
     }
 
@@ -49,8 +51,15 @@ impl NetworkDriver for MacvlanDriver {
         Ok(ensure_parent(nl, parent(n))?.0)
     }
 
-    fn attach(&self, host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, n: &Network, _: u32, plan: &EndpointPlan)
-    -> Result<()> {
+    fn attach(
+        &self,
+        host: &mut Netlink,
+        ctr: &mut Netlink,
+        ns: &OwnedFd,
+        n: &Network,
+        _: u32,
+        plan: &EndpointPlan,
+    ) -> Result<()> {
         attach(host, ctr, ns, n, plan)
     }
 
@@ -94,13 +103,16 @@ pub fn ensure_parent(nl: &mut Netlink, parent: &str) -> Result<(u32, u32, bool)>
     let Some((base, id)) = vlan_of(parent) else {
         bail!("parent interface {parent} does not exist on this host: give an existing interface with -o parent=");
     };
-    let base_link = nl.link_by_name(base)?
+    let base_link = nl
+        .link_by_name(base)?
         .with_context(|| format!("parent interface {base} (of VLAN {parent}) does not exist on this host"))?;
     match nl.create_vlan(parent, base_link.index, id) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            bail!("cannot create VLAN interface {parent}: this kernel has no 802.1Q support (module 8021q); load it or give an existing parent")
+            bail!(
+                "cannot create VLAN interface {parent}: this kernel has no 802.1Q support (module 8021q); load it or give an existing parent"
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("creating VLAN interface {parent}")),
     }
@@ -134,7 +146,9 @@ pub fn ensure_shim(nl: &mut Netlink, n: &Network) -> Result<()> {
     nl.batch(vec![
         (Netlink::add_addr_msg(link.index, addr, 32), NLM_F_CREATE | NLM_F_REPLACE),
         (Netlink::set_up_msg(link.index), 0),
-    ]).map_err(|(_, e)| e).with_context(|| format!("configuring host shim {}", n.bridge))?;
+    ])
+    .map_err(|(_, e)| e)
+    .with_context(|| format!("configuring host shim {}", n.bridge))?;
     nl.add_route_dev(range, link.index).with_context(|| format!("routing {range} through the host shim"))?;
     Ok(())
 }
@@ -145,10 +159,11 @@ pub fn remove(nl: &mut Netlink, n: &Network, others: &[Network]) -> Result<()> {
         nl.delete_link(l.index)?;
     }
     let shared = others.iter().any(|o| o.id != n.id && o.driver == Driver::Macvlan && parent(o) == parent(n));
-    if n.options.get(PARENT_CREATED).is_some_and(|v| v == "true") && !shared {
-        if let Some(l) = nl.link_by_name(parent(n))? {
-            nl.delete_link(l.index)?;
-        }
+    if n.options.get(PARENT_CREATED).is_some_and(|v| v == "true")
+        && !shared
+        && let Some(l) = nl.link_by_name(parent(n))?
+    {
+        nl.delete_link(l.index)?;
     }
     Ok(())
 }

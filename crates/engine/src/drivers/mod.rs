@@ -10,9 +10,9 @@ use std::os::fd::OwnedFd;
 
 use anyhow::Result;
 
-use crate::desired::DesiredLink;
 use crate::kernel::netlink::Netlink;
 use crate::model::Driver;
+use crate::plan::DesiredLink;
 use crate::plan::EndpointPlan;
 use crate::store::Network;
 
@@ -32,8 +32,15 @@ pub trait NetworkDriver: Sync {
 
     /// Makes one endpoint's interfaces: `host` is the host namespace, `ctr` the container's
     /// (`ns`), `anchor` what [`NetworkDriver::ensure_network`] returned.
-    fn attach(&self, host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, n: &Network, anchor: u32, plan: &EndpointPlan)
-    -> Result<()>;
+    fn attach(
+        &self,
+        host: &mut Netlink,
+        ctr: &mut Netlink,
+        ns: &OwnedFd,
+        n: &Network,
+        anchor: u32,
+        plan: &EndpointPlan,
+    ) -> Result<()>;
 
     /// Removes the network's devices (`others`: every network, for shared parents).
     fn remove(&self, nl: &mut Netlink, n: &Network, others: &[Network]) -> Result<()>;

@@ -27,7 +27,9 @@ pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 pub fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net> {
     let net: Ipv4Net = match s.parse() {
         Ok(n) => n,
-        Err(_) if s.contains(':') => bail!("{what} {s:?}: IPv6 is not supported yet; give an IPv4 CIDR such as 10.20.0.0/24"),
+        Err(_) if s.contains(':') => {
+            bail!("{what} {s:?}: IPv6 is not supported yet; give an IPv4 CIDR such as 10.20.0.0/24")
+        }
         Err(_) => bail!("{what} {s:?} is not a valid CIDR: expected an IPv4 network such as 10.20.0.0/24"),
     };
     if net.network() != net.addr() {
@@ -198,7 +200,8 @@ mod tests {
         taken.remove(&Ipv4Addr::new(10, 0, 0, 3));
         let (ip, _) = allocate(subnet, &[gw], None, cursor, |ip| Ok(taken.contains(&ip)), || Ok(vec![])).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 3));
-        let (ip, _) = allocate(net("10.0.0.0/24"), &[gw], Some(net("10.0.0.128/25")), 0, |_| Ok(false), || Ok(vec![])).unwrap();
+        let (ip, _) =
+            allocate(net("10.0.0.0/24"), &[gw], Some(net("10.0.0.128/25")), 0, |_| Ok(false), || Ok(vec![])).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 128));
     }
 
@@ -208,7 +211,18 @@ mod tests {
         let gw = Ipv4Addr::new(10, 0, 0, 1);
         let used: Vec<Ipv4Addr> = (2..200).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
         let mut probes = 0;
-        let (ip, _) = allocate(subnet, &[gw], None, 0, |ip| { probes += 1; Ok(used.contains(&ip)) }, || Ok(used.clone())).unwrap();
+        let (ip, _) = allocate(
+            subnet,
+            &[gw],
+            None,
+            0,
+            |ip| {
+                probes += 1;
+                Ok(used.contains(&ip))
+            },
+            || Ok(used.clone()),
+        )
+        .unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 200));
         assert!(probes <= 64);
     }

@@ -29,7 +29,11 @@ pub fn ensure_template(pin: &Path, exclude: &Path) -> Result<OwnedFd> {
     if let Some(fd) = open_pinned(pin) {
         return Ok(fd);
     }
-    OpenOptions::new().write(true).create(true).truncate(false).open(pin)
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(pin)
         .with_context(|| format!("creating {}", pin.display()))?;
     // A helper thread leaves our fs context, builds the template, and waits while this
     // thread (still in the host's mount namespace) pins it.

@@ -2,9 +2,9 @@
 //! and its packet tracing.
 pub mod mntns;
 pub mod netlink;
+pub mod netns;
 pub mod nftables;
 pub mod nftrace;
-pub mod netns;
 
 /// Runs `child` in a grandchild that nobody waits for (init adopts it) and returns once the
 /// intermediate child has exited. False when fork failed: `child` did not run.

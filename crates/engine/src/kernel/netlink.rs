@@ -10,14 +10,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoMacVlan,
-    InfoPortData, InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData,
+    InfoPortKind, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -113,10 +112,10 @@ impl Netlink {
                 if let NetlinkPayload::Error(e) = m.payload {
                     let Some(idx) = seqs.iter().position(|s| *s == seq) else { continue };
                     pending -= 1;
-                    if let Some(code) = e.code {
-                        if first_err.is_none() {
-                            first_err = Some((idx, io::Error::from_raw_os_error(-code.get())));
-                        }
+                    if let Some(code) = e.code
+                        && first_err.is_none()
+                    {
+                        first_err = Some((idx, io::Error::from_raw_os_error(-code.get())));
                     }
                 }
             }
@@ -164,9 +163,7 @@ impl Netlink {
     fn recv_msgs(&mut self) -> io::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
         let n = loop {
             // SAFETY: buf is a valid, writable buffer of the given length.
-            let n = unsafe {
-                libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0)
-            };
+            let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
             if n >= 0 {
                 break n as usize;
             }
@@ -196,10 +193,13 @@ impl Netlink {
 
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
         let msgs = self.query(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
-        Ok(msgs.into_iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
-            _ => None,
-        }).collect())
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The link called `name`, or None when there is none.
@@ -278,8 +278,15 @@ impl Netlink {
 
     /// A macvlan on `parent`, created directly inside `netns` (or here when None), with
     /// its name, MAC and MTU set — one request.
-    pub fn create_macvlan(&mut self, name: &str, parent: u32, mode: &str, netns: Option<RawFd>,
-                          mac: Option<[u8; 6]>, mtu: u32) -> io::Result<()> {
+    pub fn create_macvlan(
+        &mut self,
+        name: &str,
+        parent: u32,
+        mode: &str,
+        netns: Option<RawFd>,
+        mac: Option<[u8; 6]>,
+        mtu: u32,
+    ) -> io::Result<()> {
         let mode = match mode {
             "private" => MacVlanMode::Private,
             "vepa" => MacVlanMode::Vepa,
@@ -399,19 +406,28 @@ impl Netlink {
         let mut req = AddressMessage::default();
         req.header.family = AddressFamily::Unspec;
         let msgs = self.query(RouteNetlinkMessage::GetAddress(req), NLM_F_DUMP)?;
-        Ok(msgs.into_iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) => {
-                let addr = a.attributes.iter().find_map(|at| match at {
-                    AddressAttribute::Local(ip) => Some(*ip),
-                    _ => None,
-                }).or_else(|| a.attributes.iter().find_map(|at| match at {
-                    AddressAttribute::Address(ip) => Some(*ip),
-                    _ => None,
-                }))?;
-                Some(Addr { index: a.header.index, addr, prefix: a.header.prefix_len })
-            }
-            _ => None,
-        }).collect())
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => {
+                    let addr = a
+                        .attributes
+                        .iter()
+                        .find_map(|at| match at {
+                            AddressAttribute::Local(ip) => Some(*ip),
+                            _ => None,
+                        })
+                        .or_else(|| {
+                            a.attributes.iter().find_map(|at| match at {
+                                AddressAttribute::Address(ip) => Some(*ip),
+                                _ => None,
+                            })
+                        })?;
+                    Some(Addr { index: a.header.index, addr, prefix: a.header.prefix_len })
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     pub fn default_route_msg(gateway: Ipv4Addr, oif: u32) -> RouteNetlinkMessage {
@@ -437,10 +453,14 @@ impl Netlink {
         let mut out = Vec::new();
         for m in msgs {
             let RouteNetlinkMessage::NewRoute(r) = m else { continue };
-            let table = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            }).unwrap_or(r.header.table as u32);
+            let table = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(r.header.table as u32);
             if table != RouteHeader::RT_TABLE_MAIN as u32 {
                 continue;
             }
@@ -448,8 +468,8 @@ impl Netlink {
             for a in &r.attributes {
                 match a {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                        route.dst = ipnet::Ipv4Net::new(*ip, r.header.destination_prefix_length)
-                            .ok().map(ipnet::IpNet::V4);
+                        route.dst =
+                            ipnet::Ipv4Net::new(*ip, r.header.destination_prefix_length).ok().map(ipnet::IpNet::V4);
                     }
                     RouteAttribute::Gateway(RouteAddress::Inet(ip)) => route.gateway = Some(IpAddr::V4(*ip)),
                     RouteAttribute::Oif(i) => route.oif = Some(*i),
@@ -491,7 +511,10 @@ impl Netlink {
         req.header.family = AddressFamily::Bridge;
         let msgs = self.query(RouteNetlinkMessage::GetNeighbour(req), NLM_F_DUMP)?;
         Ok(msgs.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewNeighbour(n) => n.attributes.iter().any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l[..] == mac[..]))
+            RouteNetlinkMessage::NewNeighbour(n) => n
+                .attributes
+                .iter()
+                .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(l) if l[..] == mac[..]))
                 .then_some(n.header.ifindex),
             _ => None,
         }))

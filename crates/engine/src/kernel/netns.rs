@@ -68,7 +68,11 @@ fn is_mount_root(path: &Path) -> Result<bool> {
 /// Creates a new network namespace pinned at `path` and returns a handle to it.
 /// The calling thread ends up back in the namespace it started in, also on error.
 pub fn create_pinned(path: &Path) -> Result<OwnedFd> {
-    OpenOptions::new().write(true).create_new(true).mode(0o444).open(path)
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
         .with_context(|| format!("creating namespace file {}", path.display()))?;
     let original = current()?;
     let made = (|| -> Result<OwnedFd> {
@@ -91,7 +95,11 @@ pub fn create_pinned(path: &Path) -> Result<OwnedFd> {
 
 /// Pins an existing namespace (a runtime's) at `path`, as `ip netns attach` does.
 pub fn pin_existing(src: &Path, path: &Path) -> Result<OwnedFd> {
-    OpenOptions::new().write(true).create_new(true).mode(0o444).open(path)
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
         .with_context(|| format!("creating namespace file {}", path.display()))?;
     let made = (|| -> Result<OwnedFd> {
         mount(Some(src), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)

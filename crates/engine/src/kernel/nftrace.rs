@@ -142,7 +142,10 @@ pub fn remove(table: &str) -> Result<()> {
 /// `ct original protocol/saddr/daddr/proto-src/proto-dst == ... meta nftrace set 1`.
 fn marking_rule(f: &Filter) -> Vec<Expr> {
     let r = nft::REG_1;
-    let mut m = vec![Expr::CtDir { key: nft::ct::PROTOCOL, dir: 0, dreg: r }, Expr::Cmp { sreg: r, op: 0, data: vec![f.proto] }];
+    let mut m = vec![
+        Expr::CtDir { key: nft::ct::PROTOCOL, dir: 0, dreg: r },
+        Expr::Cmp { sreg: r, op: 0, data: vec![f.proto] },
+    ];
     let mut eq = |key, data: Vec<u8>| {
         m.push(Expr::CtDir { key, dir: 0, dreg: r });
         m.push(Expr::Cmp { sreg: r, op: 0, data });
@@ -171,14 +174,32 @@ fn be32(v: &[u8]) -> Option<u32> {
 /// NFTA_TRACE_* attributes (linux/netfilter/nf_tables.h).
 fn parse_event(payload: &[u8]) -> Option<Event> {
     let family = *payload.first()?;
-    let mut e = Event { id: 0, family, table: String::new(), chain: String::new(), kind: "rule", handle: None, verdict: None, iif: None, oif: None, packet: None, end_marker: false };
+    let mut e = Event {
+        id: 0,
+        family,
+        table: String::new(),
+        chain: String::new(),
+        kind: "rule",
+        handle: None,
+        verdict: None,
+        iif: None,
+        oif: None,
+        packet: None,
+        end_marker: false,
+    };
     let (mut net, mut transport) = (None, None);
     for (ty, v) in attrs_of(payload.get(4..)?) {
         match ty {
             1 => e.table = cstr(v),
             2 => e.chain = cstr(v),
             3 => e.handle = Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)),
-            4 => e.kind = match be32(v)? { 1 => "policy", 2 => "return", _ => "rule" },
+            4 => {
+                e.kind = match be32(v)? {
+                    1 => "policy",
+                    2 => "return",
+                    _ => "rule",
+                }
+            }
             5 => e.verdict = verdict(v),
             6 => e.id = be32(v)?,
             8 => net = Some(v),
@@ -226,7 +247,8 @@ pub fn packet(net: &[u8], th: &[u8]) -> Option<Packet> {
     let proto = net[9];
     let src = Ipv4Addr::new(net[12], net[13], net[14], net[15]);
     let dst = Ipv4Addr::new(net[16], net[17], net[18], net[19]);
-    let ports = (th.len() >= 4 && (proto == 6 || proto == 17)).then(|| (u16::from_be_bytes([th[0], th[1]]), u16::from_be_bytes([th[2], th[3]])));
+    let ports = (th.len() >= 4 && (proto == 6 || proto == 17))
+        .then(|| (u16::from_be_bytes([th[0], th[1]]), u16::from_be_bytes([th[2], th[3]])));
     let mut flags = Vec::new();
     if proto == 6 && th.len() >= 14 {
         for (bit, name) in [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH")] {
@@ -251,7 +273,10 @@ mod tests {
         tcp[2..4].copy_from_slice(&7000u16.to_be_bytes());
         tcp[13] = 0x12;
         let p = packet(&ip, &tcp).unwrap();
-        assert_eq!((p.src, p.dst, p.sport, p.dport), (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(192, 168, 1, 100), Some(40000), Some(7000)));
+        assert_eq!(
+            (p.src, p.dst, p.sport, p.dport),
+            (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(192, 168, 1, 100), Some(40000), Some(7000))
+        );
         assert_eq!(p.flags, "SYN ACK");
     }
 

@@ -27,12 +27,17 @@ pub fn of_root(root: &std::path::Path) -> Vec<(i32, Vec<String>)> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| std::fs::read(format!("/proc/{p}/environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes())))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        })
         .filter_map(|p| {
             let argv = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
-            let argv: Vec<String> = argv.split(|b| *b == 0).filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let argv: Vec<String> = argv
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             argv.first().is_some_and(|a| a.contains("netwright")).then_some((p, argv))
         })
         .collect()
@@ -40,8 +45,12 @@ pub fn of_root(root: &std::path::Path) -> Vec<(i32, Vec<String>)> {
 
 /// A /proc/PID/status or smaps_rollup field in kB (VmRSS, Pss, ...).
 pub fn kb(pid: i32, file: &str, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default().lines()
-        .find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Effective capability check: CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21).
@@ -50,18 +59,6 @@ pub fn has_admin_caps() -> bool {
     let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else { return false };
     let caps = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
     caps & (1 << 12) != 0 && caps & (1 << 21) != 0
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn own_process_is_alive_and_reuse_is_detected() {
-        let me = std::process::id() as i32;
-        let st = super::start_time(me).expect("own start time");
-        assert!(super::alive(Some(me), Some(st)));
-        assert!(!super::alive(Some(me), Some(st + 1)));
-        assert!(!super::alive(None, Some(st)));
-    }
 }
 
 /// Runs `f` in a detached grandchild and returns at once: for kernel work whose result
@@ -83,9 +80,19 @@ pub fn in_background(f: impl FnOnce()) {
             }
         })
     };
-    if !forked {
-        if let Some(f) = f.take() {
-            f(); // no fork: do it here
-        }
+    if !forked && let Some(f) = f.take() {
+        f(); // no fork: do it here
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_process_is_alive_and_reuse_is_detected() {
+        let me = std::process::id() as i32;
+        let st = super::start_time(me).expect("own start time");
+        assert!(super::alive(Some(me), Some(st)));
+        assert!(!super::alive(Some(me), Some(st + 1)));
+        assert!(!super::alive(None, Some(st)));
     }
 }

@@ -2,16 +2,15 @@
 //! system. Each check says what it found and, when something is wrong, the command that
 //! fixes it.
 
-
 use anyhow::Result;
 
+use crate::apply::{self, Kernel, NetlinkKernel};
 use crate::ctx::Ctx;
-use crate::model::Driver;
+use crate::desired::{self, Snapshot};
 use crate::firewall;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::nftables::{self as nft, Nftables};
-use crate::apply::{self, Kernel, NetlinkKernel};
-use crate::desired::{self, Snapshot};
+use crate::model::Driver;
 use crate::store::{Container, State, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +38,20 @@ fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) 
 
 /// Listening sockets (port, bound address) from a /proc/.../net/{tcp,udp} table.
 pub fn listeners(table: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
-    table.lines().skip(1).filter_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        // TCP: state 0A is LISTEN; UDP sockets are "listening" when unconnected (07).
-        if f.len() < 4 || (tcp && f[3] != "0A") || (!tcp && f[3] != "07") {
-            return None;
-        }
-        let (addr, port) = f[1].split_once(':')?;
-        let a = u32::from_str_radix(addr, 16).ok()?;
-        Some((u16::from_str_radix(port, 16).ok()?, std::net::Ipv4Addr::from(u32::from_be(a))))
-    }).collect()
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // TCP: state 0A is LISTEN; UDP sockets are "listening" when unconnected (07).
+            if f.len() < 4 || (tcp && f[3] != "0A") || (!tcp && f[3] != "07") {
+                return None;
+            }
+            let (addr, port) = f[1].split_once(':')?;
+            let a = u32::from_str_radix(addr, 16).ok()?;
+            Some((u16::from_str_radix(port, 16).ok()?, std::net::Ipv4Addr::from(u32::from_be(a))))
+        })
+        .collect()
 }
 
 pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Finding>> {
@@ -61,21 +64,25 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         }
         Ok((tx.networks()?, cs, tx.all_endpoints()?, ports))
     })?;
-    let running: Vec<&Container> = containers.iter()
+    let running: Vec<&Container> = containers
+        .iter()
         .filter(|c| c.state == State::Running && only.is_none_or(|o| c.name == o || c.id.starts_with(o)))
         .collect();
-    if let Some(o) = only {
-        if running.is_empty() {
-            anyhow::bail!("no running container {o} (see `netwright ps`)");
-        }
+    if let Some(o) = only
+        && running.is_empty()
+    {
+        anyhow::bail!("no running container {o} (see `netwright ps`)");
     }
     let bridged = networks.iter().any(|n| n.driver == Driver::Bridge && firewall::masquerades(n));
 
     // Forwarding disabled: containers cannot reach past their bridge.
     let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     out.push(match (bridged, fwd.trim()) {
-        (true, "0") => fail("forwarding", "net.ipv4.ip_forward=0: containers cannot reach anything beyond their bridge",
-            "sysctl -w net.ipv4.ip_forward=1   (or: netwright reconcile)"),
+        (true, "0") => fail(
+            "forwarding",
+            "net.ipv4.ip_forward=0: containers cannot reach anything beyond their bridge",
+            "sysctl -w net.ipv4.ip_forward=1   (or: netwright reconcile)",
+        ),
         _ => ok("forwarding", format!("net.ipv4.ip_forward={}", fwd.trim())),
     });
 
@@ -85,7 +92,11 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     out.push(if nftc.has_table(nft::NFPROTO_IPV4, &table)? {
         ok("firewall", format!("table ip {table} present (masquerade, published ports, isolation)"))
     } else {
-        fail("firewall", format!("table ip {table} is missing: no masquerade, no published ports, no isolation"), "netwright reconcile")
+        fail(
+            "firewall",
+            format!("table ip {table} is missing: no masquerade, no published ports, no isolation"),
+            "netwright reconcile",
+        )
     });
 
     // Drift between the store and the kernel: the same desired state and diff that
@@ -95,28 +106,56 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     let snap = Snapshot { networks: networks.clone(), containers: containers.clone(), endpoints: endpoints.clone() };
     let actions = apply::diff(&ctx.tag, &desired::host(&snap), &NetlinkKernel { ctx, nl: &mut nl }.links()?);
     let drift: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
-    out.push(if drift.is_empty() { ok("drift", "store and kernel agree") } else {
+    out.push(if drift.is_empty() {
+        ok("drift", "store and kernel agree")
+    } else {
         fail("drift", drift.join("; "), "netwright reconcile")
     });
 
     // MTU larger than the path out of the host.
-    let uplink = nl.routes_v4()?.into_iter().find(|r| r.dst.is_none()).and_then(|r| r.oif)
+    let uplink = nl
+        .routes_v4()?
+        .into_iter()
+        .find(|r| r.dst.is_none())
+        .and_then(|r| r.oif)
         .and_then(|i| links.iter().find(|l| l.index == i));
     if let Some(up) = uplink {
-        let big: Vec<String> = networks.iter().filter(|n| n.driver == Driver::Bridge && n.mtu > up.mtu)
-            .map(|n| format!("{} (mtu {})", n.name, n.mtu)).collect();
-        out.push(if big.is_empty() { ok("mtu", format!("no network's MTU exceeds {}'s {}", up.name, up.mtu)) } else {
-            fail("mtu", format!("{} exceed the uplink {}'s MTU {}: large packets are dropped or fragmented on the way out",
-                big.join(", "), up.name, up.mtu), format!("recreate the network with --opt mtu={}", up.mtu))
+        let big: Vec<String> = networks
+            .iter()
+            .filter(|n| n.driver == Driver::Bridge && n.mtu > up.mtu)
+            .map(|n| format!("{} (mtu {})", n.name, n.mtu))
+            .collect();
+        out.push(if big.is_empty() {
+            ok("mtu", format!("no network's MTU exceeds {}'s {}", up.name, up.mtu))
+        } else {
+            fail(
+                "mtu",
+                format!(
+                    "{} exceed the uplink {}'s MTU {}: large packets are dropped or fragmented on the way out",
+                    big.join(", "),
+                    up.name,
+                    up.mtu
+                ),
+                format!("recreate the network with --opt mtu={}", up.mtu),
+            )
         });
     }
 
     // Conntrack table near its limit: new connections are dropped.
-    let count: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    let max: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let count: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let max: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     out.push(if max > 0 && count * 10 >= max * 9 {
-        fail("conntrack", format!("{count} of {max} conntrack entries in use: new connections will be dropped"),
-            format!("sysctl -w net.netfilter.nf_conntrack_max={}", max * 2))
+        fail(
+            "conntrack",
+            format!("{count} of {max} conntrack entries in use: new connections will be dropped"),
+            format!("sysctl -w net.netfilter.nf_conntrack_max={}", max * 2),
+        )
     } else {
         ok("conntrack", format!("{count} of {max} conntrack entries in use"))
     });
@@ -138,38 +177,60 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         let inside_tcp = listeners(&std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default(), true);
         let inside_udp = listeners(&std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default(), false);
         for m in maps {
-            let (host, inside) = if m.proto == crate::ports::Proto::Udp { (&host_udp, &inside_udp) } else { (&host_tcp, &inside_tcp) };
+            let (host, inside) =
+                if m.proto == crate::ports::Proto::Udp { (&host_udp, &inside_udp) } else { (&host_tcp, &inside_tcp) };
             if host.iter().any(|(p, _)| *p == m.host_port) {
-                port_problems.push(format!("{} publishes {m} but a host process listens on port {} too", c.name, m.host_port));
+                port_problems
+                    .push(format!("{} publishes {m} but a host process listens on port {} too", c.name, m.host_port));
             }
-            let binds: Vec<&std::net::Ipv4Addr> = inside.iter().filter(|(p, _)| *p == m.container_port).map(|(_, a)| a).collect();
+            let binds: Vec<&std::net::Ipv4Addr> =
+                inside.iter().filter(|(p, _)| *p == m.container_port).map(|(_, a)| a).collect();
             if m.proto != crate::ports::Proto::Sctp {
                 if binds.is_empty() {
-                    bind_problems.push(format!("{} publishes {m} but nothing listens on port {} inside it (connection refused)", c.name, m.container_port));
+                    bind_problems.push(format!(
+                        "{} publishes {m} but nothing listens on port {} inside it (connection refused)",
+                        c.name, m.container_port
+                    ));
                 } else if binds.iter().all(|a| a.is_loopback()) {
                     bind_problems.push(format!("{} publishes {m} but its server listens on 127.0.0.1:{} only: connections from outside are refused", c.name, m.container_port));
                 }
             }
         }
     }
-    out.push(if port_problems.is_empty() { ok("host-ports", "no host process shares a published port") } else {
+    out.push(if port_problems.is_empty() {
+        ok("host-ports", "no host process shares a published port")
+    } else {
         fail("host-ports", port_problems.join("; "), "stop the host process or publish another host port")
     });
-    out.push(if bind_problems.is_empty() { ok("listening", "every published port has a server listening on all addresses") } else {
-        fail("listening", bind_problems.join("; "), "start the server inside the container listening on 0.0.0.0 (not 127.0.0.1), e.g. --bind 0.0.0.0")
+    out.push(if bind_problems.is_empty() {
+        ok("listening", "every published port has a server listening on all addresses")
+    } else {
+        fail(
+            "listening",
+            bind_problems.join("; "),
+            "start the server inside the container listening on 0.0.0.0 (not 127.0.0.1), e.g. --bind 0.0.0.0",
+        )
     });
 
     // DNS asked on the default bridge: no names there, as in Docker.
-    let default_only: Vec<&str> = running.iter()
+    let default_only: Vec<&str> = running
+        .iter()
         .filter(|c| c.network_mode == crate::model::NetworkMode::Network(crate::network::DEFAULT_NETWORK.into()))
         .filter(|c| endpoints.iter().filter(|e| e.container_id == c.id && e.ip.is_some()).count() == 1)
-        .map(|c| c.name.as_str()).collect();
+        .map(|c| c.name.as_str())
+        .collect();
     out.push(if default_only.is_empty() || only.is_none() {
         ok("dns", "containers that need names are on user-defined networks")
     } else {
-        Finding { check: "dns", level: Level::Warn,
-            detail: format!("{} is on the default bridge, which has no name resolution (as in Docker)", default_only.join(", ")),
-            fix: Some(format!("netwright network create app && netwright network connect app {}", default_only[0])) }
+        Finding {
+            check: "dns",
+            level: Level::Warn,
+            detail: format!(
+                "{} is on the default bridge, which has no name resolution (as in Docker)",
+                default_only.join(", ")
+            ),
+            fix: Some(format!("netwright network create app && netwright network connect app {}", default_only[0])),
+        }
     });
     Ok(out)
 }
@@ -188,13 +249,24 @@ fn foreign_forward_drop(ours: &str) -> Finding {
             continue;
         }
         if c["hook"] == "forward" && c["policy"] == "drop" {
-            drops.push(format!("{} {} chain {}", c["family"].as_str().unwrap_or("?"), c["table"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?")));
+            drops.push(format!(
+                "{} {} chain {}",
+                c["family"].as_str().unwrap_or("?"),
+                c["table"].as_str().unwrap_or("?"),
+                c["name"].as_str().unwrap_or("?")
+            ));
         }
     }
     if drops.is_empty() {
         ok("foreign-firewall", "no other table drops forwarded traffic by policy")
     } else {
-        fail("foreign-firewall", format!("{} drops forwarded traffic by policy: containers' traffic dies there even though netwright accepts it", drops.join(", ")),
-            "add an accept rule for netwright's bridges to that chain, e.g. nft insert rule <family> <table> <chain> iifname \"nwb*\" accept; nft insert rule <family> <table> <chain> oifname \"nwb*\" accept")
+        fail(
+            "foreign-firewall",
+            format!(
+                "{} drops forwarded traffic by policy: containers' traffic dies there even though netwright accepts it",
+                drops.join(", ")
+            ),
+            "add an accept rule for netwright's bridges to that chain, e.g. nft insert rule <family> <table> <chain> iifname \"nwb*\" accept; nft insert rule <family> <table> <chain> oifname \"nwb*\" accept",
+        )
     }
 }

@@ -37,8 +37,11 @@ impl NsView {
     }
 
     fn addrs_of(&self, index: u32) -> Vec<String> {
-        self.addrs.iter().filter(|a| a.index == index && a.addr.is_ipv4())
-            .map(|a| format!("{}/{}", a.addr, a.prefix)).collect()
+        self.addrs
+            .iter()
+            .filter(|a| a.index == index && a.addr.is_ipv4())
+            .map(|a| format!("{}/{}", a.addr, a.prefix))
+            .collect()
     }
 
     /// A short indented description: links (with bridge ports under their bridge),
@@ -46,13 +49,23 @@ impl NsView {
     pub fn describe(&self, indent: &str, label_port: impl Fn(&Link) -> Option<String>) -> String {
         let mut out = String::new();
         for l in self.links.iter().filter(|l| l.master.is_none()) {
-            let kind = l.kind.clone().unwrap_or_else(|| if l.name == "lo" { "loopback".into() } else { "device".into() });
+            let kind =
+                l.kind.clone().unwrap_or_else(|| if l.name == "lo" { "loopback".into() } else { "device".into() });
             let mac = l.mac.map(crate::ipam::format_mac).filter(|m| m != "00:00:00:00:00:00").unwrap_or_default();
-            let _ = writeln!(out, "{indent}{:<16} {:<8} {:<5} mtu {:<5} {:<17} {}", l.name, kind,
-                if l.up { "up" } else { "down" }, l.mtu, mac, self.addrs_of(l.index).join(" "));
+            let _ = writeln!(
+                out,
+                "{indent}{:<16} {:<8} {:<5} mtu {:<5} {:<17} {}",
+                l.name,
+                kind,
+                if l.up { "up" } else { "down" },
+                l.mtu,
+                mac,
+                self.addrs_of(l.index).join(" ")
+            );
             for p in self.links.iter().filter(|p| p.master == Some(l.index)) {
                 let who = label_port(p).map(|s| format!("-> {s}")).unwrap_or_default();
-                let _ = writeln!(out, "{indent}  └─ port {:<16} {:<5} {}", p.name, if p.up { "up" } else { "down" }, who);
+                let _ =
+                    writeln!(out, "{indent}  └─ port {:<16} {:<5} {}", p.name, if p.up { "up" } else { "down" }, who);
             }
         }
         for r in &self.routes {

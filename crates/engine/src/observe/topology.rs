@@ -8,12 +8,12 @@ use std::fmt::Write;
 
 use anyhow::Result;
 
+use crate::apply::{self, Action, Kernel, NetlinkKernel};
 use crate::ctx::Ctx;
-use crate::model::Driver;
+use crate::desired::{self, Snapshot};
 use crate::firewall;
 use crate::kernel::netlink::Netlink;
-use crate::apply::{self, Action, Kernel, NetlinkKernel};
-use crate::desired::{self, Snapshot};
+use crate::model::Driver;
 use crate::plan;
 use crate::store::{State, Store};
 
@@ -63,7 +63,8 @@ pub struct Topology {
 }
 
 pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
-    let (networks, containers, endpoints) = store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
+    let (networks, containers, endpoints) =
+        store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
     let mut ports_of = std::collections::HashMap::new();
     for c in &containers {
         ports_of.insert(c.id.clone(), store.read(|tx| tx.ports_of(&c.id))?);
@@ -73,20 +74,33 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
     let addrs = nl.addrs()?;
     let routes = nl.routes_v4()?;
     let addr_of = |idx: u32| -> Vec<String> {
-        addrs.iter().filter(|a| a.index == idx && a.addr.is_ipv4()).map(|a| format!("{}/{}", a.addr, a.prefix)).collect()
+        addrs
+            .iter()
+            .filter(|a| a.index == idx && a.addr.is_ipv4())
+            .map(|a| format!("{}/{}", a.addr, a.prefix))
+            .collect()
     };
     // MISSING and STRAY by the same desired state and diff that `reconcile` applies.
     let snap = Snapshot { networks: networks.clone(), containers: containers.clone(), endpoints: endpoints.clone() };
     let actions = apply::diff(&ctx.tag, &desired::host(&snap), &NetlinkKernel { ctx, nl: &mut nl }.links()?);
-    let broken: HashSet<&str> = actions.iter().filter_map(|a| match a {
-        Action::EnsureBridge { name, .. } | Action::Enslave { port: name, .. } => Some(name.as_str()),
-        Action::RecreateVeth { endpoint, .. } => Some(endpoint.host_name.as_str()),
-        Action::SetUp { .. } | Action::DeleteStray { .. } => None,
-    }).collect();
-    let host = links.iter()
+    let broken: HashSet<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::EnsureBridge { name, .. } | Action::Enslave { port: name, .. } => Some(name.as_str()),
+            Action::RecreateVeth { endpoint, .. } => Some(endpoint.host_name.as_str()),
+            Action::SetUp { .. } | Action::DeleteStray { .. } => None,
+        })
+        .collect();
+    let host = links
+        .iter()
         .filter(|l| !plan::is_ours(&ctx.tag, &l.name))
-        .map(|l| Iface { name: l.name.clone(), kind: l.kind.clone().unwrap_or_else(|| if l.name == "lo" { "loopback".into() } else { "device".into() }),
-            addrs: addr_of(l.index), mtu: l.mtu, up: l.up })
+        .map(|l| Iface {
+            name: l.name.clone(),
+            kind: l.kind.clone().unwrap_or_else(|| if l.name == "lo" { "loopback".into() } else { "device".into() }),
+            addrs: addr_of(l.index),
+            mtu: l.mtu,
+            up: l.up,
+        })
         .collect();
     let default_route = routes.iter().find(|r| r.dst.is_none()).map(|r| {
         let dev = r.oif.and_then(|i| links.iter().find(|l| l.index == i)).map(|l| l.name.clone()).unwrap_or_default();
@@ -96,16 +110,26 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
     for n in &networks {
         let mut notes = Vec::new();
         if n.driver == Driver::Bridge {
-            if firewall::masquerades(n) { notes.push("masquerade".into()) }
-            if !firewall::icc(n) { notes.push("icc=false".into()) }
-            if n.internal { notes.push("internal".into()) }
-            if n.builtin { notes.push("default, no DNS".into()) }
+            if firewall::masquerades(n) {
+                notes.push("masquerade".into())
+            }
+            if !firewall::icc(n) {
+                notes.push("icc=false".into())
+            }
+            if n.internal {
+                notes.push("internal".into())
+            }
+            if n.builtin {
+                notes.push("default, no DNS".into())
+            }
         } else {
             notes.push(format!("parent {}", crate::drivers::macvlan::parent(n)));
         }
         let mut attached = Vec::new();
         for e in endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some()) {
-            let Some(c) = containers.iter().find(|c| c.id == e.container_id && c.state != State::Exited) else { continue };
+            let Some(c) = containers.iter().find(|c| c.id == e.container_id && c.state != State::Exited) else {
+                continue;
+            };
             let mut dns = Vec::new();
             if !n.builtin {
                 dns.push(c.name.clone());
@@ -119,30 +143,47 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
                 present: !broken.contains(e.host_ifname.as_str()),
                 host_veth: e.host_ifname.clone(),
                 names: dns,
-                ports: if e.ifname == "eth0" { ports_of.get(&c.id).map(|p| p.iter().map(|m| m.to_string()).collect()).unwrap_or_default() } else { vec![] },
+                ports: if e.ifname == "eth0" {
+                    ports_of.get(&c.id).map(|p| p.iter().map(|m| m.to_string()).collect()).unwrap_or_default()
+                } else {
+                    vec![]
+                },
             });
         }
         nets.push(NetNode {
-            name: n.name.clone(), driver: n.driver.to_string(), device: n.bridge.clone(), subnet: n.subnet.to_string(),
+            name: n.name.clone(),
+            driver: n.driver.to_string(),
+            device: n.bridge.clone(),
+            subnet: n.subnet.to_string(),
             gateway: n.gateway.to_string(),
             present: !broken.contains(n.bridge.as_str()),
             notes,
             attached,
         });
     }
-    let with_ifaces: HashSet<&str> = endpoints.iter().filter(|e| e.ip.is_some()).map(|e| e.container_id.as_str()).collect();
-    let others = containers.iter().filter(|c| c.state != State::Exited && !with_ifaces.contains(c.id.as_str()))
+    let with_ifaces: HashSet<&str> =
+        endpoints.iter().filter(|e| e.ip.is_some()).map(|e| e.container_id.as_str()).collect();
+    let others = containers
+        .iter()
+        .filter(|c| c.state != State::Exited && !with_ifaces.contains(c.id.as_str()))
         .map(|c| {
             let mode = match c.network_mode.joined() {
-                Some(id) => format!("shares {}'s namespace", containers.iter().find(|o| o.id == id).map(|o| o.name.as_str()).unwrap_or("?")),
+                Some(id) => format!(
+                    "shares {}'s namespace",
+                    containers.iter().find(|o| o.id == id).map(|o| o.name.as_str()).unwrap_or("?")
+                ),
                 None => c.network_mode.to_string(),
             };
             (c.name.clone(), mode)
-        }).collect();
-    let stray = actions.iter().filter_map(|a| match a {
-        Action::DeleteStray { name } => Some(name.clone()),
-        _ => None,
-    }).collect();
+        })
+        .collect();
+    let stray = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteStray { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(Topology { host, default_route, networks: nets, others, stray, firewall_table: firewall::table_name(ctx) })
 }
 
@@ -154,14 +195,33 @@ pub fn text(t: &Topology) -> String {
     }
     for n in &t.networks {
         let missing = if n.present { "" } else { "  ⚠ MISSING in the kernel" };
-        let dev = if n.driver == "bridge" { format!("bridge {} {}", n.device, n.gateway) } else { "macvlan".to_string() };
-        let _ = writeln!(o, "├─ network {} ({}) {} — {}{}{}", n.name, n.subnet, dev, n.driver,
-            if n.notes.is_empty() { String::new() } else { format!(" [{}]", n.notes.join(", ")) }, missing);
+        let dev =
+            if n.driver == "bridge" { format!("bridge {} {}", n.device, n.gateway) } else { "macvlan".to_string() };
+        let _ = writeln!(
+            o,
+            "├─ network {} ({}) {} — {}{}{}",
+            n.name,
+            n.subnet,
+            dev,
+            n.driver,
+            if n.notes.is_empty() { String::new() } else { format!(" [{}]", n.notes.join(", ")) },
+            missing
+        );
         for (k, a) in n.attached.iter().enumerate() {
             let branch = if k + 1 == n.attached.len() { "└─" } else { "├─" };
-            let link = if a.host_veth.is_empty() { format!("{} (macvlan)", a.ifname) } else { format!("veth {} ⇄ {}", a.host_veth, a.ifname) };
-            let _ = writeln!(o, "│  {branch} {link} of container {}: {} {}{}", a.container, a.ip, a.mac,
-                if a.present { "" } else { "  ⚠ MISSING in the kernel" });
+            let link = if a.host_veth.is_empty() {
+                format!("{} (macvlan)", a.ifname)
+            } else {
+                format!("veth {} ⇄ {}", a.host_veth, a.ifname)
+            };
+            let _ = writeln!(
+                o,
+                "│  {branch} {link} of container {}: {} {}{}",
+                a.container,
+                a.ip,
+                a.mac,
+                if a.present { "" } else { "  ⚠ MISSING in the kernel" }
+            );
             if !a.names.is_empty() {
                 let _ = writeln!(o, "│  │     DNS: {}", a.names.join(", "));
             }
@@ -174,7 +234,8 @@ pub fn text(t: &Topology) -> String {
         let _ = writeln!(o, "├─ container {c}: {mode}");
     }
     for s in &t.stray {
-        let _ = writeln!(o, "├─ ⚠ STRAY device {s}: netwright's name, not in the store (netwright reconcile removes it)");
+        let _ =
+            writeln!(o, "├─ ⚠ STRAY device {s}: netwright's name, not in the store (netwright reconcile removes it)");
     }
     let _ = writeln!(o, "└─ nftables: table ip {} (NAT, published ports, isolation)", t.firewall_table);
     o
@@ -190,10 +251,18 @@ pub fn dot(t: &Topology) -> String {
         let _ = writeln!(o, "  \"if_{}\" [label=\"{}\\n{}\"];", id(&i.name), i.name, i.addrs.join(" "));
     }
     for n in &t.networks {
-        let _ = writeln!(o, "  \"net_{}\" [label=\"{} {}\\n{}\", style=rounded];", id(&n.name), n.driver, n.name, n.subnet);
+        let _ =
+            writeln!(o, "  \"net_{}\" [label=\"{} {}\\n{}\", style=rounded];", id(&n.name), n.driver, n.name, n.subnet);
         for a in &n.attached {
             let _ = writeln!(o, "  \"ctr_{}\" [label=\"{}\"];", id(&a.container), a.container);
-            let _ = writeln!(o, "  \"net_{}\" -- \"ctr_{}\" [label=\"{} {}\"];", id(&n.name), id(&a.container), a.ifname, a.ip);
+            let _ = writeln!(
+                o,
+                "  \"net_{}\" -- \"ctr_{}\" [label=\"{} {}\"];",
+                id(&n.name),
+                id(&a.container),
+                a.ifname,
+                a.ip
+            );
         }
     }
     for (c, mode) in &t.others {
@@ -211,7 +280,15 @@ pub fn mermaid(t: &Topology) -> String {
     for n in &t.networks {
         let _ = writeln!(o, "  net_{}([\"{} {} {}\"])", id(&n.name), n.driver, n.name, n.subnet);
         for a in &n.attached {
-            let _ = writeln!(o, "  net_{} ---|\"{} {}\"| ctr_{}[\"{}\"]", id(&n.name), a.ifname, a.ip, id(&a.container), a.container);
+            let _ = writeln!(
+                o,
+                "  net_{} ---|\"{} {}\"| ctr_{}[\"{}\"]",
+                id(&n.name),
+                a.ifname,
+                a.ip,
+                id(&a.container),
+                a.container
+            );
         }
     }
     for (c, mode) in &t.others {
@@ -229,8 +306,12 @@ fn esc(s: &str) -> String {
 pub fn svg(t: &Topology) -> String {
     let (w, row) = (900, 46);
     let host: Vec<&Iface> = t.host.iter().filter(|i| i.name != "lo").collect();
-    let ctrs: Vec<(String, String)> = t.networks.iter().flat_map(|n| n.attached.iter().map(|a| (a.container.clone(), a.ip.clone())))
-        .chain(t.others.iter().cloned()).collect();
+    let ctrs: Vec<(String, String)> = t
+        .networks
+        .iter()
+        .flat_map(|n| n.attached.iter().map(|a| (a.container.clone(), a.ip.clone())))
+        .chain(t.others.iter().cloned())
+        .collect();
     let mut uniq: Vec<String> = Vec::new();
     for (c, _) in &ctrs {
         if !uniq.contains(c) {
@@ -239,18 +320,28 @@ pub fn svg(t: &Topology) -> String {
     }
     let rows = host.len().max(t.networks.len()).max(uniq.len()).max(1);
     let h = 40 + rows * row + 20;
-    let mut o = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"12\">\n");
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"12\">\n"
+    );
     o.push_str("<text x=\"10\" y=\"20\" font-size=\"14\">netwright topology</text>\n");
     let y = |i: usize| 40 + i * row;
     let boxed = |o: &mut String, x: usize, yy: usize, label: &str, sub: &str, fill: &str| {
-        let _ = writeln!(o, "<rect x=\"{x}\" y=\"{yy}\" width=\"250\" height=\"36\" rx=\"6\" fill=\"{fill}\" stroke=\"#333\"/>");
+        let _ = writeln!(
+            o,
+            "<rect x=\"{x}\" y=\"{yy}\" width=\"250\" height=\"36\" rx=\"6\" fill=\"{fill}\" stroke=\"#333\"/>"
+        );
         let _ = writeln!(o, "<text x=\"{}\" y=\"{}\">{}</text>", x + 8, yy + 15, esc(label));
         let _ = writeln!(o, "<text x=\"{}\" y=\"{}\" fill=\"#555\">{}</text>", x + 8, yy + 30, esc(sub));
     };
     for (k, n) in t.networks.iter().enumerate() {
         for a in &n.attached {
             if let Some(j) = uniq.iter().position(|c| *c == a.container) {
-                let _ = writeln!(o, "<line x1=\"570\" y1=\"{}\" x2=\"630\" y2=\"{}\" stroke=\"#36c\"/>", y(k) + 18, y(j) + 18);
+                let _ = writeln!(
+                    o,
+                    "<line x1=\"570\" y1=\"{}\" x2=\"630\" y2=\"{}\" stroke=\"#36c\"/>",
+                    y(k) + 18,
+                    y(j) + 18
+                );
             }
         }
     }

@@ -29,7 +29,9 @@ pub fn host_port_free(ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> std::io:
 pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
     let mut out: Vec<Mapping> = Vec::new();
     for r in reqs {
-        let taken_here = |port: u16, out: &[Mapping]| out.iter().any(|m| m.proto == r.proto && m.host_port == port && super::collides(m.host_ip, r.host_ip));
+        let taken_here = |port: u16, out: &[Mapping]| {
+            out.iter().any(|m| m.proto == r.proto && m.host_port == port && super::collides(m.host_ip, r.host_ip))
+        };
         let host_port = match r.host_port {
             Some(p) => {
                 if let Some((name, m)) = tx.port_holder(r.host_ip, p, r.proto)? {
@@ -40,7 +42,10 @@ pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
                     )));
                 }
                 if taken_here(p, &out) {
-                    bail!(crate::error::invalid(format!("host port {p}/{} is given twice: publish each host port once", r.proto.as_str())));
+                    bail!(crate::error::invalid(format!(
+                        "host port {p}/{} is given twice: publish each host port once",
+                        r.proto.as_str()
+                    )));
                 }
                 p
             }
@@ -52,8 +57,10 @@ pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
                 let mut found = None;
                 for i in 0..=(hi - lo) {
                     let p = (lo + (start - lo + i) % (hi - lo + 1)) as u16;
-                    if !taken_here(p, &out) && tx.port_holder(r.host_ip, p, r.proto)?.is_none()
-                        && host_port_free(r.host_ip, p, r.proto).is_ok() {
+                    if !taken_here(p, &out)
+                        && tx.port_holder(r.host_ip, p, r.proto)?.is_none()
+                        && host_port_free(r.host_ip, p, r.proto).is_ok()
+                    {
                         found = Some(p);
                         break;
                     }
@@ -65,4 +72,3 @@ pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
     }
     Ok(out)
 }
-

@@ -1,48 +1,16 @@
 //! Published ports, in one place: Docker's `-p` forms (this file), choosing host ports
-//! ([`alloc`]), and the nftables map elements that carry them (`crate::firewall::publish`).
+//! ([`alloc`]), and the nftables map elements that carry them (the firewall's `publish`).
 
 mod alloc;
 
 pub use alloc::{host_port_free, parse_all, resolve};
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail};
 
 use crate::error::invalid;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-            Proto::Sctp => 132,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Proto> {
-        match s {
-            "tcp" => Some(Proto::Tcp),
-            "udp" => Some(Proto::Udp),
-            "sctp" => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::{Mapping, Proto};
 
 /// One published port as asked for; `host_port` None means "pick a free one".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,23 +19,6 @@ pub struct PortRequest {
     pub host_port: Option<u16>,
     pub container_port: u16,
     pub proto: Proto,
-}
-
-/// One published port as installed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Mapping {
-    /// None: every address of the host.
-    pub host_ip: Option<Ipv4Addr>,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub proto: Proto,
-}
-
-impl fmt::Display for Mapping {
-    /// Docker's `ps` form: 0.0.0.0:8080->80/tcp
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}->{}/{}", self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), self.host_port, self.container_port, self.proto.as_str())
-    }
 }
 
 fn port(what: &str, s: &str, spec: &str) -> Result<u16> {
@@ -96,7 +47,11 @@ fn range(what: &str, s: &str, spec: &str) -> Result<(u16, u16)> {
 /// Parses one `-p` value: [IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|udp|sctp].
 pub fn parse(spec: &str) -> Result<Vec<PortRequest>> {
     let (body, proto) = match spec.rsplit_once('/') {
-        Some((b, p)) => (b, Proto::parse(p).ok_or_else(|| anyhow::anyhow!("-p {spec}: unknown protocol {p:?}: use tcp, udp or sctp"))?),
+        Some((b, p)) => (
+            b,
+            Proto::parse(p)
+                .ok_or_else(|| anyhow::anyhow!("-p {spec}: unknown protocol {p:?}: use tcp, udp or sctp"))?,
+        ),
         None => (spec, Proto::Tcp),
     };
     let parts: Vec<&str> = body.split(':').collect();
@@ -104,7 +59,9 @@ pub fn parse(spec: &str) -> Result<Vec<PortRequest>> {
         [c] => (None, None, *c),
         [h, c] => (None, Some(*h), *c),
         [ip, h, c] => (Some(*ip), if h.is_empty() { None } else { Some(*h) }, *c),
-        _ => bail!(invalid(format!("-p {spec}: expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], e.g. 8080:80 or 127.0.0.1:8080:80/udp"))),
+        _ => bail!(invalid(format!(
+            "-p {spec}: expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO], e.g. 8080:80 or 127.0.0.1:8080:80/udp"
+        ))),
     };
     let host_ip = match ip {
         Some(s) => match s.parse::<Ipv4Addr>() {
@@ -116,17 +73,15 @@ pub fn parse(spec: &str) -> Result<Vec<PortRequest>> {
     };
     let (c0, c1) = range("container port", ctr, spec)?;
     let host = host.map(|h| range("host port", h, spec)).transpose()?;
-    if let Some((h0, h1)) = host {
-        if h1 - h0 != c1 - c0 {
-            bail!(invalid(format!("-p {spec}: host and container port ranges must have the same length")));
-        }
+    if let Some((h0, h1)) = host
+        && h1 - h0 != c1 - c0
+    {
+        bail!(invalid(format!("-p {spec}: host and container port ranges must have the same length")));
     }
-    Ok((c0..=c1).enumerate().map(|(i, c)| PortRequest {
-        host_ip,
-        host_port: host.map(|(h0, _)| h0 + i as u16),
-        container_port: c,
-        proto,
-    }).collect())
+    Ok((c0..=c1)
+        .enumerate()
+        .map(|(i, c)| PortRequest { host_ip, host_port: host.map(|(h0, _)| h0 + i as u16), container_port: c, proto })
+        .collect())
 }
 
 /// Two mappings collide when protocol and port match and their addresses overlap.
@@ -146,7 +101,10 @@ mod tests {
 
     #[test]
     fn every_docker_form_parses() {
-        assert_eq!(one("8080:80"), PortRequest { host_ip: None, host_port: Some(8080), container_port: 80, proto: Proto::Tcp });
+        assert_eq!(
+            one("8080:80"),
+            PortRequest { host_ip: None, host_port: Some(8080), container_port: 80, proto: Proto::Tcp }
+        );
         assert_eq!(one("80").host_port, None);
         assert_eq!(one("127.0.0.1:8080:80").host_ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(one("0.0.0.0:8080:80").host_ip, None);

@@ -11,9 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use crate::model::{Driver, NetworkMode};
-use crate::ports::{Mapping, Proto};
 pub use crate::model::{Container, Endpoint, Network, State};
+use crate::model::{Driver, Mapping, NetworkMode, Proto};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS networks (
@@ -75,7 +74,6 @@ CREATE TABLE IF NOT EXISTS ports (
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
 "#;
 const SCHEMA_VERSION: i64 = 4;
-
 
 pub struct Store {
     conn: Connection,
@@ -150,8 +148,7 @@ fn bad_column(name: &str) -> rusqlite::Error {
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store> {
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("creating state root {}", root.display()))?;
+        std::fs::create_dir_all(root).with_context(|| format!("creating state root {}", root.display()))?;
         let path = root.join("netwright.db");
         let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
@@ -161,15 +158,21 @@ impl Store {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         // Older stores gain the columns added since, in order.
         if version == 2 {
-            conn.execute_batch("BEGIN IMMEDIATE;
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
                 ALTER TABLE endpoints ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';
                 ALTER TABLE containers ADD COLUMN dns TEXT NOT NULL DEFAULT '[]';
-                PRAGMA user_version = 3; COMMIT;").context("upgrading the store's schema")?;
+                PRAGMA user_version = 3; COMMIT;",
+            )
+            .context("upgrading the store's schema")?;
         }
         if version == 2 || version == 3 {
-            conn.execute_batch("BEGIN IMMEDIATE;
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
                 ALTER TABLE containers ADD COLUMN netns_source TEXT;
-                PRAGMA user_version = 4; COMMIT;").context("upgrading the store's schema")?;
+                PRAGMA user_version = 4; COMMIT;",
+            )
+            .context("upgrading the store's schema")?;
         }
         if version < 2 {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
@@ -236,8 +239,7 @@ impl Tx<'_> {
     }
 
     pub fn set_cursor(&self, network_id: &str, cursor: u32) -> Result<()> {
-        self.0.prepare_cached("UPDATE networks SET cursor = ?2 WHERE id = ?1")?
-            .execute(params![network_id, cursor])?;
+        self.0.prepare_cached("UPDATE networks SET cursor = ?2 WHERE id = ?1")?.execute(params![network_id, cursor])?;
         Ok(())
     }
 
@@ -282,8 +284,9 @@ impl Tx<'_> {
 
     /// Whether a live container shares `id`'s network namespace (container:<id>).
     pub fn has_joiners(&self, id: &str) -> Result<bool> {
-        let mut st = self.0.prepare_cached(
-            "SELECT 1 FROM containers WHERE network_mode = 'container:' || ?1 AND state != 'exited'")?;
+        let mut st = self
+            .0
+            .prepare_cached("SELECT 1 FROM containers WHERE network_mode = 'container:' || ?1 AND state != 'exited'")?;
         Ok(st.exists([id])?)
     }
 
@@ -307,7 +310,8 @@ impl Tx<'_> {
 
     /// `pid` is None for an attached container: it runs once its network is set up.
     pub fn mark_running(&self, id: &str, pid: Option<i32>, started: i64) -> Result<()> {
-        self.0.prepare_cached("UPDATE containers SET state = 'running', pid = ?2, started = ?3 WHERE id = ?1")?
+        self.0
+            .prepare_cached("UPDATE containers SET state = 'running', pid = ?2, started = ?3 WHERE id = ?1")?
             .execute(params![id, pid, started])?;
         Ok(())
     }
@@ -376,15 +380,25 @@ impl Tx<'_> {
     }
 
     /// The container (name) already publishing a port that `m` would collide with.
-    pub fn port_holder(&self, host_ip: Option<Ipv4Addr>, host_port: u16, proto: Proto) -> Result<Option<(String, Mapping)>> {
+    pub fn port_holder(
+        &self,
+        host_ip: Option<Ipv4Addr>,
+        host_port: u16,
+        proto: Proto,
+    ) -> Result<Option<(String, Mapping)>> {
         let mut st = self.0.prepare_cached(
             "SELECT c.name, p.host_ip, p.container_port FROM ports p JOIN containers c ON c.id = p.container_id
              WHERE p.host_port = ?1 AND p.proto = ?2 AND (p.host_ip = ?3 OR p.host_ip = '' OR ?3 = '') LIMIT 1",
         )?;
-        Ok(st.query_row(params![host_port, proto.as_str(), ip_key(host_ip)], |r| {
-            let ip: String = r.get(1)?;
-            Ok((r.get::<_, String>(0)?, Mapping { host_ip: ip.parse().ok(), host_port, container_port: r.get(2)?, proto }))
-        }).optional()?)
+        Ok(st
+            .query_row(params![host_port, proto.as_str(), ip_key(host_ip)], |r| {
+                let ip: String = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Mapping { host_ip: ip.parse().ok(), host_port, container_port: r.get(2)?, proto },
+                ))
+            })
+            .optional()?)
     }
 
     pub fn ports_of(&self, container_id: &str) -> Result<Vec<Mapping>> {
@@ -398,7 +412,8 @@ impl Tx<'_> {
     pub fn active_ports(&self) -> Result<Vec<(Mapping, Ipv4Addr)>> {
         let mut st = self.0.prepare_cached(
             "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip FROM ports p
-             JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0' WHERE e.ip IS NOT NULL")?;
+             JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0' WHERE e.ip IS NOT NULL",
+        )?;
         let rows = st.query_map([], |r| {
             let ip: String = r.get(4)?;
             Ok((mapping_from_row(r)?, ip.parse().map_err(|_| bad_column("ip"))?))

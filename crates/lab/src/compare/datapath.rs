@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 
-use super::{ok, Spread};
+use super::{Spread, ok};
 use netwright_engine::kernel::netlink::{Netlink, VethSpec};
 use netwright_engine::kernel::netns;
 use netwright_testkit::{HOST_ETH0, LAN_SERVER, Sandbox};
@@ -76,20 +76,29 @@ fn round_trips(ns: &OwnedFd, to: SocketAddr) -> Result<(f64, f64)> {
 }
 
 fn iperf_server(ns: &OwnedFd, port: u16) -> Result<Child> {
-    Ok(Sandbox::in_ns_cmd(ns, "iperf3").args(["-s", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
+    Ok(Sandbox::in_ns_cmd(ns, "iperf3")
+        .args(["-s", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
 }
 
 /// One TCP stream from inside `ns` (Gbit/s), retried while the server starts.
 pub fn iperf(ns: &OwnedFd, to: Ipv4Addr, port: u16, secs: u64) -> Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = Sandbox::in_ns_cmd(ns, "iperf3").args(["-c", &to.to_string(), "-p", &port.to_string(), "-t", &secs.to_string(), "-J"]).output()?;
+        let out = Sandbox::in_ns_cmd(ns, "iperf3")
+            .args(["-c", &to.to_string(), "-p", &port.to_string(), "-t", &secs.to_string(), "-J"])
+            .output()?;
         if out.status.success() {
             let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
             return Ok(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9);
         }
         if Instant::now() > deadline {
-            bail!("iperf3 to {to}:{port} failed: {}", String::from_utf8_lossy(&out.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" "));
+            bail!(
+                "iperf3 to {to}:{port} failed: {}",
+                String::from_utf8_lossy(&out.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" ")
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -104,17 +113,31 @@ fn veth_pair(sb: &Sandbox) -> Result<(OwnedFd, OwnedFd)> {
     let b = netns::create_pinned(&dir.join("b"))?;
     let mut na = netns::within(&a, Netlink::open)??;
     let mut nb = netns::within(&b, Netlink::open)??;
-    na.create_veth(&VethSpec { host_name: "ra", peer_name: "rb", peer_netns: b.as_raw_fd(), peer_mac: None, mtu: None, master: None, isolated: false })?;
-    for (nl, name, ip) in [(&mut na, "ra", Ipv4Addr::new(10, 250, 0, 1)), (&mut nb, "rb", Ipv4Addr::new(10, 250, 0, 2))] {
+    na.create_veth(&VethSpec {
+        host_name: "ra",
+        peer_name: "rb",
+        peer_netns: b.as_raw_fd(),
+        peer_mac: None,
+        mtu: None,
+        master: None,
+        isolated: false,
+    })?;
+    for (nl, name, ip) in [(&mut na, "ra", Ipv4Addr::new(10, 250, 0, 1)), (&mut nb, "rb", Ipv4Addr::new(10, 250, 0, 2))]
+    {
         let i = nl.link_by_name(name)?.context("reference veth")?.index;
-        nl.batch(vec![(Netlink::set_up_msg(1), 0), (Netlink::add_addr_msg(i, ip, 24), NLM_F_CREATE | NLM_F_EXCL), (Netlink::set_up_msg(i), 0)])
-            .map_err(|(_, e)| e)?;
+        nl.batch(vec![
+            (Netlink::set_up_msg(1), 0),
+            (Netlink::add_addr_msg(i, ip, 24), NLM_F_CREATE | NLM_F_EXCL),
+            (Netlink::set_up_msg(i), 0),
+        ])
+        .map_err(|(_, e)| e)?;
     }
     Ok((a, b))
 }
 
 fn container_ns(sb: &Sandbox, name: &str) -> Result<(OwnedFd, Ipv4Addr)> {
-    let v: serde_json::Value = serde_json::from_slice(&ok(sb.netwright(["inspect", name]).output()?, "netwright inspect")?)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&ok(sb.netwright(["inspect", name]).output()?, "netwright inspect")?)?;
     let pid = v[0]["State"]["Pid"].as_i64().context("container pid")?;
     let ip = v[0]["NetworkSettings"]["Networks"]["bench"]["IPAddress"].as_str().unwrap_or_default().parse()?;
     Ok((netns::open(Path::new(&format!("/proc/{pid}/ns/net")))?, ip))
@@ -123,8 +146,29 @@ fn container_ns(sb: &Sandbox, name: &str) -> Result<(OwnedFd, Ipv4Addr)> {
 pub fn run(bin: &Path, secs: u64, runs: usize) -> Result<()> {
     let sb = Sandbox::new("datapath", bin)?;
     ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
-    ok(sb.netwright(["run", "-d", "--name", "srv", "--network", "bench", "-p", "15201:5201", "-p", "17000:7000", "--", "iperf3", "-s"]).output()?, "netwright run")?;
-    ok(sb.netwright(["run", "-d", "--name", "cli", "--network", "bench", "--", "sleep", "infinity"]).output()?, "netwright run")?;
+    ok(
+        sb.netwright([
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "bench",
+            "-p",
+            "15201:5201",
+            "-p",
+            "17000:7000",
+            "--",
+            "iperf3",
+            "-s",
+        ])
+        .output()?,
+        "netwright run",
+    )?;
+    ok(
+        sb.netwright(["run", "-d", "--name", "cli", "--network", "bench", "--", "sleep", "infinity"]).output()?,
+        "netwright run",
+    )?;
     let (srv, srv_ip) = container_ns(&sb, "srv")?;
     let (cli, _) = container_ns(&sb, "cli")?;
     echo_server(&srv, 7000)?;
@@ -134,12 +178,24 @@ pub fn run(bin: &Path, secs: u64, runs: usize) -> Result<()> {
     echo_server(&sb.host, 7002)?;
     echo_server(&sb.lan, 7003)?;
     let pairs = [
-        (Path_ { label: "container → container", client: &cli, to: srv_ip, iperf: 5201, echo: 7000 },
-         Path_ { label: "  bare veth pair", client: &ref_a, to: Ipv4Addr::new(10, 250, 0, 2), iperf: 5201, echo: 7000 }),
-        (Path_ { label: "LAN → published port", client: &sb.lan, to: HOST_ETH0, iperf: 15201, echo: 17000 },
-         Path_ { label: "  LAN → host", client: &sb.lan, to: HOST_ETH0, iperf: 5202, echo: 7002 }),
-        (Path_ { label: "container → LAN", client: &cli, to: LAN_SERVER, iperf: 5301, echo: 7003 },
-         Path_ { label: "  host → LAN", client: &sb.host, to: LAN_SERVER, iperf: 5301, echo: 7003 }),
+        (
+            Path_ { label: "container → container", client: &cli, to: srv_ip, iperf: 5201, echo: 7000 },
+            Path_ {
+                label: "  bare veth pair",
+                client: &ref_a,
+                to: Ipv4Addr::new(10, 250, 0, 2),
+                iperf: 5201,
+                echo: 7000,
+            },
+        ),
+        (
+            Path_ { label: "LAN → published port", client: &sb.lan, to: HOST_ETH0, iperf: 15201, echo: 17000 },
+            Path_ { label: "  LAN → host", client: &sb.lan, to: HOST_ETH0, iperf: 5202, echo: 7002 },
+        ),
+        (
+            Path_ { label: "container → LAN", client: &cli, to: LAN_SERVER, iperf: 5301, echo: 7003 },
+            Path_ { label: "  host → LAN", client: &sb.host, to: LAN_SERVER, iperf: 5301, echo: 7003 },
+        ),
     ];
     println!("\ndata path: one TCP stream (iperf3, {secs} s) and 1-byte request/response ({ROUND_TRIPS} round trips),");
     println!("each beside the same path without containers; median (min–max) of {runs}");
@@ -155,17 +211,25 @@ pub fn run(bin: &Path, secs: u64, runs: usize) -> Result<()> {
         Ok(f)
     };
     let line = |label: &str, f: &Figures| {
-        println!("{label:<26} {:<24} {:<22} {:<22}", Spread::of(&f.gbits).fmt(2), Spread::of(&f.p50_us).fmt(1), Spread::of(&f.p99_us).fmt(1));
+        println!(
+            "{label:<26} {:<24} {:<22} {:<22}",
+            Spread::of(&f.gbits).fmt(2),
+            Spread::of(&f.p50_us).fmt(1),
+            Spread::of(&f.p99_us).fmt(1)
+        );
     };
     for (ours, reference) in &pairs {
         let a = measure(ours)?;
         let b = measure(reference)?;
         line(ours.label, &a);
         line(reference.label, &b);
-        println!("{:<26} {:<24} {:<22} {:<22}", "  netwright / reference",
+        println!(
+            "{:<26} {:<24} {:<22} {:<22}",
+            "  netwright / reference",
             format!("{:.0}%", Spread::of(&a.gbits).median / Spread::of(&b.gbits).median * 100.0),
             format!("{:+.1} µs", Spread::of(&a.p50_us).median - Spread::of(&b.p50_us).median),
-            format!("{:+.1} µs", Spread::of(&a.p99_us).median - Spread::of(&b.p99_us).median));
+            format!("{:+.1} µs", Spread::of(&a.p99_us).median - Spread::of(&b.p99_us).median)
+        );
     }
     let lo = measure(&Path_ { label: "loopback", client: &sb.host, to: Ipv4Addr::LOCALHOST, iperf: 5202, echo: 7002 })?;
     line("loopback (one netns)", &lo);

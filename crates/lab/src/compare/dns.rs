@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::{Netavark, NETAVARK, System, ok};
+use super::{NETAVARK, Netavark, System, ok};
 use netwright_engine::kernel::netns;
 use netwright_testkit::Sandbox;
 
@@ -41,34 +41,38 @@ pub fn load(ns: &OwnedFd, server: SocketAddr, name: &str, secs: u64) -> Result<L
     let q = query(name)?;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let results: Vec<Result<(Vec<f64>, usize)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..CLIENTS).map(|c| {
-            let mut q = q.clone();
-            s.spawn(move || -> Result<(Vec<f64>, usize)> {
-                let sock = netns::within(ns, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
-                sock.connect(server)?;
-                sock.set_read_timeout(Some(Duration::from_secs(1)))?;
-                let (mut lat, mut failed) = (Vec::new(), 0);
-                let mut buf = [0u8; 1500];
-                let mut id = (c as u16) << 12;
-                while Instant::now() < deadline {
-                    id = id.wrapping_add(1);
-                    q[0..2].copy_from_slice(&id.to_be_bytes());
-                    let t = Instant::now();
-                    sock.send(&q)?;
-                    loop {
-                        match sock.recv(&mut buf) {
-                            // An answer to an earlier, timed-out query: keep waiting for ours.
-                            Ok(n) if n >= 12 && buf[0..2] != id.to_be_bytes() => continue,
-                            // NOERROR with at least one answer.
-                            Ok(n) if n >= 12 && buf[3] & 0x0f == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0 => lat.push(t.elapsed().as_secs_f64() * 1000.0),
-                            _ => failed += 1,
+        let hs: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let mut q = q.clone();
+                s.spawn(move || -> Result<(Vec<f64>, usize)> {
+                    let sock = netns::within(ns, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))??;
+                    sock.connect(server)?;
+                    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    let (mut lat, mut failed) = (Vec::new(), 0);
+                    let mut buf = [0u8; 1500];
+                    let mut id = (c as u16) << 12;
+                    while Instant::now() < deadline {
+                        id = id.wrapping_add(1);
+                        q[0..2].copy_from_slice(&id.to_be_bytes());
+                        let t = Instant::now();
+                        sock.send(&q)?;
+                        loop {
+                            match sock.recv(&mut buf) {
+                                // An answer to an earlier, timed-out query: keep waiting for ours.
+                                Ok(n) if n >= 12 && buf[0..2] != id.to_be_bytes() => continue,
+                                // NOERROR with at least one answer.
+                                Ok(n) if n >= 12 && buf[3] & 0x0f == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0 => {
+                                    lat.push(t.elapsed().as_secs_f64() * 1000.0)
+                                }
+                                _ => failed += 1,
+                            }
+                            break;
                         }
-                        break;
                     }
-                }
-                Ok((lat, failed))
+                    Ok((lat, failed))
+                })
             })
-        }).collect();
+            .collect();
         hs.into_iter().map(|h| h.join().expect("dns client")).collect()
     });
     let (mut lat, mut failed) = (Vec::new(), 0);
@@ -81,7 +85,12 @@ pub fn load(ns: &OwnedFd, server: SocketAddr, name: &str, secs: u64) -> Result<L
         bail!("no DNS answer from {server} for {name}");
     }
     lat.sort_by(f64::total_cmp);
-    Ok(Load { qps: lat.len() as f64 / secs as f64, p50_ms: lat[lat.len() / 2], p99_ms: lat[lat.len() * 99 / 100], failed })
+    Ok(Load {
+        qps: lat.len() as f64 / secs as f64,
+        p50_ms: lat[lat.len() / 2],
+        p99_ms: lat[lat.len() * 99 / 100],
+        failed,
+    })
 }
 
 /// The ceiling any resolver can reach under this load: a responder that does nothing but
@@ -119,7 +128,9 @@ pub fn pss_of(sb: &Sandbox, needle: &str) -> u64 {
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains(needle) && netns::inode(Path::new(&format!("/proc/{pid}/ns/net"))) == host {
+        if String::from_utf8_lossy(&cmd).contains(needle)
+            && netns::inode(Path::new(&format!("/proc/{pid}/ns/net"))) == host
+        {
             total += netwright_engine::kernel::process::kb(pid, "smaps_rollup", "Pss:");
         }
     }
@@ -131,7 +142,11 @@ pub fn netwright(bin: &Path, m: usize, secs: u64, runs: usize) -> Result<(Vec<Lo
     let sb = Sandbox::new("dns", bin)?;
     ok(sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]).output()?, "network create")?;
     for i in 0..m.max(2) {
-        ok(sb.netwright(["run", "-d", "--name", &format!("c{i}"), "--network", "bench", "--", "sleep", "infinity"]).output()?, "netwright run")?;
+        ok(
+            sb.netwright(["run", "-d", "--name", &format!("c{i}"), "--network", "bench", "--", "sleep", "infinity"])
+                .output()?,
+            "netwright run",
+        )?;
     }
     let v: serde_json::Value = serde_json::from_slice(&ok(sb.netwright(["inspect", "c0"]).output()?, "inspect")?)?;
     let pid = v[0]["State"]["Pid"].as_i64().context("pid")?;
@@ -141,9 +156,11 @@ pub fn netwright(bin: &Path, m: usize, secs: u64, runs: usize) -> Result<(Vec<Lo
     let l = (0..runs).map(|_| load(&ns, server, "c1", secs)).collect::<Result<_>>()?;
     let c: Vec<Load> = (0..runs).map(|_| ceiling(&ns, secs)).collect::<Result<_>>()?;
     *CEILING.lock().expect("ceiling") = Some(c);
-    let pss = netwright_engine::kernel::process::of_root(&sb.root).into_iter()
+    let pss = netwright_engine::kernel::process::of_root(&sb.root)
+        .into_iter()
         .filter(|(_, argv)| argv.iter().any(|a| a == "_resolver" || a == "_dns"))
-        .map(|(p, _)| netwright_engine::kernel::process::kb(p, "smaps_rollup", "Pss:")).sum();
+        .map(|(p, _)| netwright_engine::kernel::process::kb(p, "smaps_rollup", "Pss:"))
+        .sum();
     Ok((l, pss))
 }
 

@@ -37,13 +37,21 @@ type Memo<T> = std::sync::Mutex<std::collections::HashMap<usize, T>>;
 
 fn ok(out: std::process::Output, what: &str) -> Result<Vec<u8>> {
     if !out.status.success() {
-        bail!("{what} failed: {}{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim());
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
     }
     Ok(out.stdout)
 }
 
 fn run_with_stdin(mut cmd: Command, input: &[u8], what: &str) -> Result<Vec<u8>> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("starting {what}"))?;
     child.stdin.take().expect("piped").write_all(input)?;
     ok(child.wait_with_output()?, what)
@@ -60,7 +68,20 @@ impl System for Netwright {
     fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         let ns = make_ns(sb, i)?;
         let p = format!("{port}:80");
-        ok(sb.netwright(["attach", ns.to_str().unwrap_or_default(), "--name", &format!("c{i}"), "--network", "bench", "-p", &p]).output()?, "netwright attach")?;
+        ok(
+            sb.netwright([
+                "attach",
+                ns.to_str().unwrap_or_default(),
+                "--name",
+                &format!("c{i}"),
+                "--network",
+                "bench",
+                "-p",
+                &p,
+            ])
+            .output()?,
+            "netwright attach",
+        )?;
         Ok(())
     }
     fn release(&self, sb: &Sandbox, i: usize) -> Result<()> {
@@ -80,7 +101,23 @@ impl System for NetwrightRun {
     }
     fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         let p = format!("{port}:80");
-        ok(sb.netwright(["run", "-d", "--name", &format!("c{i}"), "--network", "bench", "-p", &p, "--", "sleep", "infinity"]).output()?, "netwright run")?;
+        ok(
+            sb.netwright([
+                "run",
+                "-d",
+                "--name",
+                &format!("c{i}"),
+                "--network",
+                "bench",
+                "-p",
+                &p,
+                "--",
+                "sleep",
+                "infinity",
+            ])
+            .output()?,
+            "netwright run",
+        )?;
         Ok(())
     }
     fn release(&self, sb: &Sandbox, i: usize) -> Result<()> {
@@ -138,7 +175,14 @@ impl System for Netavark {
         let mut cmd = sb.in_host_cmd(NETAVARK);
         let config = sb.dir.join("netavark");
         std::fs::create_dir_all(&config)?;
-        cmd.args(["--config", config.to_str().unwrap_or_default(), "--aardvark-binary", dns::AARDVARK, "setup", ns.to_str().unwrap_or_default()]);
+        cmd.args([
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--aardvark-binary",
+            dns::AARDVARK,
+            "setup",
+            ns.to_str().unwrap_or_default(),
+        ]);
         let _serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark setup")?;
         Ok(())
@@ -150,7 +194,14 @@ impl System for Netavark {
         opts["networks"]["bench"]["static_ips"] = json!([static_ip(i)]);
         let mut cmd = sb.in_host_cmd(NETAVARK);
         let config = sb.dir.join("netavark");
-        cmd.args(["--config", config.to_str().unwrap_or_default(), "--aardvark-binary", dns::AARDVARK, "teardown", ns.to_str().unwrap_or_default()]);
+        cmd.args([
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--aardvark-binary",
+            dns::AARDVARK,
+            "teardown",
+            ns.to_str().unwrap_or_default(),
+        ]);
         let serial = self.serial.lock().expect("netavark lock");
         run_with_stdin(cmd, opts.to_string().as_bytes(), "netavark teardown")?;
         drop(serial);
@@ -173,8 +224,11 @@ impl Cni {
     fn plugin(&self, sb: &Sandbox, plugin: &str, command: &str, i: usize, conf: &serde_json::Value) -> Result<Vec<u8>> {
         let ns = sb.dir.join("peer-ns").join(format!("c{i}"));
         let mut cmd = sb.in_host_cmd(&format!("{CNI_PATH}/{plugin}"));
-        cmd.env("CNI_COMMAND", command).env("CNI_CONTAINERID", format!("c{i}")).env("CNI_NETNS", &ns)
-            .env("CNI_IFNAME", "eth0").env("CNI_PATH", CNI_PATH);
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", format!("c{i}"))
+            .env("CNI_NETNS", &ns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", CNI_PATH);
         run_with_stdin(cmd, conf.to_string().as_bytes(), &format!("CNI {plugin} {command}"))
     }
     fn portmap(&self, i: usize, port: u16, prev: &serde_json::Value) -> serde_json::Value {
@@ -190,7 +244,8 @@ impl System for Cni {
     }
     fn attach(&self, sb: &Sandbox, i: usize, port: u16) -> Result<()> {
         make_ns(sb, i)?;
-        let result: serde_json::Value = serde_json::from_slice(&self.plugin(sb, "bridge", "ADD", i, &self.conf(sb))?)?;
+        let result: serde_json::Value =
+            serde_json::from_slice(&self.plugin(sb, "bridge", "ADD", i, &self.conf(sb))?)?;
         self.plugin(sb, "portmap", "ADD", i, &self.portmap(i, port, &result))?;
         self.results.lock().expect("results").insert(i, result);
         self.ports.lock().expect("ports").insert(i, port);
@@ -311,8 +366,12 @@ fn measure(bin: &Path, sys: &dyn System, sizes: &[usize], runs: usize) -> Result
         rows.push(row);
         if sys.name() == "netwright run -d" && n >= 100 {
             let (count, monitors, dns) = netwright_memory(&sb.root);
-            println!("memory at N={n}: {count} container monitors, {:.1} MiB PSS in all ({:.0} kB each); DNS resolver + supervisor {:.1} MiB PSS",
-                monitors as f64 / 1024.0, monitors as f64 / count.max(1) as f64, dns as f64 / 1024.0);
+            println!(
+                "memory at N={n}: {count} container monitors, {:.1} MiB PSS in all ({:.0} kB each); DNS resolver + supervisor {:.1} MiB PSS",
+                monitors as f64 / 1024.0,
+                monitors as f64 / count.max(1) as f64,
+                dns as f64 / 1024.0
+            );
         }
     }
     Ok(rows)
@@ -336,15 +395,26 @@ pub struct Opts {
 /// thing the comparison changes outside its sandboxes, and it says so).
 fn install_missing() {
     let wanted = ["netavark", "aardvark-dns", "containernetworking-plugins", "iptables", "iperf3"];
-    let installed = |p: &str| Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"));
+    let installed = |p: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
     let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
     if missing.is_empty() || Command::new("apt-get").arg("--version").output().is_err() {
         return;
     }
     println!("installing the peers from Debian's packages: apt-get install {}", missing.join(" "));
-    let install = || Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     if !install() {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
         if !install() {
@@ -370,24 +440,54 @@ pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
     } else {
         println!("CNI plugins not installed (apt-get install containernetworking-plugins): skipped");
     }
-    let version = |cmd: &str| Command::new(cmd).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let version = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
     let versions = format!("{}; {}", version(NETAVARK), version(dns::AARDVARK));
     println!("netwright bench --compare: attach and release one container with one published TCP port,");
-    println!("N containers (each with its own port) already attached. Whole processes, ms, median (min–max) of {runs}.");
+    println!(
+        "N containers (each with its own port) already attached. Whole processes, ms, median (min–max) of {runs}."
+    );
     println!("Same work for all: the bench makes the container's namespace, the system networks it (netwright attach,");
-    println!("netavark setup, CNI ADD) and undoes it. `netwright run -d` also starts the container's process and monitor.");
-    println!("machine: {} cores, {} GiB; kernel {}; netwright {}; {}; CNI plugins {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        mem_gib(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(), env!("CARGO_PKG_VERSION"), versions,
-        Command::new("dpkg-query").args(["-W", "-f=${Version}", "containernetworking-plugins"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
+    println!(
+        "netavark setup, CNI ADD) and undoes it. `netwright run -d` also starts the container's process and monitor."
+    );
+    println!(
+        "machine: {} cores, {} GiB; kernel {}; netwright {}; {}; CNI plugins {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        mem_gib(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        env!("CARGO_PKG_VERSION"),
+        versions,
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", "containernetworking-plugins"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    );
     let mut all = Vec::new();
     for sys in &systems {
         all.extend(measure(bin, sys.as_ref(), sizes, runs)?);
     }
-    println!("\n{:>6}  {:<20} {:<24} {:<24} {:>10} {:>10}", "N", "system", "attach", "release", "attach ×", "release ×");
+    println!(
+        "\n{:>6}  {:<20} {:<24} {:<24} {:>10} {:>10}",
+        "N", "system", "attach", "release", "attach ×", "release ×"
+    );
     for r in &all {
         let base = all.iter().find(|b| b.system == "netwright" && b.n == r.n).expect("netwright measured");
-        println!("{:>6}  {:<20} {:<24} {:<24} {:>9.1}x {:>9.1}x", r.n, r.system, span(&r.attach), span(&r.release),
-            med(&r.attach) / med(&base.attach), med(&r.release) / med(&base.release));
+        println!(
+            "{:>6}  {:<20} {:<24} {:<24} {:>9.1}x {:>9.1}x",
+            r.n,
+            r.system,
+            span(&r.attach),
+            span(&r.release),
+            med(&r.attach) / med(&base.attach),
+            med(&r.release) / med(&base.release)
+        );
     }
     println!("\n(× = the system's median / netwright's: how many times slower than netwright)");
     if concurrency > 0 {
@@ -397,10 +497,19 @@ pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
             match concurrent(bin, sys.as_ref(), concurrency) {
                 Ok((up, down)) => {
                     let (bu, bd) = *base.get_or_insert((up, down));
-                    println!("  {:<20} attach {:>7.1}/s   release {:>7.1}/s   (netwright is {:.1}x / {:.1}x)", sys.name(), up, down, bu / up, bd / down);
+                    println!(
+                        "  {:<20} attach {:>7.1}/s   release {:>7.1}/s   (netwright is {:.1}x / {:.1}x)",
+                        sys.name(),
+                        up,
+                        down,
+                        bu / up,
+                        bd / down
+                    );
                 }
                 // A peer that cannot take concurrent callers is a result, not a crash of the bench.
-                Err(e) => println!("  {:<20} FAILED under concurrency: {}", sys.name(), netwright_engine::error::one_line(&e)),
+                Err(e) => {
+                    println!("  {:<20} FAILED under concurrency: {}", sys.name(), netwright_engine::error::one_line(&e))
+                }
             }
         }
     }
@@ -418,19 +527,34 @@ pub fn run(bin: &Path, o: &Opts) -> Result<i32> {
 
 fn mem_gib() -> u64 {
     let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    m.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) / 1024 / 1024
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+        / 1024
 }
 
 fn dns_table(bin: &Path, o: &Opts) -> Result<()> {
     let (m, runs) = (o.dns_containers.max(2), o.runs.clamp(1, 5));
-    println!("
-DNS: a container's name asked from inside another container, {m} containers on the network;");
-    println!("{} clients with one query outstanding each, {} s × {runs}; median (min–max); every answer checked", dns::CLIENTS, o.dns_secs);
-    println!("{:<14} {:<26} {:<22} {:<22} {:>7}  {}", "system", "queries/s", "p50 ms", "p99 ms", "failed", "resident (PSS)");
+    println!(
+        "
+DNS: a container's name asked from inside another container, {m} containers on the network;"
+    );
+    println!(
+        "{} clients with one query outstanding each, {} s × {runs}; median (min–max); every answer checked",
+        dns::CLIENTS,
+        o.dns_secs
+    );
+    println!("{:<14} {:<26} {:<22} {:<22} {:>7}  resident (PSS)", "system", "queries/s", "p50 ms", "p99 ms", "failed");
     let mut base = None;
     let nw = dns::netwright(bin, m, o.dns_secs, runs);
     let ceiling = dns::CEILING.lock().expect("ceiling").take().map(|c| (c, 0));
-    for (name, r) in [("netwright", nw), ("aardvark-dns", dns::aardvark(bin, m, o.dns_secs, runs)), ("ceiling", ceiling.ok_or_else(|| anyhow::anyhow!("not measured")))] {
+    for (name, r) in [
+        ("netwright", nw),
+        ("aardvark-dns", dns::aardvark(bin, m, o.dns_secs, runs)),
+        ("ceiling", ceiling.ok_or_else(|| anyhow::anyhow!("not measured"))),
+    ] {
         match r {
             Ok((loads, pss)) => {
                 let qps = Spread::of(&loads.iter().map(|l| l.qps).collect::<Vec<_>>());
@@ -441,8 +565,17 @@ DNS: a container's name asked from inside another container, {m} containers on t
                 println!("{name:<14} {:<26} {:<22} {:<22} {failed:>7}  {mem}", qps.fmt(0), p50.fmt(3), p99.fmt(3));
                 match (base, name) {
                     (None, _) => base = Some((qps.median, p99.median)),
-                    (Some((bq, _)), "ceiling") => println!("{:<14} (a responder doing no work, same load and netns: what the kernel and the load cost; netwright reaches {:.0}% of it)", "", bq / qps.median * 100.0),
-                    (Some((bq, bp)), _) => println!("{:<14} netwright answers {:.1}x the queries/s, p99 {:.2}x", "", bq / qps.median, bp / p99.median),
+                    (Some((bq, _)), "ceiling") => println!(
+                        "{:<14} (a responder doing no work, same load and netns: what the kernel and the load cost; netwright reaches {:.0}% of it)",
+                        "",
+                        bq / qps.median * 100.0
+                    ),
+                    (Some((bq, bp)), _) => println!(
+                        "{:<14} netwright answers {:.1}x the queries/s, p99 {:.2}x",
+                        "",
+                        bq / qps.median,
+                        bp / p99.median
+                    ),
                 }
             }
             Err(e) => println!("{name:<14} not measured: {}", netwright_engine::error::one_line(&e)),

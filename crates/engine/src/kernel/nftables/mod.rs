@@ -11,6 +11,12 @@ use std::os::fd::AsRawFd;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
+mod batch;
+mod expr;
+
+pub use batch::{Batch, Elem, SetSpec};
+pub use expr::*;
+
 // nfnetlink / nf_tables constants (UAPI).
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -72,288 +78,6 @@ pub const NFT_JUMP: i32 = -3;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 
-/// Attribute builder: netlink TLVs, 4-byte aligned.
-#[derive(Default, Clone)]
-pub struct Attrs(Vec<u8>);
-
-impl Attrs {
-    pub fn new() -> Self {
-        Self(Vec::new())
-    }
-    pub fn bytes(mut self, ty: u16, data: &[u8]) -> Self {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&ty.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        while self.0.len() % 4 != 0 {
-            self.0.push(0);
-        }
-        self
-    }
-    pub fn str(self, ty: u16, s: &str) -> Self {
-        let mut v = s.as_bytes().to_vec();
-        v.push(0);
-        self.bytes(ty, &v)
-    }
-    pub fn be32(self, ty: u16, v: u32) -> Self {
-        self.bytes(ty, &v.to_be_bytes())
-    }
-    pub fn nested(self, ty: u16, inner: Attrs) -> Self {
-        self.bytes(ty | NLA_F_NESTED, &inner.0)
-    }
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-/// One expression of a rule.
-#[derive(Clone, Debug)]
-pub enum Expr {
-    /// Load metadata (key: NFT_META_*) into `dreg`.
-    Meta { key: u32, dreg: u32 },
-    /// Load `len` bytes at `offset` of header `base` (0 link, 1 network, 2 transport).
-    Payload { base: u32, offset: u32, len: u32, dreg: u32 },
-    /// Compare `sreg` with `data` (op: 0 eq, 1 neq).
-    Cmp { sreg: u32, op: u32, data: Vec<u8> },
-    /// `sreg & mask ^ 0` into `dreg`.
-    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8> },
-    /// Conntrack key (NFT_CT_*) into `dreg`.
-    Ct { key: u32, dreg: u32 },
-    /// Conntrack key of one direction's tuple (0 original, 1 reply) into `dreg`.
-    CtDir { key: u32, dir: u8, dreg: u32 },
-    /// Set metadata (key: NFT_META_*) from `sreg`.
-    MetaSet { key: u32, sreg: u32 },
-    /// fib daddr type → dreg.
-    FibDaddrType { dreg: u32 },
-    /// Set membership (or map lookup into `dreg`); `invert` for `!= @set`.
-    Lookup { set: String, sreg: u32, dreg: Option<u32>, invert: bool },
-    /// Load constant bytes into a data register.
-    ImmediateData { dreg: u32, data: Vec<u8> },
-    /// DNAT to the address and port held in registers.
-    Dnat { reg_addr: u32, reg_port: u32 },
-    Masquerade,
-    Counter,
-    /// accept / drop / jump chain.
-    Verdict { code: i32, chain: Option<String> },
-}
-
-pub mod meta {
-    pub const IIFNAME: u32 = 6;
-    pub const OIFNAME: u32 = 7;
-    pub const L4PROTO: u32 = 16;
-    pub const BRI_IIFNAME: u32 = 18;
-    pub const NFTRACE: u32 = 12;
-}
-pub mod ct {
-    pub const PROTOCOL: u32 = 10;
-    pub const PROTO_SRC: u32 = 11;
-    pub const PROTO_DST: u32 = 12;
-    pub const SRC_IP: u32 = 19;
-    pub const DST_IP: u32 = 20;
-}
-pub const NFT_CT_STATUS: u32 = 2;
-pub const IPS_DST_NAT: u32 = 0x20;
-pub const RTN_LOCAL: u32 = 2;
-
-impl Expr {
-    fn encode(&self) -> Attrs {
-        let (name, data) = match self {
-            Expr::Meta { key, dreg } => ("meta", Attrs::new().be32(2, *key).be32(1, *dreg)),
-            Expr::Payload { base, offset, len, dreg } => (
-                "payload",
-                Attrs::new().be32(1, *dreg).be32(2, *base).be32(3, *offset).be32(4, *len),
-            ),
-            Expr::Cmp { sreg, op, data } => (
-                "cmp",
-                Attrs::new().be32(1, *sreg).be32(2, *op).nested(3, Attrs::new().bytes(1, data)),
-            ),
-            Expr::Bitwise { sreg, dreg, mask } => (
-                "bitwise",
-                Attrs::new().be32(1, *sreg).be32(2, *dreg).be32(3, mask.len() as u32)
-                    .nested(4, Attrs::new().bytes(1, mask))
-                    .nested(5, Attrs::new().bytes(1, &vec![0; mask.len()])),
-            ),
-            Expr::Ct { key, dreg } => ("ct", Attrs::new().be32(1, *dreg).be32(2, *key)),
-            Expr::CtDir { key, dir, dreg } => ("ct", Attrs::new().be32(1, *dreg).be32(2, *key).bytes(3, &[*dir])),
-            Expr::MetaSet { key, sreg } => ("meta", Attrs::new().be32(2, *key).be32(3, *sreg)),
-            // NFTA_FIB_RESULT_ADDRTYPE = 3, NFTA_FIB_F_DADDR = 2
-            Expr::FibDaddrType { dreg } => ("fib", Attrs::new().be32(1, *dreg).be32(2, 3).be32(3, 2)),
-            Expr::Lookup { set, sreg, dreg, invert } => {
-                let mut a = Attrs::new().str(1, set).be32(2, *sreg);
-                if let Some(d) = dreg {
-                    a = a.be32(3, *d);
-                }
-                if *invert {
-                    a = a.be32(5, 1);
-                }
-                ("lookup", a)
-            }
-            // NFT_NAT_DNAT = 1
-            Expr::Dnat { reg_addr, reg_port } => (
-                "nat",
-                Attrs::new().be32(1, 1).be32(2, NFPROTO_IPV4 as u32).be32(3, *reg_addr).be32(5, *reg_port),
-            ),
-            Expr::ImmediateData { dreg, data } => (
-                "immediate",
-                Attrs::new().be32(1, *dreg).nested(2, Attrs::new().bytes(1, data)),
-            ),
-            Expr::Masquerade => ("masq", Attrs::new()),
-            Expr::Counter => ("counter", Attrs::new()),
-            Expr::Verdict { code, chain } => {
-                let mut v = Attrs::new().be32(1, *code as u32);
-                if let Some(c) = chain {
-                    v = v.str(2, c);
-                }
-                ("immediate", Attrs::new().be32(1, REG_VERDICT).nested(2, Attrs::new().nested(2, v)))
-            }
-        };
-        Attrs::new().str(1, name).nested(2, data)
-    }
-}
-
-/// A set's shape.
-#[derive(Clone, Debug)]
-pub struct SetSpec {
-    pub name: String,
-    pub key_type: u32,
-    pub key_len: u32,
-    /// For a map: (data type, data length).
-    pub data: Option<(u32, u32)>,
-    pub interval: bool,
-}
-
-/// One set element: key bytes and, for a map, data bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Elem {
-    pub key: Vec<u8>,
-    pub data: Option<Vec<u8>>,
-}
-
-/// A batch of changes, committed atomically or not at all.
-pub struct Batch {
-    family: u8,
-    msgs: Vec<(u16, u16, Attrs)>,
-    next_set_id: u32,
-}
-
-impl Batch {
-    pub fn new(family: u8) -> Self {
-        Self { family, msgs: Vec::new(), next_set_id: 1 }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-
-    /// Creates the table if it does not exist.
-    pub fn add_table(&mut self, table: &str) -> &mut Self {
-        self.msgs.push((NFT_MSG_NEWTABLE, NLM_F_CREATE, Attrs::new().str(1, table)));
-        self
-    }
-
-    pub fn del_table(&mut self, table: &str) -> &mut Self {
-        self.msgs.push((NFT_MSG_DELTABLE, 0, Attrs::new().str(1, table)));
-        self
-    }
-
-    /// A base chain (hook, priority, type "filter"/"nat", policy accept), created if missing.
-    pub fn add_base_chain(&mut self, table: &str, chain: &str, kind: &str, hooknum: u32, priority: i32) -> &mut Self {
-        let hook = Attrs::new().be32(1, hooknum).be32(2, priority as u32);
-        let a = Attrs::new().str(1, table).str(3, chain).nested(4, hook).be32(5, NF_ACCEPT as u32).str(7, kind);
-        self.msgs.push((NFT_MSG_NEWCHAIN, NLM_F_CREATE, a));
-        self
-    }
-
-    /// A regular chain (a jump target), created if missing and never flushed here.
-    pub fn add_chain(&mut self, table: &str, chain: &str) -> &mut Self {
-        self.msgs.push((NFT_MSG_NEWCHAIN, NLM_F_CREATE, Attrs::new().str(1, table).str(3, chain)));
-        self
-    }
-
-    /// Removes every rule of a chain.
-    pub fn flush_chain(&mut self, table: &str, chain: &str) -> &mut Self {
-        self.msgs.push((NFT_MSG_DELRULE, 0, Attrs::new().str(1, table).str(2, chain)));
-        self
-    }
-
-    /// Appends a rule; its comment is what `nft list` and `netwright trace` show.
-    pub fn add_rule(&mut self, table: &str, chain: &str, comment: &str, exprs: &[Expr]) -> &mut Self {
-        let mut list = Attrs::new();
-        for e in exprs {
-            list = list.nested(1, e.encode());
-        }
-        let mut a = Attrs::new().str(1, table).str(2, chain).nested(4, list);
-        if !comment.is_empty() {
-            // NFTA_RULE_USERDATA: nft's TLV, type NFTNL_UDATA_RULE_COMMENT = 0, NUL included.
-            let text = &comment.as_bytes()[..comment.len().min(250)];
-            let mut udata = vec![0, text.len() as u8 + 1];
-            udata.extend_from_slice(text);
-            udata.push(0);
-            a = a.bytes(7, &udata);
-        }
-        self.msgs.push((NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a));
-        self
-    }
-
-    /// Creates a set or map if missing.
-    pub fn add_set(&mut self, table: &str, set: &SetSpec) -> &mut Self {
-        let mut flags = 0;
-        if set.interval {
-            flags |= NFT_SET_INTERVAL;
-        }
-        if set.data.is_some() {
-            flags |= NFT_SET_MAP;
-        }
-        let mut a = Attrs::new().str(1, table).str(2, &set.name).be32(3, flags)
-            .be32(4, set.key_type).be32(5, set.key_len);
-        if let Some((ty, len)) = set.data {
-            a = a.be32(6, ty).be32(7, len);
-        }
-        if set.key_type == datatype::IFNAME {
-            // NFTA_SET_USERDATA, NFTNL_UDATA_SET_KEYBYTEORDER = host endian: only so that
-            // `nft list` prints interface names (the kernel ignores user data).
-            let mut udata = vec![0u8, 4];
-            udata.extend_from_slice(&1u32.to_ne_bytes());
-            a = a.bytes(13, &udata);
-        }
-        // NFTA_SET_ID: the kernel insists on a batch-unique id for every new set.
-        a = a.be32(10, self.next_set_id);
-        self.next_set_id += 1;
-        self.msgs.push((NFT_MSG_NEWSET, NLM_F_CREATE, a));
-        self
-    }
-
-    /// Removes every element of a set.
-    pub fn flush_set(&mut self, table: &str, set: &str) -> &mut Self {
-        self.msgs.push((NFT_MSG_DELSETELEM, 0, Attrs::new().str(1, table).str(2, set)));
-        self
-    }
-
-    pub fn add_elems(&mut self, table: &str, set: &str, elems: &[Elem]) -> &mut Self {
-        self.elems(NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, set, elems)
-    }
-
-    pub fn del_elems(&mut self, table: &str, set: &str, elems: &[Elem]) -> &mut Self {
-        self.elems(NFT_MSG_DELSETELEM, 0, table, set, elems)
-    }
-
-    fn elems(&mut self, msg: u16, flags: u16, table: &str, set: &str, elems: &[Elem]) -> &mut Self {
-        // Large element lists go in several messages to stay well under the socket buffer.
-        for chunk in elems.chunks(512) {
-            let mut list = Attrs::new();
-            for e in chunk {
-                let mut el = Attrs::new().nested(1, Attrs::new().bytes(1, &e.key));
-                if let Some(d) = &e.data {
-                    el = el.nested(2, Attrs::new().bytes(1, d));
-                }
-                list = list.nested(1, el);
-            }
-            self.msgs.push((msg, flags, Attrs::new().str(1, table).str(2, set).nested(3, list)));
-        }
-        self
-    }
-}
-
 pub struct Nftables {
     sock: Socket,
     seq: u32,
@@ -388,7 +112,15 @@ impl Nftables {
         let mut out = Vec::new();
         self.seq += 1;
         let seq = self.seq;
-        Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, &attrs.0);
+        Self::header(
+            &mut out,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            family,
+            0,
+            &attrs.0,
+        );
         self.sock.send(&out, 0)?;
         let mut found = false;
         loop {
@@ -424,8 +156,15 @@ impl Nftables {
         let first = self.seq + 1;
         for (msg, flags, attrs) in &batch.msgs {
             self.seq += 1;
-            Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_ACK | flags,
-                self.seq, batch.family, 0, &attrs.0);
+            Self::header(
+                &mut out,
+                (NFNL_SUBSYS_NFTABLES << 8) | msg,
+                NLM_F_REQUEST | NLM_F_ACK | flags,
+                self.seq,
+                batch.family,
+                0,
+                &attrs.0,
+            );
         }
         let last = self.seq;
         self.seq += 1;
@@ -435,8 +174,13 @@ impl Nftables {
             let size = (out.len() * 2) as libc::c_int;
             // SAFETY: setsockopt with a valid int option value.
             unsafe {
-                libc::setsockopt(self.sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE,
-                    (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32);
+                libc::setsockopt(
+                    self.sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                );
             }
         }
         self.sock.send(&out, 0).map_err(|e| (0, e))?;
@@ -504,7 +248,15 @@ impl Nftables {
         let mut out = Vec::new();
         self.seq += 1;
         let seq = self.seq;
-        Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0, &attrs.0);
+        Self::header(
+            &mut out,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+            0,
+            &attrs.0,
+        );
         self.sock.send(&out, 0)?;
         let mut rules = Vec::new();
         loop {
@@ -566,7 +318,8 @@ pub fn recv_msgs(sock: &Socket, buf: &mut [u8]) -> io::Result<Vec<Msg>> {
         let len = (u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize).min(b.len());
         let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());
         let seq = u32::from_ne_bytes(b[8..12].try_into().unwrap());
-        let err = if ty == NLMSG_ERROR && b.len() >= 20 { i32::from_ne_bytes(b[16..20].try_into().unwrap()) } else { 0 };
+        let err =
+            if ty == NLMSG_ERROR && b.len() >= 20 { i32::from_ne_bytes(b[16..20].try_into().unwrap()) } else { 0 };
         if len < 16 {
             break;
         }
