@@ -8,7 +8,17 @@ use clap::Parser;
 
 fn main() {
     netwright_engine::ctx::trace("main");
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        Err(e) => {
+            // One line, like every other error (clap's own is several).
+            eprintln!("netwright: {}", cli::usage_error(&e));
+            std::process::exit(2);
+        }
+    };
     let code = match cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -4,21 +4,11 @@
 mod common;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use netwright_engine::kernel::{netlink::Netlink, netns};
-
-/// A namespace made the way a runtime makes one, pinned in the sandbox directory.
-fn runtime_ns(sb: &Sandbox, name: &str) -> (PathBuf, OwnedFd) {
-    let dir = sb.dir.join("runtime-ns");
-    netns::ensure_shared_dir(&dir).unwrap();
-    let path = dir.join(name);
-    let fd = netns::create_pinned(&path).unwrap();
-    (path, fd)
-}
 
 fn links_in(ns: &OwnedFd) -> Vec<String> {
     netns::within(ns, || Netlink::open().unwrap().links().unwrap()).unwrap().into_iter().map(|l| l.name).collect()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Cli, Cmd, NetworkCmd, output};
+use super::{Cli, Cmd, output};
 use crate::runtime;
 use netwright_engine::Engine;
 use netwright_engine::container::{self, Spec};
@@ -30,27 +30,17 @@ pub(super) fn inspect_doc(
     Ok(output::container_inspect(ctx, c, &eps, &ports))
 }
 
-fn needs_admin(cmd: &Cmd) -> bool {
-    !matches!(
-        cmd,
-        Cmd::Ps { .. }
-            | Cmd::Inspect { .. }
-            | Cmd::Logs { .. }
-            | Cmd::Port { .. }
-            | Cmd::Topology { .. }
-            | Cmd::Network(NetworkCmd::Ls { .. } | NetworkCmd::Inspect { .. })
-    )
-}
-
 /// Runs a parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
-    if needs_admin(&cli.command) && !process::has_admin_caps() {
+    // Every command opens the store under the state root, which only root may (SQLite
+    // writes even to read): one clear line beats a database error.
+    if !process::has_admin_caps() {
         bail!("this command needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
     }
     let engine = Engine::open(&cli.root)?;
     let ctx = engine.ctx.clone();
     netwright_engine::ctx::trace("parsed");
-    let out = &mut std::io::stdout().lock();
+    let out = &mut super::Out(std::io::stdout().lock());
     match cli.command {
         Cmd::Run(a) => {
             // Like `docker run`: 125 when netwright itself failed, else the container's code.
@@ -209,6 +199,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
             writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
         }
+        Cmd::System(super::SystemCmd::Reset { force }) => system_reset(&engine, force, out)?,
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
     }
@@ -217,6 +208,40 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
 
 fn list(names: &[String]) -> String {
     if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
+}
+
+/// `system reset`: containers (their processes too), networks, then everything else the
+/// root made (netwright_engine::reset).
+fn system_reset(engine: &Engine, force: bool, out: &mut impl Write) -> Result<()> {
+    use std::io::IsTerminal;
+    let root = engine.ctx.root.display().to_string();
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            bail!("system reset removes every container, network and kernel object of {root}: add --force to confirm");
+        }
+        eprint!(
+            "This removes every container, network and kernel object of {root}, and {root} itself. Continue? [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("system reset cancelled: nothing was removed");
+        }
+    }
+    let mut store = engine.store()?;
+    for c in store.read(|tx| tx.containers())? {
+        runtime::remove(&engine.ctx, &mut store, &c.id, true)?;
+        writeln!(out, "removed container {}", c.name)?;
+    }
+    for n in store.read(|tx| tx.networks())?.into_iter().filter(|n| !n.builtin) {
+        engine.network_remove(&n.id)?;
+        writeln!(out, "removed network {}", n.name)?;
+    }
+    drop(store);
+    for line in netwright_engine::reset::reset_root(&engine.ctx)? {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
 
 fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Result<()> {

@@ -10,6 +10,48 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use commands::dispatch;
+
+/// Standard output that a closed reader cannot abort: `netwright rm -f a b c | head -1`
+/// must still remove c. Writes to a closed pipe are dropped, not errors.
+pub struct Out<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Out<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(buf.len()),
+            r => r,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r,
+        }
+    }
+}
+
+/// A parse error on one line: clap's first line, and where to read more.
+pub fn usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").trim();
+    // "the following required arguments were not provided:" lists them on the next lines.
+    let first = match first.strip_suffix(':') {
+        Some(head) => {
+            let more: Vec<&str> = text.lines().skip(1).take_while(|l| l.starts_with("  ")).map(str::trim).collect();
+            format!("{head}: {}", more.join(" "))
+        }
+        None => first.to_string(),
+    };
+    // "Usage: netwright network create [OPTIONS] <NAME>" → "netwright network create".
+    let command: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| u.split_whitespace().take_while(|w| !w.starts_with(['[', '<', '-'])).collect())
+        .unwrap_or_default();
+    let command = if command.is_empty() { "netwright".to_string() } else { command.join(" ") };
+    format!("{first}: see `{command} --help`")
+}
 use netwright_engine::container::Spec;
 use netwright_engine::ctx::DEFAULT_ROOT;
 
@@ -115,6 +157,9 @@ pub enum Cmd {
         /// Only this container's checks
         container: Option<String>,
     },
+    /// Manage netwright itself
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Rebuild kernel state from the store: release crashed containers, restore bridges, remove strays
     Reconcile,
     /// (internal) the DNS resolver's supervisor
@@ -123,6 +168,17 @@ pub enum Cmd {
     /// (internal) the DNS resolver
     #[command(name = "_resolver", hide = true)]
     Resolver,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Remove every container, network and kernel object of this state root, then the root
+    /// itself (how to uninstall netwright)
+    Reset {
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

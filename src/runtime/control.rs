@@ -14,6 +14,8 @@ use nix::unistd::Pid;
 use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RunError, forward_signals_to, wait_exit_code};
 use netwright_engine::container::{self, find, owner_alive, release, release_if_orphaned};
 use netwright_engine::ctx::{Ctx, trace};
+use netwright_engine::error::conflict;
+use netwright_engine::intent::{Intent, Kind};
 use netwright_engine::store::{Container, State, Store};
 
 /// Waits until the container's monitor has exited (and so released everything).
@@ -65,23 +67,22 @@ pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) ->
 
 pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Result<Container> {
     let c = find(store, reference)?;
-    if c.netns_source.is_some() && c.state != State::Exited {
-        if !force {
-            bail!(
-                "container {} is attached to a runtime's namespace: detach it (`netwright detach {}`) or use `netwright rm -f`",
-                c.name,
-                c.name
-            );
-        }
+    let attached = c.netns_source.is_some() && c.state != State::Exited;
+    let running = attached || (c.state != State::Exited && owner_alive(&c));
+    if running && !force {
+        let how = if attached { ("is attached to a runtime's namespace", "detach") } else { ("is running", "stop") };
+        bail!(conflict(format!(
+            "container {} {}: {} it first (`netwright {} {}`) or use `netwright rm -f`",
+            c.name, how.0, how.1, how.1, c.name
+        )));
+    }
+    if running {
+        // A kill from here on is finished by the next command (netwright_engine::intent).
+        store.write(|tx| tx.begin_intent(&Intent::mine(Kind::Remove, &c.id, "")))?;
+    }
+    if attached {
         release(ctx, store, &c, 0, None)?;
-    } else if c.state != State::Exited && owner_alive(&c) {
-        if !force {
-            bail!(
-                "container {} is running: stop it first (`netwright stop {}`) or use `netwright rm -f`",
-                c.name,
-                c.name
-            );
-        }
+    } else if running {
         if let Some(pid) = c.pid {
             let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }

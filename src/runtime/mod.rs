@@ -85,7 +85,7 @@ fn run_detached(ctx: &Ctx, spec: Spec) -> Result<i32> {
             fs::File::from(r).read_to_string(&mut msg).ok();
             match msg.split_once(' ') {
                 Some(("OK", id)) => {
-                    println!("{}", id.trim());
+                    let _ = writeln!(crate::cli::Out(std::io::stdout()), "{}", id.trim());
                     Ok(0)
                 }
                 Some(("ERR", rest)) => {

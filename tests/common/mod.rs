@@ -173,3 +173,39 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+/// A namespace made the way a runtime makes one, pinned in the sandbox directory.
+pub fn runtime_ns(sb: &Sandbox, name: &str) -> (std::path::PathBuf, std::os::fd::OwnedFd) {
+    let dir = sb.dir.join("runtime-ns");
+    netwright_engine::kernel::netns::ensure_shared_dir(&dir).unwrap();
+    let path = dir.join(name);
+    let fd = netwright_engine::kernel::netns::create_pinned(&path).unwrap();
+    (path, fd)
+}
+
+/// Runs netwright with NETWRIGHT_DIE_AT=STEP: it kills itself with SIGKILL at that step.
+/// Asserts that it did die there (a step that is never reached is a test bug).
+pub fn killed_at(sb: &Sandbox, step: &str, args: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = sb.netwright(args).env("NETWRIGHT_DIE_AT", step).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "netwright {args:?} should have died at {step:?}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `doctor`'s verdict on drift (store vs kernel) and the firewall: both must be ok.
+pub fn agrees(sb: &Sandbox) -> Result<(), String> {
+    let out = sb.nw(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for check in ["drift", "firewall"] {
+        let line = text.lines().find(|l| l.split_whitespace().nth(1) == Some(check)).unwrap_or("");
+        if !line.starts_with("ok") {
+            return Err(text);
+        }
+    }
+    Ok(())
+}

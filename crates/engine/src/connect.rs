@@ -4,10 +4,11 @@
 use anyhow::{Context, Result, bail};
 
 use crate::container::{add_endpoint, find, owner_alive};
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, trace};
 use crate::drivers::{self, bridge};
 use crate::error::invalid;
 use crate::firewall;
+use crate::intent::{Intent, Kind};
 use crate::ipam;
 use crate::kernel::{netlink::Netlink, netns};
 use crate::model::Driver;
@@ -37,6 +38,12 @@ pub fn connect(
     ip: Option<&str>,
     aliases: &[String],
 ) -> Result<()> {
+    crate::intent::resume(ctx, store)?;
+    for a in aliases {
+        if !crate::names::valid(a) {
+            bail!(invalid(crate::names::explain("--alias", a)));
+        }
+    }
     let c = running_with_own_namespace(store, ctr_ref)?;
     let requested = ip.map(|s| ipam::parse_ip("--ip", s)).transpose()?;
     let (net, ep, first) = store.write(|tx| {
@@ -73,26 +80,47 @@ pub fn connect(
 }
 
 pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) -> Result<()> {
+    crate::intent::resume(ctx, store)?;
     let c = running_with_own_namespace(store, ctr_ref)?;
-    let (ep, ports) = store.read(|tx| {
+    let ep = store.write(|tx| {
         let net = network::resolve(tx, net_ref)?;
         let ep = tx
             .endpoints_of(&c.id)?
             .into_iter()
             .find(|e| e.network_id == net.id && e.ip.is_some())
-            .with_context(|| format!("container {} is not connected to network {}", c.name, net.name))?;
-        Ok((ep, tx.ports_of(&c.id)?))
+            .ok_or_else(|| invalid(format!("container {} is not connected to network {}", c.name, net.name)))?;
+        // A kill from here on is finished by the next command (crate::intent).
+        tx.begin_intent(&Intent::mine(Kind::Disconnect, &ep.id, &c.id))?;
+        Ok(ep)
     })?;
-    // Published ports point at the first interface's address: they go with it.
-    let ip = ep.ip.expect("active endpoint");
-    if ep.ifname == "eth0" && !ports.is_empty() {
-        firewall::publish(ctx, store, &ports, ip, false)?;
+    trace("disconnect: recorded");
+    finish_disconnect(ctx, store, &c.id, &ep.id)
+}
+
+/// The rest of a disconnect, idempotent: published ports (they point at eth0's address),
+/// the interface, the endpoint row, the names. Also what the next command runs when a
+/// disconnect was killed half-way.
+pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpoint_id: &str) -> Result<()> {
+    let (ep, ports) = store.read(|tx| {
+        let ep = tx.endpoints_of(container_id)?.into_iter().find(|e| e.id == endpoint_id);
+        Ok((ep, tx.ports_of(container_id)?))
+    })?;
+    let Some(ep) = ep else {
+        return store.write(|tx| tx.end_intent(Kind::Disconnect, endpoint_id));
+    };
+    let mut rebuild = false;
+    if let (Some(ip), true) = (ep.ip, ep.ifname == "eth0" && !ports.is_empty()) {
+        // Already gone (a disconnect killed after this step): rebuilt once the store agrees.
+        rebuild = firewall::publish(ctx, store, &ports, ip, false).is_err();
     }
+    trace("disconnect: ports unpublished");
     if ep.host_ifname.is_empty() {
-        let ns = netns::open(&ctx.netns_path(&c.id))?;
-        let mut inside = bridge::netlink_in(&ns)?;
-        if let Some(l) = inside.link_by_name(&ep.ifname)? {
-            inside.delete_link(l.index)?;
+        // A macvlan: only the inside end exists (and only while the namespace does).
+        if let Ok(ns) = netns::open(&ctx.netns_path(container_id)) {
+            let mut inside = bridge::netlink_in(&ns)?;
+            if let Some(l) = inside.link_by_name(&ep.ifname)? {
+                inside.delete_link(l.index)?;
+            }
         }
     } else {
         let mut host = Netlink::open()?;
@@ -100,13 +128,17 @@ pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) ->
             host.delete_link(l.index)?;
         }
     }
+    trace("disconnect: interface deleted");
     store.write(|tx| {
         tx.delete_endpoint(&ep.id)?;
         if ep.ifname == "eth0" {
-            tx.delete_ports(&c.id)?;
+            tx.delete_ports(container_id)?;
         }
-        Ok(())
+        tx.end_intent(Kind::Disconnect, endpoint_id)
     })?;
-    crate::dns::server::sync_now(ctx, false, Some(&c.id))?;
+    if rebuild {
+        firewall::sync_all(ctx, store)?;
+    }
+    crate::dns::server::sync_now(ctx, false, Some(container_id))?;
     Ok(())
 }

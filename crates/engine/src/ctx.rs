@@ -75,6 +75,7 @@ static TRACE: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceL
 /// (milliseconds since the first call) — where the time goes, without a profiler.
 /// NETWRIGHT_TRACE=/some/file appends there (for commands run by others, like bench).
 pub fn trace(step: &str) {
+    die_here_if_asked(step);
     let start = TRACE.get_or_init(|| std::env::var_os("NETWRIGHT_TRACE").map(|_| std::time::Instant::now()));
     if let Some(t) = start {
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
@@ -94,5 +95,18 @@ pub fn trace(step: &str) {
             }
             _ => eprint!("{line}"),
         }
+    }
+}
+
+static DIE_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Fault injection for the crash tests: with NETWRIGHT_DIE_AT=STEP the process kills itself
+/// with SIGKILL when it reaches the [`trace`] step STEP — a kill -9 at an exact point, so
+/// that recovery from every step is tested deterministically.
+fn die_here_if_asked(step: &str) {
+    let at = DIE_AT.get_or_init(|| std::env::var("NETWRIGHT_DIE_AT").ok());
+    if at.as_deref() == Some(step) {
+        // SAFETY: raising a signal on ourselves; SIGKILL cannot be caught.
+        unsafe { libc::raise(libc::SIGKILL) };
     }
 }

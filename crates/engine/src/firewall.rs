@@ -345,8 +345,10 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr,
             nft.close_detached();
             Ok(())
         }
-        // The table (or an element) is gone: rebuild from the store, which is the truth.
-        Err((_, e)) if e.raw_os_error() == Some(libc::ENOENT) => sync_locked(ctx, store),
+        // Adding, and the table is gone: rebuild from the store, which is the truth (and
+        // already has the new mappings). Removing, an element is already gone: the caller
+        // rebuilds once the store no longer has them (a rebuild now would put them back).
+        Err((_, e)) if add && e.raw_os_error() == Some(libc::ENOENT) => sync_locked(ctx, store),
         Err((i, e)) => Err(anyhow!("nftables refused the port mappings (message {i}): {e}")),
     }
 }

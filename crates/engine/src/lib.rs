@@ -19,6 +19,7 @@ pub mod drivers;
 pub mod engine;
 pub mod error;
 pub mod firewall;
+pub mod intent;
 pub mod ipam;
 pub mod kernel;
 pub mod model;
@@ -28,6 +29,7 @@ pub mod observe;
 pub mod plan;
 pub mod ports;
 pub mod recover;
+pub mod reset;
 pub mod store;
 
 pub use engine::Engine;

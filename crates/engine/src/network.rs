@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 
-use crate::ctx::{Ctx, now_nanos, random_hex};
+use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::{self, bridge, macvlan};
 use crate::error::{conflict, invalid, not_found};
 use crate::firewall;
+use crate::intent::{Intent, Kind};
 use crate::ipam;
 use crate::kernel::netlink::{Netlink, Route};
 use crate::model::Driver;
@@ -88,12 +89,11 @@ pub fn reserved(n: &Network) -> Vec<std::net::Ipv4Addr> {
 
 /// Validates everything about a new network, then records it and creates its bridge.
 pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec) -> Result<Network> {
+    crate::intent::resume(ctx, store)?;
     if !crate::names::valid(&spec.name) {
-        bail!(invalid(format!(
-            "invalid network name {:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)",
-            spec.name
-        )));
+        bail!(invalid(crate::names::explain("network name", &spec.name)));
     }
+
     if RESERVED.contains(&spec.name.as_str()) {
         bail!(invalid(format!("network name {:?} is reserved: pick another name", spec.name)));
     }
@@ -271,6 +271,7 @@ pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
 }
 
 pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
+    crate::intent::resume(ctx, store)?;
     let net = store.write(|tx| {
         let net = resolve(tx, reference)?;
         if net.builtin {
@@ -291,13 +292,29 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
             )));
         }
         tx.delete_network(&net.id)?;
+        // The row goes first; a kill before the devices are gone is finished by the next
+        // command (crate::intent).
+        tx.begin_intent(&Intent::mine(Kind::NetworkRemove, &net.bridge, &net.name))?;
         Ok(net)
     })?;
-    // The row goes first: a crash here leaves only a stray bridge, which reconcile removes.
+    trace("network rm: row deleted");
     // Rules before links, so nothing is ever forwarded by a rule to a vanished bridge.
     firewall::sync_all(ctx, store)?;
+    trace("network rm: firewall rebuilt");
     remove_devices(store, nl, &net)?;
+    store.write(|tx| tx.end_intent(Kind::NetworkRemove, &net.bridge))?;
     Ok(net)
+}
+
+/// The rest of a `network rm` killed after its row went: the firewall without it, and its
+/// device (bridge or macvlan shim) deleted.
+pub fn finish_remove(ctx: &Ctx, store: &mut Store, device: &str, _name: &str) -> Result<()> {
+    firewall::sync_all(ctx, store)?;
+    let mut nl = Netlink::open()?;
+    if let Some(l) = nl.link_by_name(device)? {
+        nl.delete_link(l.index)?;
+    }
+    Ok(())
 }
 
 /// Removes every user-defined network with no container attached; returns their names.

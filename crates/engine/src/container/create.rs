@@ -13,6 +13,7 @@ use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::{self, bridge};
 use crate::error::{conflict, invalid, not_found};
 use crate::firewall;
+use crate::intent::{Intent, Kind};
 use crate::ipam;
 use crate::kernel::{mntns, netlink::Netlink, netns, process};
 use crate::model::{Driver, NetworkMode};
@@ -131,6 +132,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         }
     }
     trace("create: ports checked");
+    crate::intent::resume(ctx, store)?;
     if let Some(name) = &spec.name {
         super::release_if_orphaned(ctx, store, name)?;
     }
@@ -223,6 +225,9 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             finished: None,
         };
         tx.insert_container(&container)?;
+        // A process killed from here until the container runs leaves this behind: the
+        // next command undoes the half-made container (crate::intent).
+        tx.begin_intent(&Intent::mine(Kind::Create, &container.id, ""))?;
         let mut eps = Vec::new();
         for (i, net) in nets.iter().enumerate() {
             // --ip applies to the first network, as in Docker.
@@ -259,12 +264,28 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     match made {
         Ok((netns, mnt_template, files_dir)) => Ok(Created { container, netns, mnt_template, files_dir }),
         Err(e) => {
-            if let Some(ip) = endpoints.first().and_then(|e| e.ip) {
-                let _ = firewall::publish(ctx, store, &mappings, ip, false);
-            }
+            let unpublished = match endpoints.first().and_then(|e| e.ip) {
+                Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
+                None => mappings.is_empty(),
+            };
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));
-            let _ = store.write(|tx| tx.delete_container(&container.id));
+            let _ = store.write(|tx| {
+                tx.delete_container(&container.id)?;
+                // Hand the addresses back to the counter unless someone allocated after us:
+                // a failed attempt must not move the next container's address.
+                for (n, ep) in nets.iter().zip(&endpoints) {
+                    let ours = ep.ip.filter(|_| ep.requested_ip.is_none()).map(u32::from);
+                    if ours.is_some() && tx.network(&n.id)?.map(|now| now.cursor) == ours {
+                        tx.set_cursor(&n.id, n.cursor)?;
+                    }
+                }
+                Ok(())
+            });
             let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
+            if !unpublished {
+                // Some were never published: the store no longer has them, a rebuild is exact.
+                let _ = firewall::sync_all(ctx, store);
+            }
             Err(e)
         }
     }

@@ -18,7 +18,7 @@ use std::fs;
 use anyhow::{Result, bail};
 
 use crate::ctx::{Ctx, now_nanos, trace};
-use crate::error::{invalid, not_found};
+use crate::error::{conflict, invalid, not_found};
 use crate::ipam;
 use crate::kernel::{netns, process};
 use crate::names;
@@ -131,6 +131,12 @@ pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
             path.display()
         )));
     }
+    if let Some(kind) = netns::kind(&f).filter(|k| *k != "network") {
+        bail!(invalid(format!(
+            "{} is a {kind} namespace, not a network namespace: give /proc/PID/ns/net or a pinned netns file",
+            path.display()
+        )));
+    }
     if netns::inode(path) == netns::inode(std::path::Path::new("/proc/self/ns/net")) {
         bail!(invalid(format!(
             "{} is netwright's own (the host's) network namespace: attach a container's namespace, or use `run --network host`",
@@ -144,6 +150,13 @@ pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
         )));
     }
     validate(&spec)?;
+    let inode = netns::inode(path);
+    if let Some(holder) = store.read(|tx| tx.attached_to(inode.unwrap_or(0)))? {
+        bail!(conflict(format!(
+            "{} is already attached as container {holder}: detach it first (`netwright detach {holder}`)",
+            path.display()
+        )));
+    }
     trace("attach: checked");
     let spec = Spec { detach: true, ..spec };
     let created = create(ctx, store, &spec)?;
@@ -169,8 +182,13 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(n) = &spec.name
         && !names::valid(n)
     {
+        bail!(invalid(names::explain("container name", n)));
+    }
+    if let Some(h) = &spec.hostname
+        && !names::valid_hostname(h)
+    {
         bail!(invalid(format!(
-            "invalid container name {n:?}: use letters, digits, '_', '.', '-' (at least 2 characters, starting with a letter or digit)"
+            "invalid --hostname {h:?}: use letters, digits and '-' in dot-separated labels (at most 63 characters each, 64 in all)"
         )));
     }
     crate::ports::parse_all(&spec.publish)?;
@@ -182,7 +200,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
     }
     for a in &spec.aliases {
         if !names::valid(a) {
-            bail!(invalid(format!("invalid --network-alias {a:?}: use letters, digits, '_', '.', '-'")));
+            bail!(invalid(names::explain("--network-alias", a)));
         }
     }
     Ok(())

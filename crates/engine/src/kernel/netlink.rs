@@ -260,7 +260,11 @@ impl Netlink {
             let mut up = by_name;
             up.header.flags = LinkFlags::Up;
             up.header.change_mask = LinkFlags::Up;
-            reqs.push((RouteNetlinkMessage::SetLink(gen_mode), 0));
+            // Below IPv6's minimum MTU the kernel gives the device no IPv6 at all (and
+            // refuses the address generation mode): nothing to turn off then.
+            if spec.mtu.is_none_or(|m| m >= IPV6_MIN_MTU) {
+                reqs.push((RouteNetlinkMessage::SetLink(gen_mode), 0));
+            }
             if spec.isolated {
                 // Port options travel as link info of the port, on NEWLINK of an existing device.
                 let mut port = LinkMessage::default();
@@ -520,6 +524,9 @@ impl Netlink {
         }))
     }
 }
+
+/// IPv6 needs links of at least this MTU (RFC 8200); below it Linux disables IPv6 on a device.
+pub const IPV6_MIN_MTU: u32 = 1280;
 
 fn no_ipv6_link_local() -> LinkAttribute {
     LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])

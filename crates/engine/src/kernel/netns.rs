@@ -52,6 +52,15 @@ pub fn ensure_shared_dir(dir: &Path) -> Result<()> {
         .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", dir.display()))?
 }
 
+/// Undoes [`ensure_shared_dir`]: unmounts the directory's own bind mount(s).
+pub fn unmount_dir(dir: &Path) -> Result<()> {
+    while dir.exists() && is_mount_root(dir)? {
+        nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// True when `path` is the root of a mount (statx STATX_ATTR_MOUNT_ROOT, O(1)).
 fn is_mount_root(path: &Path) -> Result<bool> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
@@ -136,6 +145,24 @@ pub fn is_nsfs(f: &impl AsFd) -> bool {
     // SAFETY: fstatfs fills a zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     unsafe { libc::fstatfs(f.as_fd().as_raw_fd(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC }
+}
+
+/// The kind of namespace an nsfs file is ("network", "mount", ...), by NS_GET_NSTYPE.
+pub fn kind(f: &impl AsFd) -> Option<&'static str> {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns the CLONE_NEW* flag.
+    let t = unsafe { libc::ioctl(f.as_fd().as_raw_fd(), NS_GET_NSTYPE as _) };
+    Some(match t {
+        libc::CLONE_NEWNET => "network",
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWUTS => "UTS",
+        libc::CLONE_NEWIPC => "IPC",
+        libc::CLONE_NEWPID => "PID",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => return None,
+    })
 }
 
 /// The namespace inode of a namespace file or /proc/PID/ns/net link.

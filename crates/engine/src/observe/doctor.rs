@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::apply::{self, Kernel, NetlinkKernel};
+use crate::apply::{self, Action, Kernel, NetlinkKernel};
 use crate::ctx::Ctx;
 use crate::desired::{self, Snapshot};
 use crate::firewall;
@@ -104,8 +104,17 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     let mut nl = Netlink::open()?;
     let links = nl.links()?;
     let snap = Snapshot { networks: networks.clone(), containers: containers.clone(), endpoints: endpoints.clone() };
-    let actions = apply::diff(&ctx.tag, &desired::host(&snap), &NetlinkKernel { ctx, nl: &mut nl }.links()?);
-    let drift: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+    let live = NetlinkKernel { ctx, nl: &mut nl }.links()?;
+    let actions = apply::diff(&ctx.tag, &desired::host(&snap), &live);
+    // A released container's devices are set down first and deleted a moment later (by
+    // the kernel with its namespace, or by netwright's helper): down strays are on their
+    // way out, not drift. (reconcile removes them all the same.)
+    let leaving = |name: &str| live.iter().any(|l| l.name == name && !l.up);
+    let drift: Vec<String> = actions
+        .iter()
+        .filter(|a| !matches!(a, Action::DeleteStray { name } if leaving(name)))
+        .map(|a| a.to_string())
+        .collect();
     out.push(if drift.is_empty() {
         ok("drift", "store and kernel agree")
     } else {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use crate::intent::{Intent, Kind};
 pub use crate::model::{Container, Endpoint, Network, State};
 use crate::model::{Driver, Mapping, NetworkMode, Proto};
 
@@ -73,7 +74,19 @@ CREATE TABLE IF NOT EXISTS ports (
 );
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
 "#;
-const SCHEMA_VERSION: i64 = 4;
+
+/// Operations in progress (see crate::intent): left behind only by a killed process.
+const INTENTS: &str = r#"
+CREATE TABLE IF NOT EXISTS intents (
+    kind      TEXT NOT NULL,              -- create | remove | disconnect | network-rm
+    target    TEXT NOT NULL,              -- container id, endpoint id or device name
+    detail    TEXT NOT NULL DEFAULT '',
+    pid       INTEGER NOT NULL,           -- the process doing it
+    pid_start INTEGER NOT NULL,           -- and its start time, so PID reuse cannot fool us
+    PRIMARY KEY (kind, target)
+);
+"#;
+const SCHEMA_VERSION: i64 = 5;
 
 pub struct Store {
     conn: Connection,
@@ -174,9 +187,15 @@ impl Store {
             )
             .context("upgrading the store's schema")?;
         }
+        if (2..=4).contains(&version) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {INTENTS} PRAGMA user_version = 5; COMMIT;"))
+                .context("upgrading the store's schema")?;
+        }
         if version < 2 {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
-                .context("creating the store's schema")?;
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} {INTENTS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .context("creating the store's schema")?;
         }
         Ok(Store { conn })
     }
@@ -313,21 +332,65 @@ impl Tx<'_> {
         self.0
             .prepare_cached("UPDATE containers SET state = 'running', pid = ?2, started = ?3 WHERE id = ?1")?
             .execute(params![id, pid, started])?;
+        // Its creation is complete.
+        self.end_intent(Kind::Create, id)?;
         Ok(())
     }
 
     /// Records the end of a container and frees its addresses, in one transaction.
+    /// The name of the live container attached to the namespace with this inode.
+    pub fn attached_to(&self, inode: u64) -> Result<Option<String>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT name FROM containers WHERE netns_source IS NOT NULL AND monitor_start = ?1 AND state != 'exited'",
+        )?;
+        Ok(st.query_row([inode as i64], |r| r.get(0)).optional()?)
+    }
+
+    /// Records what this process is about to do (see crate::intent).
+    pub fn begin_intent(&self, i: &Intent) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO intents (kind, target, detail, pid, pid_start) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![i.kind.as_str(), i.target, i.detail, i.pid, i.pid_start as i64])?;
+        Ok(())
+    }
+
+    pub fn end_intent(&self, kind: Kind, target: &str) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM intents WHERE kind = ?1 AND target = ?2")?
+            .execute(params![kind.as_str(), target])?;
+        Ok(())
+    }
+
+    pub fn intents(&self) -> Result<Vec<Intent>> {
+        let mut st = self.0.prepare_cached("SELECT kind, target, detail, pid, pid_start FROM intents")?;
+        let rows = st.query_map([], |r| {
+            let kind: String = r.get(0)?;
+            Ok(Intent {
+                kind: Kind::parse(&kind).ok_or_else(|| bad_column("kind"))?,
+                target: r.get(1)?,
+                detail: r.get(2)?,
+                pid: r.get(3)?,
+                pid_start: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn mark_exited(&self, id: &str, exit_code: i32, error: Option<&str>, finished: i64) -> Result<()> {
         self.0.prepare_cached(
             "UPDATE containers SET state = 'exited', exit_code = ?2, error = COALESCE(?3, error), finished = ?4 WHERE id = ?1",
         )?.execute(params![id, exit_code, error, finished])?;
         self.0.prepare_cached("UPDATE endpoints SET ip = NULL WHERE container_id = ?1")?.execute([id])?;
         self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([id])?;
+        self.end_intent(Kind::Create, id)?;
         Ok(())
     }
 
     pub fn delete_container(&self, id: &str) -> Result<()> {
         self.0.prepare_cached("DELETE FROM containers WHERE id = ?1")?.execute([id])?;
+        self.0.prepare_cached("DELETE FROM intents WHERE target = ?1")?.execute([id])?;
         Ok(())
     }
 

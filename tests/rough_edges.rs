@@ -1,0 +1,159 @@
+//! The rough edges a new user hits: each one reproduced, each one fixed.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The same binary as an unprivileged user.
+fn as_nobody(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_netwright")])
+        .args(args)
+        .env("NETWRIGHT_ROOT", &sb.root)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_small_mtu_works_end_to_end() {
+    let sb = sandbox("re-mtu");
+    sb.ok(&["network", "create", "small", "--subnet", "10.73.0.0/24", "--opt", "mtu=576"]);
+    let tcp = sb.script("tcp.py");
+    sb.ok(&["run", "-d", "--name", "srv", "--network", "small", "--", "python3", &tcp, "serve", "80"]);
+    sb.ok(&["run", "-d", "--name", "cli", "--network", "small", "--", "sleep", "300"]);
+    sb.send_from("cli", &sb.ip_of("srv"), 80, "x").expect("packets flow at MTU 576");
+    let mtu = sb.ok(&["exec", "cli", "--", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "576");
+    let (_, err) = sb.fails(&["network", "create", "tiny", "--opt", "mtu=60"]);
+    assert!(err.contains("between 68 and 65535"), "{err}");
+}
+
+#[test]
+fn reads_as_non_root_say_so_in_one_line() {
+    let sb = sandbox("re-nonroot");
+    sb.ok(&["network", "ls"]);
+    for args in [&["ps"][..], &["network", "ls"], &["topology"], &["inspect", "x"]] {
+        let out = as_nobody(&sb, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("needs root") && err.lines().count() == 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_never_stops_the_work() {
+    let sb = sandbox("re-pipe");
+    for n in ["aa", "bb", "cc"] {
+        sb.ok(&["run", "-d", "--name", n, "--", "sleep", "300"]);
+    }
+    // `rm -f aa bb cc | true`: the reader is gone before netwright writes.
+    let mut child = sb.netwright(["rm", "-f", "aa", "bb", "cc"]).stdout(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(sb.ok(&["ps", "-a", "-q"]).trim(), "", "every container removed");
+}
+
+#[test]
+fn usage_errors_are_one_line() {
+    let sb = sandbox("re-usage");
+    for (args, says) in [
+        (&["network", "ls", "--bogus"][..], "unexpected argument '--bogus'"),
+        (&["network", "create"], "required"),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let (code, err) = sb.fails(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.trim().lines().count() == 1 && err.contains(says) && err.contains("--help"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn names_and_hostnames_follow_the_rules() {
+    let sb = sandbox("re-names");
+    let long = "n".repeat(300);
+    for (args, says) in [
+        (vec!["network", "create", long.as_str()], "300 characters, at most 63"),
+        (vec!["run", "--name", long.as_str(), "--", "true"], "300 characters, at most 63"),
+        (vec!["run", "--hostname", "a/b", "--", "true"], "invalid --hostname"),
+        (vec!["run", "--hostname", &"h".repeat(70), "--", "true"], "invalid --hostname"),
+    ] {
+        let (_, err) = sb.fails(&args);
+        assert!(err.contains(says) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+    // 63 is fine, and resolves.
+    sb.ok(&["network", "create", "app", "--subnet", "10.74.0.0/24"]);
+    let name = "x".repeat(63);
+    sb.ok(&["run", "-d", "--name", &name, "--network", "app", "--", "sleep", "300"]);
+    let out = sb.ok(&["run", "--rm", "--network", "app", "--", "getent", "hosts", &name]);
+    assert!(out.contains("10.74.0."), "{out}");
+}
+
+#[test]
+fn attach_refuses_other_namespace_kinds_and_keeps_the_address_counter() {
+    let sb = sandbox("re-attach");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.75.0.0/24"]);
+    let (_, err) = sb.fails(&["attach", "/proc/self/ns/mnt", "--network", "n1"]);
+    assert!(err.contains("is a mount namespace, not a network namespace"), "{err}");
+    let (path, _ns) = runtime_ns(&sb, "p1");
+    let p = path.to_str().unwrap();
+    let first = sb.ok(&["attach", p, "--name", "a1", "--network", "n1"]);
+    assert!(first.contains("10.75.0.2"), "{first}");
+    let (_, err) = sb.fails(&["attach", p, "--name", "a2", "--network", "n1"]);
+    assert!(err.contains("already attached"), "{err}");
+    // A namespace whose eth0 is in use: set-up fails after the address was chosen.
+    let (path2, ns2) = runtime_ns(&sb, "p2");
+    let p2 = path2.to_str().unwrap();
+    Sandbox::in_ns_cmd(&ns2, "ip")
+        .args(["link", "add", "eth0", "type", "veth", "peer", "name", "eth9"])
+        .status()
+        .unwrap();
+    Sandbox::in_ns_cmd(&ns2, "ip").args(["link", "set", "eth0", "up"]).status().unwrap();
+    let (_, err) = sb.fails(&["attach", p2, "--name", "a2", "--network", "n1"]);
+    assert!(err.contains("eth0 in use"), "{err}");
+    // Neither refusal moved the address counter: the next container gets .3.
+    let (path3, _ns3) = runtime_ns(&sb, "p3");
+    let third = sb.ok(&["attach", path3.to_str().unwrap(), "--name", "a3", "--network", "n1"]);
+    assert!(third.contains("10.75.0.3"), "{third}");
+    sb.ok(&["detach", "a1", "a3"]);
+}
+
+#[test]
+fn doctor_is_clean_right_after_detach_and_rm() {
+    let sb = sandbox("re-doctor");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.76.0.0/24"]);
+    let (path, _ns) = runtime_ns(&sb, "p1");
+    let p = path.to_str().unwrap();
+    for _ in 0..3 {
+        sb.ok(&["attach", p, "--name", "a1", "--network", "n1"]);
+        sb.ok(&["detach", "a1"]);
+        agrees(&sb).expect("doctor right after detach");
+        sb.ok(&["run", "-d", "--name", "r1", "--network", "n1", "--", "sleep", "300"]);
+        sb.ok(&["rm", "-f", "r1"]);
+        agrees(&sb).expect("doctor right after rm -f");
+    }
+}
+
+#[test]
+fn system_reset_leaves_nothing_and_the_root_can_go() {
+    let sb = sandbox("re-reset");
+    sb.ok(&["network", "create", "app", "--subnet", "10.77.0.0/24"]);
+    sb.ok(&["run", "-d", "--name", "web", "--network", "app", "-p", "8080:80", "--", "sleep", "300"]);
+    sb.ok(&["run", "-d", "--name", "old", "--", "sleep", "300"]);
+    sb.ok(&["run", "--rm", "--network", "app", "--", "getent", "hosts", "web"]); // the DNS resolver runs
+    let (_, err) = sb.fails(&["system", "reset"]);
+    assert!(err.contains("--force"), "{err}");
+    sb.ok(&["system", "reset", "--force"]);
+    assert!(!sb.root.exists(), "the state root is gone");
+    assert!(ours(&sb.host_links(), "nw").is_empty(), "{:?}", ours(&sb.host_links(), "nw"));
+    let tables = sb.in_host_cmd("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("netwright"));
+    let gone = eventually(Duration::from_secs(3), || netwright_engine::kernel::process::of_root(&sb.root).is_empty());
+    assert!(gone, "no process of the root is left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(sb.root.to_str().unwrap()), "no mount under the root is left");
+    // And netwright starts from scratch there again.
+    sb.ok(&["network", "ls"]);
+}
