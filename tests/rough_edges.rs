@@ -157,3 +157,51 @@ fn system_reset_leaves_nothing_and_the_root_can_go() {
     // And netwright starts from scratch there again.
     sb.ok(&["network", "ls"]);
 }
+
+#[test]
+fn docker_habits_format_filter_tail_prune_and_names_in_inspect() {
+    let sb = sandbox("re-habits");
+    sb.ok(&["network", "create", "app", "--subnet", "10.78.0.0/24"]);
+    sb.ok(&["network", "create", "spare", "--subnet", "10.79.0.0/24"]);
+    sb.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "app",
+        "--network-alias",
+        "www",
+        "--",
+        "sh",
+        "-c",
+        "seq 1 5; sleep 300",
+    ]);
+    sb.ok(&["run", "--name", "done", "--network", "app", "--", "true"]);
+    // inspect --format with Go templates, as the seed documents use them.
+    let pid = sb.ok(&["inspect", "--format", "{{.State.Pid}}", "web"]);
+    assert!(pid.trim().parse::<u32>().unwrap() > 1, "{pid}");
+    let ip = sb.ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "web"]);
+    assert_eq!(ip.trim(), sb.ip_of("web"));
+    let aliases = sb.ok(&["inspect", "-f", "{{json .NetworkSettings.Networks.app.Aliases}}", "web"]);
+    assert_eq!(aliases.trim(), r#"["www"]"#);
+    let names = sb.ok(&["inspect", "-f", "{{join .NetworkSettings.Networks.app.DNSNames \",\"}}", "web"]);
+    assert!(names.starts_with("web,") && names.trim().ends_with(",www"), "{names}");
+    let subnet = sb.ok(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "app"]);
+    assert_eq!(subnet.trim(), "10.78.0.0/24");
+    let (_, err) = sb.fails(&["inspect", "-f", "{{.State.Pid", "web"]);
+    assert!(err.contains("template") && err.lines().count() == 1, "{err}");
+    // ps --filter and a template.
+    assert_eq!(sb.ok(&["ps", "--filter", "status=exited", "--format", "{{.Names}}"]).trim(), "done");
+    assert_eq!(sb.ok(&["ps", "-a", "-f", "name=we", "--format", "{{.Names}}"]).trim(), "web");
+    assert_eq!(sb.ok(&["ps", "-a", "-f", "network=spare", "-q"]).trim(), "");
+    // logs --tail.
+    let ok = eventually(Duration::from_secs(5), || sb.ok(&["logs", "web"]).lines().count() == 5);
+    assert!(ok);
+    assert_eq!(sb.ok(&["logs", "--tail", "2", "web"]), "4\n5\n");
+    // network prune asks first; no answer (no terminal) is a no.
+    sb.ok(&["network", "prune"]);
+    assert!(sb.ok(&["network", "ls"]).contains("spare"));
+    sb.ok(&["network", "prune", "-f"]);
+    assert!(!sb.ok(&["network", "ls"]).contains("spare"));
+}

@@ -12,6 +12,7 @@ use netwright_engine::container::{self, Spec};
 use netwright_engine::ctx::Ctx;
 use netwright_engine::error::one_line;
 use netwright_engine::kernel::process;
+use netwright_engine::store::State;
 
 /// `docker inspect`'s document for one container.
 pub(super) fn inspect_doc(
@@ -63,16 +64,23 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Network(n) => super::network::run(&engine, n, out)?,
-        Cmd::Ps { all, format, quiet } => {
+        Cmd::Ps { all, format, filter, quiet } => {
+            let filters = parse_filters(&filter)?;
+            // Docker: a status filter shows containers in that state, running or not.
+            let all = all || filters.iter().any(|(k, _)| k == "status");
             let mut store = ctx.store()?;
             container::sweep(&ctx, &mut store)?;
             let list: Vec<_> = store.read(|tx| {
                 let mut v = Vec::new();
-                for c in
-                    tx.containers()?.into_iter().filter(|c| all || c.state == netwright_engine::store::State::Running)
-                {
-                    let ports = tx.ports_of(&c.id)?;
-                    v.push((c, ports));
+                for c in tx.containers()?.into_iter().filter(|c| all || c.state == State::Running) {
+                    let mut nets = Vec::new();
+                    for e in tx.endpoints_of(&c.id)? {
+                        nets.extend(tx.network(&e.network_id)?.map(|n| n.name));
+                    }
+                    if filters.iter().all(|(k, v)| matches(&c, &nets, k, v)) {
+                        let ports = tx.ports_of(&c.id)?;
+                        v.push((c, ports));
+                    }
                 }
                 Ok(v)
             })?;
@@ -84,19 +92,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 for (c, p) in &list {
                     writeln!(out, "{}", output::ps_json(c, p))?;
                 }
-            } else {
+            } else if format == "table" {
                 let rows: Vec<_> = list.iter().map(|(c, p)| output::ps_row(c, p)).collect();
-                write!(
-                    out,
-                    "{}",
-                    output::table(
-                        &["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORK"],
-                        &rows
-                    )
-                )?;
+                let head = ["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NETWORK"];
+                write!(out, "{}", output::table(&head, &rows))?;
+            } else {
+                for (c, p) in &list {
+                    writeln!(out, "{}", super::format::render(&format, &output::ps_json(c, p))?)?;
+                }
             }
         }
-        Cmd::Inspect { containers } => {
+        Cmd::Inspect { format, containers } => {
             let mut store = ctx.store()?;
             container::sweep(&ctx, &mut store)?;
             let mut docs = Vec::new();
@@ -104,13 +110,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 let c = container::find(&mut store, r)?;
                 docs.push(inspect_doc(&ctx, &mut store, &c)?);
             }
-            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+            print_docs(out, &docs, format.as_deref())?;
         }
         Cmd::Exec { container, cmd } => {
             let mut store = ctx.store()?;
             return runtime::exec(&mut store, &container, &cmd);
         }
-        Cmd::Logs { container, follow } => logs(&ctx, &container, follow, out)?,
+        Cmd::Logs { container, follow, tail } => logs(&ctx, &container, follow, &tail, out)?,
         Cmd::Stop { time, containers } => {
             let mut store = ctx.store()?;
             for r in &containers {
@@ -244,7 +250,55 @@ fn system_reset(engine: &Engine, force: bool, out: &mut impl Write) -> Result<()
     Ok(())
 }
 
-fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Result<()> {
+/// `inspect`'s output: the JSON array, or each document through a Go template.
+pub(super) fn print_docs(out: &mut impl Write, docs: &[serde_json::Value], format: Option<&str>) -> Result<()> {
+    match format {
+        None => writeln!(out, "{}", serde_json::to_string_pretty(docs)?)?,
+        Some(t) => {
+            for d in docs {
+                writeln!(out, "{}", super::format::render(t, d)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ps --filter KEY=VALUE`, Docker's keys that exist here.
+fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
+    filters
+        .iter()
+        .map(|f| match f.split_once('=') {
+            Some((k @ ("name" | "id" | "status" | "network"), v)) => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow::anyhow!(
+                "--filter {f:?}: expected name=, id=, status= (created|running|exited) or network="
+            )),
+        })
+        .collect()
+}
+
+fn matches(c: &netwright_engine::store::Container, networks: &[String], key: &str, value: &str) -> bool {
+    match key {
+        "name" => c.name.contains(value),
+        "id" => c.id.starts_with(value),
+        "status" => c.state.as_str() == value,
+        "network" => networks.iter().any(|n| n == value),
+        _ => false,
+    }
+}
+
+/// The last `n` lines of `buf` ("all": everything).
+fn tail_of(buf: &[u8], n: &str) -> Result<usize> {
+    if n == "all" {
+        return Ok(0);
+    }
+    let n: usize = n.parse().map_err(|_| anyhow::anyhow!("--tail {n:?}: give a number of lines or \"all\""))?;
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    let starts = body.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1);
+    let cut: Vec<usize> = std::iter::once(0).chain(starts).collect();
+    Ok(if n == 0 { buf.len() } else { cut[cut.len().saturating_sub(n)] })
+}
+
+fn logs(ctx: &Ctx, reference: &str, follow: bool, tail: &str, out: &mut impl Write) -> Result<()> {
     use std::io::Read;
     let mut store = ctx.store()?;
     let c = container::find(&mut store, reference)?;
@@ -254,19 +308,20 @@ fn logs(ctx: &Ctx, reference: &str, follow: bool, out: &mut impl Write) -> Resul
     let path = ctx.log_path(&c.id);
     let mut f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    out.write_all(&buf[tail_of(&buf, tail)?..])?;
+    out.flush()?;
     loop {
-        buf.clear();
-        f.read_to_end(&mut buf)?;
-        out.write_all(&buf)?;
-        out.flush()?;
         if !follow {
             return Ok(());
         }
         let now = container::find(&mut store, reference);
-        if now.map(|c| c.state == netwright_engine::store::State::Exited).unwrap_or(true) {
-            buf.clear();
-            f.read_to_end(&mut buf)?;
-            out.write_all(&buf)?;
+        let done = now.map(|c| c.state == State::Exited).unwrap_or(true);
+        buf.clear();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if done {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));

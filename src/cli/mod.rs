@@ -2,6 +2,7 @@
 //! commands and their flags; [`commands`] runs them; [`output`] shapes tables and JSON.
 
 mod commands;
+mod format;
 mod network;
 pub mod output;
 
@@ -90,14 +91,21 @@ pub enum Cmd {
         /// Show all containers (default shows just running)
         #[arg(short, long)]
         all: bool,
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        /// table, json, or a Go template over each container's json line ('{{.Names}}')
+        #[arg(long, default_value = "table")]
         format: String,
+        /// Only containers matching KEY=VALUE: name, id, status (created|running|exited), network
+        #[arg(short, long = "filter")]
+        filter: Vec<String>,
         /// Only display container IDs
         #[arg(short, long)]
         quiet: bool,
     },
     /// Show a container's details as JSON (docker inspect's shape)
     Inspect {
+        /// A Go template over each document, as Docker's: '{{.State.Pid}}', '{{json .NetworkSettings}}'
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -113,6 +121,9 @@ pub enum Cmd {
         /// Follow the output until the container exits
         #[arg(short, long)]
         follow: bool,
+        /// Only the last N lines ("all" for everything)
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
     },
     /// Stop running containers (SIGTERM, then SIGKILL after the timeout)
     Stop {
@@ -195,6 +206,9 @@ pub enum NetworkCmd {
     },
     /// Show networks' details as JSON (docker network inspect's shape)
     Inspect {
+        /// A Go template over each document: '{{range .IPAM.Config}}{{.Subnet}}{{end}}'
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         networks: Vec<String>,
     },
@@ -217,7 +231,7 @@ pub enum NetworkCmd {
     Disconnect { network: String, container: String },
     /// Remove all networks no container is attached to
     Prune {
-        /// Accepted for Docker compatibility; netwright never prompts
+        /// Do not ask for confirmation
         #[arg(short, long)]
         force: bool,
     },

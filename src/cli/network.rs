@@ -42,7 +42,7 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 write!(out, "{}", output::table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows))?;
             }
         }
-        NetworkCmd::Inspect { networks } => {
+        NetworkCmd::Inspect { format, networks } => {
             engine.sweep()?;
             let mut docs = Vec::new();
             for r in &networks {
@@ -58,7 +58,7 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 })?;
                 docs.push(doc);
             }
-            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+            super::commands::print_docs(out, &docs, format.as_deref())?;
         }
         NetworkCmd::Rm { networks } => {
             engine.sweep()?;
@@ -79,7 +79,10 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
         NetworkCmd::Disconnect { network, container } => {
             engine.disconnect(&network, &container)?;
         }
-        NetworkCmd::Prune { .. } => {
+        NetworkCmd::Prune { force } => {
+            if !force && !confirm("WARNING! This will remove all networks not used by at least one container.")? {
+                return Ok(());
+            }
             engine.sweep()?;
             let removed = engine.network_prune()?;
             if !removed.is_empty() {
@@ -91,4 +94,17 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
         }
     }
     Ok(())
+}
+
+/// Docker's question before a destructive command; anything but y/yes (or no terminal to
+/// answer from: EOF) is a no.
+fn confirm(warning: &str) -> Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    let yes = matches!(answer.trim(), "y" | "Y" | "yes");
+    if !yes {
+        eprintln!();
+    }
+    Ok(yes)
 }

@@ -183,18 +183,28 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
     for (e, n) in eps {
         let Some(n) = n else { continue };
         let active = e.ip.is_some();
+        // Docker: names only on user-defined networks — the aliases, and every name the
+        // embedded DNS answers for this endpoint.
+        let (aliases, dns_names) = if n.builtin || !active {
+            (Value::Null, Value::Null)
+        } else {
+            // The hostname is the short id unless --hostname gave one.
+            let mut names = vec![c.name.clone(), c.hostname.clone()];
+            names.extend(e.aliases.iter().cloned());
+            (json!(e.aliases), json!(names))
+        };
         networks.insert(
             n.name.clone(),
             json!({
                 "IPAMConfig": e.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
-                "Links": null, "Aliases": null,
+                "Links": null, "Aliases": aliases,
                 "MacAddress": if active { e.mac.clone() } else { String::new() },
                 "NetworkID": n.id, "EndpointID": if active { e.id.clone() } else { String::new() },
                 "Gateway": if active { n.gateway.to_string() } else { String::new() },
                 "IPAddress": e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 "IPPrefixLen": if active { n.subnet.prefix_len() } else { 0 },
                 "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "DNSNames": null,
+                "DNSNames": dns_names,
                 "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname, "Bridge": n.bridge},
             }),
         );

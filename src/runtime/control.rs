@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RunError, forward_signals_to, wait_exit_code};
 use netwright_engine::container::{self, find, owner_alive, release, release_if_orphaned};
 use netwright_engine::ctx::{Ctx, trace};
-use netwright_engine::error::conflict;
+use netwright_engine::error::{conflict, invalid};
 use netwright_engine::intent::{Intent, Kind};
 use netwright_engine::store::{Container, State, Store};
 
@@ -51,6 +51,13 @@ pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) ->
     let c = find(store, reference)?;
     if c.state == State::Exited {
         return Ok(c);
+    }
+    if let Some(src) = &c.netns_source {
+        bail!(invalid(format!(
+            "container {} is attached to the runtime's namespace {src} and has no process of netwright's to stop: \
+             stop it with its runtime, or release its network with `netwright detach {}`",
+            c.name, c.name
+        )));
     }
     if let Some(pid) = c.pid {
         let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
@@ -99,6 +106,13 @@ pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Res
 /// `netwright exec`: runs a command inside a running container's namespaces.
 pub fn exec(store: &mut Store, reference: &str, cmd: &[String]) -> Result<i32> {
     let c = find(store, reference)?;
+    if let (Some(src), State::Running) = (&c.netns_source, c.state) {
+        bail!(invalid(format!(
+            "container {} is attached to the runtime's namespace {src} and has no process of netwright's: \
+             run the command there with `nsenter --net={src} -- CMD`",
+            c.name
+        )));
+    }
     let pid = match (c.state, c.pid) {
         (State::Running, Some(pid)) if owner_alive(&c) => pid,
         _ => bail!("container {} is not running", c.name),

@@ -54,8 +54,17 @@ pub fn ensure_template(pin: &Path, exclude: &Path) -> Result<OwnedFd> {
     let result = match ready_rx.recv() {
         Ok(Ok(tid)) => {
             let src = format!("/proc/{}/task/{tid}/ns/mnt", std::process::id());
-            mount(Some(src.as_str()), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .with_context(|| format!("pinning the template mount namespace at {}", pin.display()))
+            mount(Some(src.as_str()), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+                if e == nix::errno::Errno::EINVAL && in_private_mount_namespace() {
+                    anyhow!(
+                        "netwright runs in a private mount namespace (as `ip netns exec` makes one per command), \
+                         where its namespace pins do not outlive the command: run it with \
+                         `nsenter --net=/run/netns/NAME netwright …` instead"
+                    )
+                } else {
+                    anyhow!("pinning the template mount namespace at {}: {e}", pin.display())
+                }
+            })
         }
         Ok(Err(e)) => Err(anyhow!("building the template mount namespace: {e}")),
         Err(_) => Err(anyhow!("building the template mount namespace: helper thread died")),
@@ -65,6 +74,12 @@ pub fn ensure_template(pin: &Path, exclude: &Path) -> Result<OwnedFd> {
     drop(guard);
     result?;
     open_pinned(pin).context("the template mount namespace vanished after pinning")
+}
+
+/// True when this process's mount namespace is not init's (ip netns exec, unshare -m).
+fn in_private_mount_namespace() -> bool {
+    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    ino("/proc/self/ns/mnt") != ino("/proc/1/ns/mnt")
 }
 
 fn open_pinned(pin: &Path) -> Option<OwnedFd> {
