@@ -228,3 +228,45 @@ fn the_resolver_leaves_with_the_last_named_container_and_comes_back() {
     assert_eq!(ask(&sb, "client", &["api"]), ("NOERROR".into(), vec![sb.ip_of("api")]));
     assert_eq!(dns_procs(), 2);
 }
+
+/// Misbehaving clients from inside a container (python3, raw sockets): idle TCP
+/// connections, a response sent as if it were a query, other opcodes, a zone transfer.
+const ABUSE_PY: &str = r#"
+import socket, struct, sys
+def q(name, qtype=1, flags=0x0100, qid=0x4242):
+    body = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    return struct.pack(">HHHHHH", qid, flags, 1, 0, 0, 0) + body + struct.pack(">HH", qtype, 1)
+def udp(msg):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5)
+    s.sendto(msg, ("127.0.0.11", 53))
+    try: return s.recv(4096)
+    except socket.timeout: return None
+idle = []
+for _ in range(20):
+    c = socket.create_connection(("127.0.0.11", 53), timeout=2); idle.append(c)
+t = socket.create_connection(("127.0.0.11", 53), timeout=4)
+m = q(sys.argv[1]); t.sendall(struct.pack(">H", len(m)) + m)
+n = struct.unpack(">H", t.recv(2))[0]; r = b""
+while len(r) < n: r += t.recv(n - len(r))
+print("tcp-after-idle rcode", r[3] & 0xF, "answers", struct.unpack(">H", r[6:8])[0])
+print("response", "ignored" if udp(q(sys.argv[1], flags=0x8180)) is None else "answered")
+r = udp(q(sys.argv[1], flags=0x1100)); print("status rcode", r[3] & 0xF if r else None)
+r = udp(q(sys.argv[1], qtype=252)); print("axfr rcode", r[3] & 0xF if r else None)
+"#;
+
+#[test]
+fn misbehaving_clients_are_handled() {
+    let sb = sandbox("dns-abuse");
+    sb.ok(&["network", "create", "app", "--subnet", "10.93.0.0/24"]);
+    sleeper(&sb, "web", &["--network", "app"]);
+    sleeper(&sb, "client", &["--network", "app"]);
+    let out = sb.ok(&["exec", "client", "--", "python3", "-c", ABUSE_PY, "web"]);
+    // 20 idle connections (more than the 16 a container may hold) do not lock TCP DNS out.
+    assert!(out.contains("tcp-after-idle rcode 0 answers 1"), "{out}");
+    assert!(out.contains("response ignored"), "{out}");
+    assert!(out.contains("status rcode 4"), "NOTIMP: {out}");
+    assert!(out.contains("axfr rcode 5"), "REFUSED: {out}");
+    // And the resolver still answers.
+    let (rcode, answers) = ask(&sb, "client", &["web"]);
+    assert!(rcode.contains("NOERROR") && answers.len() == 1, "{rcode} {answers:?}");
+}

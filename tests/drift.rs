@@ -109,3 +109,52 @@ fn an_isolated_port_comes_back_isolated() {
     assert!(sb.send_once("bb", &sb.ip_of("aa"), 80, "x").is_err(), "icc=false after reconcile");
     healthy(&sb);
 }
+
+fn nft(sb: &Sandbox, args: &[&str]) {
+    assert!(sb.in_host_cmd("nft").args(args).status().unwrap().success(), "nft {args:?}");
+}
+
+fn table(sb: &Sandbox) -> String {
+    let t = sb.in_host_cmd("nft").args(["list", "tables"]).output().unwrap();
+    String::from_utf8_lossy(&t.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("table ip ").filter(|t| !t.ends_with("-trace")).map(str::to_string))
+        .expect("netwright's table")
+}
+
+fn firewall_line(sb: &Sandbox) -> (i32, String) {
+    let (code, out) = doctor(sb);
+    let line = out.lines().find(|l| l.split_whitespace().nth(1) == Some("firewall")).unwrap_or("").to_string();
+    (code, line)
+}
+
+#[test]
+fn flushed_maps_sets_and_chains_are_reported_and_restored() {
+    let sb = sandbox("drift-nft");
+    two_servers(&sb, "10.94.0.0/24", &[]);
+    retry(|| from_lan(&sb, "192.168.1.10", 8080, "tcp")).expect("published port");
+    healthy(&sb);
+    let t = table(&sb);
+    // A flushed port map: every published port is dead; doctor sees the missing element.
+    nft(&sb, &["flush", "map", "ip", &t, "pub_any"]);
+    assert!(from_lan(&sb, "192.168.1.10", 8080, "tcp").is_err());
+    let (code, line) = firewall_line(&sb);
+    assert!(code == 1 && line.contains("pub_any: 1 of 1 element(s) missing"), "{line}");
+    sb.ok(&["reconcile"]);
+    retry(|| from_lan(&sb, "192.168.1.10", 8080, "tcp")).expect("published port after reconcile");
+    healthy(&sb);
+    // A flushed table: every rule is gone; the next run restores it without reconcile.
+    nft(&sb, &["flush", "table", "ip", &t]);
+    let (code, line) = firewall_line(&sb);
+    assert!(code == 1 && line.contains("rule missing in chain prerouting"), "{line}");
+    sb.ok(&["run", "-d", "--name", "third", "--network", "app", "--", "sleep", "300"]);
+    retry(|| from_lan(&sb, "192.168.1.10", 8080, "tcp")).expect("published port after the next run");
+    healthy(&sb);
+    // A flushed network set: isolation and masquerade lose the network; the next run
+    // (here on another network) puts it back.
+    nft(&sb, &["flush", "set", "ip", &t, "same"]);
+    let (code, line) = firewall_line(&sb);
+    assert!(code == 1 && line.contains("same: ") && line.contains("missing"), "{line}");
+    sb.ok(&["run", "--rm", "--", "true"]);
+    healthy(&sb);
+}

@@ -137,8 +137,8 @@ pub(crate) mod tests {
             ],
         };
         let d = host(&snap);
-        // The default bridge network has no bridge until a container uses it.
-        assert!(d.get(&plan::bridge_name("ab12", "bbbbbbbbbbbb")).is_none());
+        // The default bridge network's bridge: neither wanted nor stray until a container uses it.
+        assert_eq!(d.get(&plan::bridge_name("ab12", "bbbbbbbbbbbb")).unwrap().kind, DesiredKind::Transient);
         let web = d.get(&plan::bridge_name("ab12", "aaaaaaaaaaaa")).expect("web's bridge");
         assert_eq!(
             web.kind,
@@ -157,7 +157,7 @@ pub(crate) mod tests {
         // Being created: neither missing nor stray. Released: not wanted at all.
         assert_eq!(d.get(&plan::host_veth_name("ab12", "e2e2e2e2e2e2")).unwrap().kind, DesiredKind::Transient);
         assert!(d.get(&plan::host_veth_name("ab12", "e3e3e3e3e3e3")).is_none());
-        assert_eq!(d.links.len(), 4);
+        assert_eq!(d.links.len(), 5);
     }
 
     #[test]

@@ -87,8 +87,9 @@ pub enum DesiredKind {
     /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
     /// taken for a stray).
     Shim { network: String },
-    /// The host end of a container that is being created or released right now: may or
-    /// may not exist; neither missing nor stray.
+    /// May or may not exist, neither missing nor stray: the host end of a container being
+    /// created or released right now, the default network's bridge while no container
+    /// uses it.
     Transient,
 }
 

@@ -246,13 +246,15 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     let made = setup(ctx, &mut host_nl, &rows, &mode, spec);
     let Rows { container, endpoints, nets, mappings, .. } = rows;
     let made = made.and_then(|(created, dns)| {
+        if nets.iter().any(|n| n.driver == Driver::Bridge) {
+            // Restores the table, its rules and the network sets if an admin's flush or a
+            // reboot took them (a few small reads when all is well).
+            firewall::ensure(ctx, store)?;
+            trace("setup: firewall checked");
+        }
         if let Some(ip) = endpoints.first().and_then(|e| e.ip).filter(|_| !mappings.is_empty()) {
-            // Rebuilds the table too if a reboot or an admin's flush removed it.
             firewall::publish(ctx, store, &mappings, ip, true)?;
             trace("setup: ports published");
-        } else if nets.iter().any(|n| n.driver == Driver::Bridge) {
-            // One query; rebuilds the table if it is gone.
-            firewall::ensure(ctx, store)?;
         }
         // The embedded resolver must listen in the namespace before the process starts.
         if let Some(dns) = dns {

@@ -157,14 +157,28 @@ pub enum Decision {
     Reply(Vec<u8>),
     /// Not ours: ask upstream.
     Forward,
+    /// Not a query at all (a response sent to us): no answer, or two resolvers could
+    /// bounce packets between them forever.
+    Drop,
 }
 
 /// Answers a query from `asker` out of the zone; `rotate` turns the order of a
 /// multi-address answer (round robin).
 pub fn answer(zone: &Zone, asker: &str, query: &Message, rotate: usize) -> Decision {
+    if query.metadata.message_type == MessageType::Response {
+        return Decision::Drop;
+    }
+    // NOTIFY, UPDATE, STATUS, IQUERY: not something a stub resolver serves.
+    if query.metadata.op_code != OpCode::Query {
+        return Decision::Reply(error(query, ResponseCode::NotImp));
+    }
     let Some(q) = query.queries.first() else {
         return Decision::Reply(error(query, ResponseCode::FormErr));
     };
+    // Zone transfers are refused, never forwarded.
+    if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        return Decision::Reply(error(query, ResponseCode::Refused));
+    }
     let qname = q.name().to_ascii();
     let mut reply = Message::response(query.metadata.id, OpCode::Query);
     reply.metadata.recursion_desired = query.metadata.recursion_desired;
@@ -257,7 +271,7 @@ pub fn answer_fast(zone: &Zone, asker: &str, q: &[u8], rotate: usize, out: &mut 
 }
 
 pub fn error(query: &Message, code: ResponseCode) -> Vec<u8> {
-    let mut m = Message::error_msg(query.metadata.id, OpCode::Query, code);
+    let mut m = Message::error_msg(query.metadata.id, query.metadata.op_code, code);
     m.metadata.message_type = MessageType::Response;
     m.metadata.recursion_available = true;
     if let Some(q) = query.queries.first() {
@@ -386,5 +400,26 @@ mod tests {
         let Decision::Reply(bytes) = answer(&z, "c0", &q6, 0) else { panic!("ours") };
         let m = Message::from_vec(&bytes).unwrap();
         assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+    }
+
+    #[test]
+    fn responses_are_dropped_and_other_opcodes_and_transfers_refused() {
+        let z = Zone::default();
+        let rcode = |d: Decision| match d {
+            Decision::Reply(r) => Message::from_vec(&r).unwrap().metadata.response_code,
+            _ => panic!("expected a reply"),
+        };
+        let mut q = Message::query();
+        q.add_query(hickory_proto::op::Query::query(Name::from_ascii("web.").unwrap(), RecordType::A));
+        let mut reply = q.clone();
+        reply.metadata.message_type = MessageType::Response;
+        assert!(matches!(answer(&z, "c", &reply, 0), Decision::Drop));
+        let mut status = q.clone();
+        status.metadata.op_code = OpCode::Status;
+        assert_eq!(rcode(answer(&z, "c", &status, 0)), ResponseCode::NotImp);
+        let mut axfr = Message::query();
+        axfr.add_query(hickory_proto::op::Query::query(Name::from_ascii("web.").unwrap(), RecordType::AXFR));
+        assert_eq!(rcode(answer(&z, "c", &axfr, 0)), ResponseCode::Refused);
+        assert!(matches!(answer(&z, "c", &q, 0), Decision::Forward), "an ordinary unknown name is forwarded");
     }
 }

@@ -32,6 +32,8 @@ use crate::kernel::nftables::{self as nft, Batch, Expr, Nftables};
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
 const TCP_CONNECTIONS_PER_CONTAINER: usize = 16;
+/// How long a TCP client may sit between (or inside) queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
 
 pub fn socket_path(ctx: &Ctx) -> PathBuf {
     ctx.root.join("dns.sock")
@@ -258,6 +260,7 @@ async fn serve_udp(sock: UdpSocket, id: String, shared: Arc<Shared>) {
             Decision::Reply(r) => {
                 let _ = sock.send_to(&r, peer).await;
             }
+            Decision::Drop => {}
             Decision::Forward => {
                 let query = buf[..n].to_vec();
                 let (sock, id, shared) = (sock.clone(), id.clone(), shared.clone());
@@ -272,25 +275,37 @@ async fn serve_udp(sock: UdpSocket, id: String, shared: Arc<Shared>) {
 
 async fn serve_tcp(listener: TcpListener, id: String, shared: Arc<Shared>) {
     let per_container = Arc::new(tokio::sync::Semaphore::new(TCP_CONNECTIONS_PER_CONTAINER));
+    // Wakes every connection that is waiting for its next query, so that idle ones make
+    // room for a new client (RFC 7766 lets a server close idle connections at any time).
+    let evict = Arc::new(tokio::sync::Notify::new());
     loop {
         let Ok((mut conn, _)) = listener.accept().await else { continue };
-        // Bounded: a flood of connections cannot take the resolver down (aardvark's CVEs).
-        let Ok(permit) = per_container.clone().try_acquire_owned() else { continue };
-        let (id, shared) = (id.clone(), shared.clone());
+        // Bounded: a flood of connections cannot take the resolver down (aardvark's CVEs),
+        // and idle ones cannot lock the next client out.
+        let permit = match per_container.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                evict.notify_waiters();
+                match tokio::time::timeout(Duration::from_secs(1), per_container.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => continue, // every connection is busy with a query: this one waits its turn
+                }
+            }
+        };
+        let (id, shared, evict) = (id.clone(), shared.clone(), evict.clone());
         tokio::spawn(async move {
             let _permit = permit;
             loop {
                 let mut len = [0u8; 2];
-                match tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len)).await {
-                    Ok(Ok(_)) => {}
-                    _ => return,
+                tokio::select! {
+                    r = tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut len)) => match r {
+                        Ok(Ok(_)) => {}
+                        _ => return,
+                    },
+                    _ = evict.notified() => return,
                 }
                 let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                if tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut q))
-                    .await
-                    .map(|r| r.is_err())
-                    .unwrap_or(true)
-                {
+                if tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut q)).await.map(|r| r.is_err()).unwrap_or(true) {
                     return;
                 }
                 let Some(reply) = respond(&q, &id, &shared).await else { return };
@@ -315,6 +330,7 @@ async fn respond(query: &[u8], id: &str, shared: &Shared) -> Option<Vec<u8>> {
     match local(&msg, id, shared) {
         Decision::Reply(r) => Some(r),
         Decision::Forward => Some(forward_for(query, &msg, id, shared).await),
+        Decision::Drop => None,
     }
 }
 

@@ -36,7 +36,8 @@ impl NetworkDriver for BridgeDriver {
         // The default network's bridge appears with its first container (reading never
         // changes the host); every user-defined network's exists from its creation.
         if n.builtin && !in_use {
-            return vec![];
+            // Neither wanted nor stray: it stays once made, as Docker's docker0 does.
+            return vec![DesiredLink { name: n.bridge.clone(), mtu: n.mtu, kind: DesiredKind::Transient }];
         }
         vec![DesiredLink {
             name: n.bridge.clone(),

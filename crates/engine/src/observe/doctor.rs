@@ -9,7 +9,6 @@ use crate::ctx::Ctx;
 use crate::desired::{self, Snapshot};
 use crate::firewall;
 use crate::kernel::netlink::Netlink;
-use crate::kernel::nftables::{self as nft, Nftables};
 use crate::model::Driver;
 use crate::store::{Container, State, Store};
 
@@ -86,17 +85,16 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         _ => ok("forwarding", format!("net.ipv4.ip_forward={}", fwd.trim())),
     });
 
-    // Masquerade / DNAT missing: netwright's table gone (an `nft flush ruleset`, a reboot).
-    let mut nftc = Nftables::open()?;
+    // Masquerade / DNAT missing: netwright's table gone (an `nft flush ruleset`, a reboot),
+    // or a chain, a map or a set flushed (`nft flush map … pub_any`): every rule and every
+    // element is read back.
     let table = firewall::table_name(ctx);
-    out.push(if nftc.has_table(nft::NFPROTO_IPV4, &table)? {
-        ok("firewall", format!("table ip {table} present (masquerade, published ports, isolation)"))
+    let active_ports = store.read(|tx| tx.active_ports())?;
+    let fw = firewall::check::drift(ctx, &networks, &active_ports, firewall::check::Scope::Full)?;
+    out.push(if fw.is_empty() {
+        ok("firewall", format!("table ip {table} complete (masquerade, published ports, isolation)"))
     } else {
-        fail(
-            "firewall",
-            format!("table ip {table} is missing: no masquerade, no published ports, no isolation"),
-            "netwright reconcile",
-        )
+        fail("firewall", fw.join("; "), "netwright reconcile   (or any run/attach, which restore it)")
     });
 
     // Drift between the store and the kernel: the same desired state and diff that

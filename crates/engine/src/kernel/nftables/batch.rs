@@ -36,6 +36,26 @@ impl Batch {
         self.msgs.is_empty()
     }
 
+    /// The rules this batch adds, as (chain, comment): what a live table is checked against.
+    pub fn rules(&self) -> Vec<(String, Option<String>)> {
+        self.msgs
+            .iter()
+            .filter(|(ty, _, _)| *ty == NFT_MSG_NEWRULE)
+            .map(|(_, _, a)| {
+                let mut chain = String::new();
+                let mut comment = None;
+                for (ty, v) in attrs_of(&a.0) {
+                    match ty {
+                        2 => chain = cstr(v),
+                        7 => comment = udata_comment(v),
+                        _ => {}
+                    }
+                }
+                (chain, comment)
+            })
+            .collect()
+    }
+
     /// Creates the table if it does not exist.
     pub fn add_table(&mut self, table: &str) -> &mut Self {
         self.msgs.push((NFT_MSG_NEWTABLE, NLM_F_CREATE, Attrs::new().str(1, table)));

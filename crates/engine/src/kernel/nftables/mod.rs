@@ -30,6 +30,7 @@ const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_TRACE: u16 = 17;
 
@@ -285,6 +286,59 @@ impl Nftables {
             }
         }
     }
+
+    /// The elements of one set or map: (key, data). Interval ends are left out.
+    pub fn set_elems(&mut self, family: u8, table: &str, set: &str) -> io::Result<Vec<Elem>> {
+        let attrs = Attrs::new().str(1, table).str(2, set);
+        let mut out = Vec::new();
+        self.seq += 1;
+        let seq = self.seq;
+        Self::header(
+            &mut out,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+            0,
+            &attrs.0,
+        );
+        self.sock.send(&out, 0)?;
+        // NFTA_DATA_VALUE inside NFTA_SET_ELEM_KEY / _DATA.
+        let value = |v: &[u8]| attrs_of(v).into_iter().find(|(t, _)| *t == 1).map(|(_, d)| d.to_vec());
+        let mut elems = Vec::new();
+        loop {
+            for m in recv_msgs(&self.sock, &mut self.buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_DONE => return Ok(elems),
+                    NLMSG_ERROR if m.err != 0 => return Err(io::Error::from_raw_os_error(-m.err)),
+                    NLMSG_ERROR => {}
+                    _ => {
+                        let list = attrs_of(m.payload.get(4..).unwrap_or_default());
+                        for (_, l) in list.into_iter().filter(|(t, _)| *t == 3) {
+                            for (_, e) in attrs_of(l) {
+                                let (mut key, mut data, mut flags) = (None, None, 0u32);
+                                for (t, v) in attrs_of(e) {
+                                    match t {
+                                        1 => key = value(v),
+                                        2 => data = value(v),
+                                        3 if v.len() == 4 => flags = u32::from_be_bytes(v.try_into().unwrap()),
+                                        _ => {}
+                                    }
+                                }
+                                // NFT_SET_ELEM_INTERVAL_END
+                                if let (Some(key), 0) = (key, flags & 1) {
+                                    elems.push(Elem { key, data });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -350,7 +404,7 @@ pub fn cstr(v: &[u8]) -> String {
 }
 
 /// The comment in a rule's userdata (nft's TLVs: type, length, value).
-fn udata_comment(mut v: &[u8]) -> Option<String> {
+pub(super) fn udata_comment(mut v: &[u8]) -> Option<String> {
     while v.len() >= 2 {
         let (ty, len) = (v[0], v[1] as usize);
         let val = v.get(2..2 + len)?;

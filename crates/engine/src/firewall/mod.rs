@@ -9,6 +9,8 @@
 //! reboot or an admin's `nft flush ruleset`); the admin chain `user` is created when
 //! missing and never flushed.
 
+pub mod check;
+
 use std::fs::File;
 use std::net::Ipv4Addr;
 
@@ -307,9 +309,11 @@ fn enable_forwarding() -> Result<()> {
 
 /// Makes sure the tables exist (one netlink query); rebuilds them from the store if not
 /// (after a reboot or `nft flush ruleset`).
+/// Rebuilds the table if what a command depends on is not there: the table, every rule of
+/// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
-    let mut nft = Nftables::open().context("opening nftables netlink")?;
-    if nft.has_table(nft::NFPROTO_IPV4, &table_name(ctx))? {
+    let networks = store.read(|tx| tx.networks())?;
+    if check::drift(ctx, &networks, &[], check::Scope::Skeleton)?.is_empty() {
         return Ok(());
     }
     sync_all(ctx, store)

@@ -1,0 +1,75 @@
+//! Is netwright's table what the store says it should be? Every rule of the skeleton (by
+//! its comment, chain by chain) and every element of every set and map, read back from
+//! the kernel. `doctor` reports the difference; every command that changes containers
+//! checks the part it depends on (the skeleton and the network sets) and rebuilds the
+//! table when anything is off — after an `nft flush table`, `flush chain` or `flush map`.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use super::{USER_CHAIN, desired, sets, skeleton, table_name};
+use crate::ctx::Ctx;
+use crate::kernel::nftables::{self as nft, Batch, Elem, Nftables};
+use crate::ports::Mapping;
+use crate::store::Network;
+
+/// How much to read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The rules and the per-network sets: a handful of elements, cheap on every command.
+    Skeleton,
+    /// Also the published-port maps (one element per published port).
+    Full,
+}
+
+/// What differs, one line each (empty: the table is exactly as it should be).
+pub fn drift(ctx: &Ctx, networks: &[Network], ports: &[(Mapping, Ipv4Addr)], scope: Scope) -> Result<Vec<String>> {
+    let t = table_name(ctx);
+    let mut nftc = Nftables::open()?;
+    if !nftc.has_table(nft::NFPROTO_IPV4, &t)? {
+        return Ok(vec![format!("table ip {t} is missing: no masquerade, no published ports, no isolation")]);
+    }
+    let mut out = Vec::new();
+    // Rules, by chain and comment (the admin's chain is theirs, never checked).
+    let mut want = Batch::new(nft::NFPROTO_IPV4);
+    skeleton(&mut want, &t);
+    let mut have: HashMap<(String, Option<String>), usize> = HashMap::new();
+    for r in nftc.rules(nft::NFPROTO_IPV4, &t)?.into_iter().filter(|r| r.chain != USER_CHAIN) {
+        *have.entry((r.chain, r.comment)).or_default() += 1;
+    }
+    for (chain, comment) in want.rules() {
+        match have.get_mut(&(chain.clone(), comment.clone())) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => out.push(format!("rule missing in chain {chain}: {}", comment.unwrap_or_default())),
+        }
+    }
+    // Sets and maps, element by element.
+    let d = desired(networks, ports);
+    let mut wanted: Vec<(&str, &Vec<Elem>)> =
+        vec![("bridges", &d.bridges), ("same", &d.same), ("masq", &d.masq), ("internal", &d.internal)];
+    if scope == Scope::Full {
+        wanted.extend([("pub_ip", &d.pub_ip), ("pub_any", &d.pub_any)]);
+    }
+    for (set, elems) in wanted {
+        debug_assert!(sets().iter().any(|s| s.name == set));
+        let live = match nftc.set_elems(nft::NFPROTO_IPV4, &t, set) {
+            Ok(l) => l,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                out.push(format!("set {set} is missing"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let missing = elems.iter().filter(|e| !live.contains(e)).count();
+        let stale = live.iter().filter(|e| !elems.contains(e)).count();
+        if missing > 0 {
+            out.push(format!("{set}: {missing} of {} element(s) missing", elems.len()));
+        }
+        if stale > 0 {
+            out.push(format!("{set}: {stale} element(s) the store does not have"));
+        }
+    }
+    Ok(out)
+}
