@@ -72,6 +72,22 @@ fn a_killed_disconnect_is_finished_by_the_next_command() {
 }
 
 #[test]
+fn a_killed_connect_is_undone_by_the_next_command() {
+    let sb = sandbox("crash-conn");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.68.0.0/24"]);
+    sb.ok(&["network", "create", "n2", "--subnet", "10.69.0.0/24"]);
+    sb.ok(&["run", "-d", "--name", "web", "--network", "n1", "--", "sleep", "300"]);
+    for step in ["connect: recorded", "connect: interface made"] {
+        killed_at(&sb, step, &["network", "connect", "n2", "web"]);
+        sb.ok(&["ps"]);
+        agrees(&sb).unwrap_or_else(|d| panic!("after a kill at {step:?}:\n{d}"));
+        // Not connected (undone), so connecting again works.
+        sb.ok(&["network", "connect", "n2", "web"]);
+        sb.ok(&["network", "disconnect", "n2", "web"]);
+    }
+}
+
+#[test]
 fn a_killed_network_rm_is_finished_by_the_next_command() {
     let sb = sandbox("crash-netrm");
     for step in ["network rm: row deleted", "network rm: firewall rebuilt"] {
@@ -160,4 +176,13 @@ fn random_kills_leave_nothing_behind() {
     assert!(clean, "seed {seed}: devices left: {:?}", ours(&sb.host_links(), "nw"));
     let pins = std::fs::read_dir(sb.root.join("netns")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(pins, 0, "seed {seed}: namespace pins left");
+    // And the root as a whole: no rule, mount or process of it survives a reset.
+    sb.ok(&["system", "reset", "--force"]);
+    let tables = sb.in_host_cmd("nft").args(["list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("netwright"), "seed {seed}: rules left");
+    assert!(ours(&sb.host_links(), "nw").is_empty(), "seed {seed}: devices left after reset");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(sb.root.to_str().unwrap()), "seed {seed}: mounts left");
+    let gone = eventually(Duration::from_secs(3), || netwright_engine::kernel::process::of_root(&sb.root).is_empty());
+    assert!(gone, "seed {seed}: processes left");
 }

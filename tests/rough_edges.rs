@@ -205,3 +205,39 @@ fn docker_habits_format_filter_tail_prune_and_names_in_inspect() {
     sb.ok(&["network", "prune", "-f"]);
     assert!(!sb.ok(&["network", "ls"]).contains("spare"));
 }
+
+#[test]
+fn stop_and_exec_on_an_attached_container_say_what_to_do() {
+    let sb = sandbox("re-attached");
+    sb.ok(&["network", "create", "n1", "--subnet", "10.80.0.0/24"]);
+    let (path, _ns) = runtime_ns(&sb, "p1");
+    sb.ok(&["attach", path.to_str().unwrap(), "--name", "a1", "--network", "n1"]);
+    let (_, err) = sb.fails(&["stop", "a1"]);
+    assert!(err.contains("netwright detach a1") && err.lines().count() == 1, "{err}");
+    let (_, err) = sb.fails(&["exec", "a1", "--", "true"]);
+    assert!(err.contains("nsenter --net=") && err.lines().count() == 1, "{err}");
+    // Still attached and working: stop changed nothing.
+    assert!(sb.ok(&["ps"]).contains("a1"));
+    sb.ok(&["detach", "a1"]);
+}
+
+#[test]
+fn a_private_mount_namespace_works_or_says_to_use_nsenter() {
+    let sb = sandbox("re-mntns");
+    // `ip netns exec` gives each command a mount namespace of its own; so does this.
+    for _ in 0..20 {
+        // In the sandbox's host namespace, like every netwright command here.
+        let out = sb
+            .in_host_cmd("unshare")
+            .args(["--mount", "--propagation", "private", env!("CARGO_BIN_EXE_netwright"), "run", "--rm", "--", "true"])
+            .env("NETWRIGHT_ROOT", &sb.root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Either it works, or it says in one line what to do instead.
+        // (an informational line, like the ip_forward notice, may come before it)
+        let explained = err.trim().lines().last().is_some_and(|l| l.contains("nsenter --net="));
+        assert!(out.status.success() || explained, "{:?}: {err}", out.status);
+    }
+}

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use crate::container::{add_endpoint, find, owner_alive};
 use crate::ctx::{Ctx, trace};
 use crate::drivers::{self, bridge};
-use crate::error::invalid;
+use crate::error::{conflict, invalid};
 use crate::firewall;
 use crate::intent::{Intent, Kind};
 use crate::ipam;
@@ -50,13 +50,16 @@ pub fn connect(
         let net = network::resolve(tx, net_ref)?;
         let eps = tx.endpoints_of(&c.id)?;
         if eps.iter().any(|e| e.network_id == net.id && e.ip.is_some()) {
-            bail!("container {} is already connected to network {}", c.name, net.name);
+            bail!(conflict(format!("container {} is already connected to network {}", c.name, net.name)));
         }
         let ifname =
             (0..).map(|i| format!("eth{i}")).find(|n| !eps.iter().any(|e| &e.ifname == n)).expect("a free name");
         let ep = add_endpoint(ctx, tx, &net, &c.id, &ifname, requested, aliases)?;
+        // A kill before the interface is made is undone by the next command (crate::intent).
+        tx.begin_intent(&Intent::mine(Kind::Connect, &ep.id, &c.id))?;
         Ok((net, ep, !eps.iter().any(|e| e.ip.is_some())))
     })?;
+    trace("connect: recorded");
     let attached = (|| -> Result<()> {
         let ns =
             netns::open(&ctx.netns_path(&c.id)).with_context(|| format!("opening {}'s network namespace", c.name))?;
@@ -72,9 +75,14 @@ pub fn connect(
         Ok(())
     })();
     if let Err(e) = attached {
-        store.write(|tx| tx.delete_endpoint(&ep.id))?;
+        store.write(|tx| {
+            tx.delete_endpoint(&ep.id)?;
+            tx.end_intent(Kind::Connect, &ep.id)
+        })?;
         return Err(e);
     }
+    trace("connect: interface made");
+    store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
     crate::dns::server::sync_now(ctx, !net.builtin, Some(&c.id))?;
     Ok(())
 }
@@ -134,7 +142,8 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
         if ep.ifname == "eth0" {
             tx.delete_ports(container_id)?;
         }
-        tx.end_intent(Kind::Disconnect, endpoint_id)
+        tx.end_intent(Kind::Disconnect, endpoint_id)?;
+        tx.end_intent(Kind::Connect, endpoint_id)
     })?;
     if rebuild {
         firewall::sync_all(ctx, store)?;

@@ -10,6 +10,7 @@
 //! | intent       | what the next command does                                          |
 //! |--------------|---------------------------------------------------------------------|
 //! | create       | undo: release what was made (ports, names, namespace) and forget it |
+//! | connect      | undo: delete the interface if it was made, and the endpoint         |
 //! | remove       | finish: release (idempotent) and forget the container               |
 //! | disconnect   | finish: delete the interface, the endpoint (and its ports), DNS     |
 //! | network-rm   | finish: delete the network's devices, rebuild the firewall          |
@@ -25,6 +26,7 @@ use crate::store::{State, Store};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Create,
+    Connect,
     Remove,
     Disconnect,
     NetworkRemove,
@@ -34,6 +36,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Create => "create",
+            Kind::Connect => "connect",
             Kind::Remove => "remove",
             Kind::Disconnect => "disconnect",
             Kind::NetworkRemove => "network-rm",
@@ -41,7 +44,9 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Create, Kind::Remove, Kind::Disconnect, Kind::NetworkRemove].into_iter().find(|k| k.as_str() == s)
+        [Kind::Create, Kind::Connect, Kind::Remove, Kind::Disconnect, Kind::NetworkRemove]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -49,10 +54,10 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
     pub kind: Kind,
-    /// A container id (create, remove), an endpoint id (disconnect) or a network's device
-    /// name (network-rm).
+    /// A container id (create, remove), an endpoint id (connect, disconnect) or a network's
+    /// device name (network-rm).
     pub target: String,
-    /// A second target: the container of a disconnect.
+    /// A second target: the container of a connect or disconnect, the name of a network.
     pub detail: String,
     pub pid: i32,
     pub pid_start: u64,
@@ -106,6 +111,11 @@ fn resume_one(ctx: &Ctx, store: &mut Store, i: &Intent) -> Result<Option<String>
             crate::container::forget(ctx, store, &c)?;
             Ok(Some(format!("{} of container {} interrupted: finished", i.kind.as_str(), c.name)))
         }
+        Kind::Connect => {
+            // Undo: the interface may or may not have been made; the endpoint goes.
+            crate::connect::finish_disconnect(ctx, store, &i.detail, &i.target)?;
+            Ok(Some(format!("connect of container {} interrupted: undone", &i.detail[..12.min(i.detail.len())])))
+        }
         Kind::Disconnect => {
             crate::connect::finish_disconnect(ctx, store, &i.detail, &i.target)?;
             Ok(Some(format!("disconnect of container {} interrupted: finished", &i.detail[..12.min(i.detail.len())])))
@@ -123,7 +133,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_and_a_dead_process_is_abandoned() {
-        for k in [Kind::Create, Kind::Remove, Kind::Disconnect, Kind::NetworkRemove] {
+        for k in [Kind::Create, Kind::Connect, Kind::Remove, Kind::Disconnect, Kind::NetworkRemove] {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
         let mine = Intent::mine(Kind::Create, "c", "");
