@@ -2,13 +2,19 @@
 //! callers of the engine (`netwright-engine`).
 
 mod cli;
+mod frontends;
 mod runtime;
 
 use clap::Parser;
 
 fn main() {
     netwright_engine::ctx::trace("main");
-    let cli = match cli::Cli::try_parse() {
+    // Installed as `netavark` (a link in Podman's helper_binaries_dir): netavark's protocol.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.first().and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|n| n == "netavark") {
+        args.insert(1, "netavark".into());
+    }
+    let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             e.exit()

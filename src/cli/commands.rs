@@ -33,6 +33,11 @@ pub(super) fn inspect_doc(
 
 /// Runs a parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
+    // A front end with its own error format (JSON) and its own state root.
+    let cli = match cli.command {
+        Cmd::Netavark(args) => return Ok(crate::frontends::netavark::run(args)),
+        command => Cli { command, ..cli },
+    };
     // Every command opens the store under the state root, which only root may (SQLite
     // writes even to read): one clear line beats a database error.
     if !process::has_admin_caps() {
@@ -206,6 +211,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
         }
         Cmd::System(super::SystemCmd::Reset { force }) => system_reset(&engine, force, out)?,
+        Cmd::Netavark(_) => unreachable!("dispatched above"),
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
     }

@@ -168,6 +168,8 @@ pub enum Cmd {
         /// Only this container's checks
         container: Option<String>,
     },
+    /// Podman's network backend protocol (netavark 1.4): setup, teardown, version
+    Netavark(crate::frontends::netavark::NetavarkArgs),
     /// Manage netwright itself
     #[command(subcommand)]
     System(SystemCmd),

@@ -24,6 +24,7 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 ip_range: a.ip_range,
                 internal: a.internal,
                 options: a.opt,
+                ..CreateSpec::default()
             })?;
             writeln!(out, "{}", n.id)?;
         }
@@ -74,7 +75,9 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
             }
         }
         NetworkCmd::Connect { network, container, ip, alias } => {
-            engine.connect(&network, &container, ip.as_deref(), &alias)?;
+            let ip = ip.map(|s| netwright_engine::ipam::parse_ip("--ip", &s)).transpose()?;
+            let req = netwright_engine::container::EndpointRequest { ip, aliases: Some(alias), ..Default::default() };
+            engine.connect(&network, &container, req)?;
         }
         NetworkCmd::Disconnect { network, container } => {
             engine.disconnect(&network, &container)?;

@@ -3,13 +3,12 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::container::{add_endpoint, find, owner_alive};
+use crate::container::{EndpointRequest, add_endpoint, find, owner_alive};
 use crate::ctx::{Ctx, trace};
 use crate::drivers::{self, bridge};
 use crate::error::{conflict, invalid};
 use crate::firewall;
 use crate::intent::{Intent, Kind};
-use crate::ipam;
 use crate::kernel::{netlink::Netlink, netns};
 use crate::model::Driver;
 use crate::network;
@@ -30,31 +29,32 @@ fn running_with_own_namespace(store: &mut Store, reference: &str) -> Result<Cont
     Ok(c)
 }
 
-pub fn connect(
-    ctx: &Ctx,
-    store: &mut Store,
-    net_ref: &str,
-    ctr_ref: &str,
-    ip: Option<&str>,
-    aliases: &[String],
-) -> Result<()> {
+pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: EndpointRequest) -> Result<()> {
     crate::intent::resume(ctx, store)?;
-    for a in aliases {
+    for a in req.aliases.iter().flatten() {
         if !crate::names::valid(a) {
             bail!(invalid(crate::names::explain("--alias", a)));
         }
     }
     let c = running_with_own_namespace(store, ctr_ref)?;
-    let requested = ip.map(|s| ipam::parse_ip("--ip", s)).transpose()?;
     let (net, ep, first) = store.write(|tx| {
         let net = network::resolve(tx, net_ref)?;
         let eps = tx.endpoints_of(&c.id)?;
         if eps.iter().any(|e| e.network_id == net.id && e.ip.is_some()) {
             bail!(conflict(format!("container {} is already connected to network {}", c.name, net.name)));
         }
-        let ifname =
-            (0..).map(|i| format!("eth{i}")).find(|n| !eps.iter().any(|e| &e.ifname == n)).expect("a free name");
-        let ep = add_endpoint(ctx, tx, &net, &c.id, &ifname, requested, aliases)?;
+        let ifname = req.ifname.clone().unwrap_or_else(|| {
+            (0..).map(|i| format!("eth{i}")).find(|n| !eps.iter().any(|e| &e.ifname == n)).expect("a free name")
+        });
+        if eps.iter().any(|e| e.ifname == ifname && e.ip.is_some()) {
+            bail!(conflict(format!("container {} already has an interface {ifname}", c.name)));
+        }
+        let req = EndpointRequest {
+            ifname: Some(ifname),
+            aliases: Some(req.aliases.clone().unwrap_or_default()),
+            ..req.clone()
+        };
+        let ep = add_endpoint(ctx, tx, &net, &c.id, &req)?;
         // A kill before the interface is made is undone by the next command (crate::intent).
         tx.begin_intent(&Intent::mine(Kind::Connect, &ep.id, &c.id))?;
         Ok((net, ep, !eps.iter().any(|e| e.ip.is_some())))

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::container::{self, Created, Spec};
+use crate::container::{self, Created, EndpointRequest, Spec};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::kernel::netlink::Netlink;
@@ -69,8 +69,10 @@ impl Engine {
         self.with_store(|_, store| container::find(store, reference))
     }
 
-    pub fn connect(&self, network: &str, container: &str, ip: Option<&str>, aliases: &[String]) -> Result<()> {
-        self.with_store(|ctx, store| crate::connect::connect(ctx, store, network, container, ip, aliases))
+    /// Adds an interface on `network` to a running container (`req.ifname` None: the next
+    /// free ethN).
+    pub fn connect(&self, network: &str, container: &str, req: EndpointRequest) -> Result<()> {
+        self.with_store(|ctx, store| crate::connect::connect(ctx, store, network, container, req))
     }
 
     pub fn disconnect(&self, network: &str, container: &str) -> Result<()> {

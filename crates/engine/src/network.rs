@@ -30,6 +30,12 @@ pub struct CreateSpec {
     pub ip_range: Option<String>,
     pub internal: bool,
     pub options: Vec<String>,
+    /// A front end's own identity for the network (Podman's): its id and its bridge's name
+    /// (e.g. `podman0`), used as given instead of netwright's generated ones.
+    pub id: Option<String>,
+    pub bridge: Option<String>,
+    /// Options a front end records for itself (not user input, not validated here).
+    pub extra_options: BTreeMap<String, String>,
 }
 
 /// Routes on the host that a new subnet must not overlap (the default route aside).
@@ -97,6 +103,16 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
     if RESERVED.contains(&spec.name.as_str()) {
         bail!(invalid(format!("network name {:?} is reserved: pick another name", spec.name)));
     }
+    if let Some(id) = &spec.id
+        && (id.len() < 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        bail!(invalid(format!("network id {id:?}: expected at least 12 hexadecimal digits")));
+    }
+    if let Some(b) = &spec.bridge
+        && (b.is_empty() || b.len() > 15 || b.contains(['/', ' ', ':']))
+    {
+        bail!(invalid(format!("device name {b:?}: at most 15 characters, no '/', ':' or spaces")));
+    }
     let Some(driver) = Driver::parse(&spec.driver) else {
         bail!(invalid(format!("network driver {:?} is not supported: use -d bridge or -d macvlan", spec.driver)));
     };
@@ -154,15 +170,25 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
             )?,
         };
         let gateway = ipam::validate(subnet, gateway, ip_range)?;
-        let id = random_hex(64);
+        let id = spec.id.clone().unwrap_or_else(|| random_hex(64));
+        if let Some(b) = &spec.bridge
+            && tx.networks()?.iter().any(|n| &n.bridge == b)
+        {
+            bail!(conflict(format!("another network already uses the device name {b}: pick another")));
+        }
         let mut options = options.clone();
+        options.extend(spec.extra_options.clone());
         if let (true, Some(r)) = (options.get(macvlan::HOST_SHIM).is_some_and(|v| v == "true"), ip_range) {
             // The shim takes the range's last address; IPAM skips it.
             let last = std::net::Ipv4Addr::from(u32::from(r.broadcast()).min(u32::from(subnet.broadcast()) - 1));
             options.insert(macvlan::SHIM_ADDRESS.into(), last.to_string());
         }
         let net = Network {
-            bridge: if is_macvlan { plan::shim_name(&ctx.tag, &id) } else { plan::bridge_name(&ctx.tag, &id) },
+            bridge: match &spec.bridge {
+                Some(b) => b.clone(),
+                None if is_macvlan => plan::shim_name(&ctx.tag, &id),
+                None => plan::bridge_name(&ctx.tag, &id),
+            },
             id,
             name: spec.name.clone(),
             driver,

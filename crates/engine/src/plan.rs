@@ -59,7 +59,7 @@ pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) 
     EndpointPlan {
         host_name: e.host_ifname.clone(),
         ifname: e.ifname.clone(),
-        mac: ipam::mac_for(addr),
+        mac: ipam::parse_mac(&e.mac).unwrap_or_else(|| ipam::mac_for(addr)),
         addr,
         prefix: n.subnet.prefix_len(),
         gateway: n.gateway,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Mode, Spec, files, owner_alive};
+use super::{EndpointRequest, Mode, Spec, files, owner_alive};
 use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::{self, bridge};
 use crate::error::{conflict, invalid, not_found};
@@ -41,10 +41,21 @@ pub fn add_endpoint(
     tx: &crate::store::Tx,
     net: &Network,
     container_id: &str,
-    ifname: &str,
-    requested_ip: Option<Ipv4Addr>,
-    aliases: &[String],
+    req: &EndpointRequest,
 ) -> Result<Endpoint> {
+    let (requested_ip, ifname) = (req.ip, req.ifname.as_deref().unwrap_or("eth0"));
+    let aliases: &[String] = req.aliases.as_deref().unwrap_or_default();
+    if !valid_ifname(ifname) {
+        bail!(invalid(format!("interface name {ifname:?}: 1 to 15 characters, no '/', ':' or spaces")));
+    }
+    let mac = match &req.mac {
+        Some(m) => {
+            let parsed =
+                ipam::parse_mac(m).ok_or_else(|| invalid(format!("MAC address {m:?}: expected aa:bb:cc:dd:ee:ff")))?;
+            Some(ipam::format_mac(parsed))
+        }
+        None => None,
+    };
     let ip = match requested_ip {
         Some(ip) => {
             ipam::check_requested(net.subnet, net.gateway, ip)?;
@@ -90,11 +101,15 @@ pub fn add_endpoint(
         ifname: ifname.to_string(),
         ip: Some(ip),
         requested_ip,
-        mac: ipam::format_mac(ipam::mac_for(ip)),
+        mac: mac.unwrap_or_else(|| ipam::format_mac(ipam::mac_for(ip))),
         aliases: aliases.to_vec(),
     };
     tx.insert_endpoint(&ep)?;
     Ok(ep)
+}
+
+fn valid_ifname(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ', ':']) && n != "." && n != ".."
 }
 
 /// What the create transaction recorded.
@@ -187,7 +202,18 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 }
             },
         };
-        let id = random_hex(64);
+        let id = match &spec.id {
+            Some(given) => {
+                if given.len() < 12 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!(invalid(format!("container id {given:?}: expected at least 12 hexadecimal digits")));
+                }
+                if tx.container(given)?.is_some_and(|c| &c.id == given) {
+                    bail!(conflict(format!("container id {given} is already in use")));
+                }
+                given.to_ascii_lowercase()
+            }
+            None => random_hex(64),
+        };
         let network_mode = match (&mode, nets.first(), &owner) {
             (_, Some(n), _) => NetworkMode::Network(n.name.clone()),
             (_, _, Some(o)) => NetworkMode::Container(o.id.clone()),
@@ -230,11 +256,18 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         tx.begin_intent(&Intent::mine(Kind::Create, &container.id, ""))?;
         let mut eps = Vec::new();
         for (i, net) in nets.iter().enumerate() {
-            // --ip applies to the first network, as in Docker.
-            let ip = if i == 0 { requested_ip } else { None };
-            // Aliases name the container on its user-defined networks.
-            let aliases: &[String] = if net.builtin && nets.len() > 1 { &[] } else { &spec.aliases };
-            eps.push(add_endpoint(ctx, tx, net, &id, &format!("eth{i}"), ip, aliases)?);
+            let given = spec.endpoints.get(&net.name).cloned().unwrap_or_default();
+            let req = EndpointRequest {
+                // --ip applies to the first network, as in Docker.
+                ip: given.ip.or(if i == 0 { requested_ip } else { None }),
+                mac: given.mac,
+                ifname: Some(given.ifname.unwrap_or_else(|| format!("eth{i}"))),
+                // Aliases name the container on its user-defined networks.
+                aliases: Some(given.aliases.unwrap_or_else(|| {
+                    if net.builtin && nets.len() > 1 { vec![] } else { spec.aliases.clone() }
+                })),
+            };
+            eps.push(add_endpoint(ctx, tx, net, &id, &req)?);
         }
         let mappings = ports::resolve(tx, &port_reqs)?;
         for m in &mappings {

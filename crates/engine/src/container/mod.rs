@@ -48,6 +48,22 @@ pub struct Spec {
     pub add_hosts: Vec<String>,
     /// `netwright attach`: the runtime's namespace to network instead of a new one.
     pub netns: Option<std::path::PathBuf>,
+    /// A front end's own container id (Podman's), used instead of a generated one.
+    pub id: Option<String>,
+    /// Per network (by name): what a front end decided itself — Podman allocates addresses
+    /// and names interfaces (`--ip` and `--network-alias` above apply where this is silent).
+    pub endpoints: std::collections::BTreeMap<String, EndpointRequest>,
+}
+
+/// One network's endpoint as a front end asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointRequest {
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// "aa:bb:cc:dd:ee:ff"; default 02:42 + the address.
+    pub mac: Option<String>,
+    /// The interface inside the container; default eth0, eth1, ... in order.
+    pub ifname: Option<String>,
+    pub aliases: Option<Vec<String>>,
 }
 
 /// How a container is networked (`--network`).

@@ -35,7 +35,13 @@ pub struct Zone {
     addrs: HashMap<Ipv4Addr, Vec<(String, String)>>,
     /// container → its own --dns upstreams.
     pub upstreams_of: HashMap<String, Vec<Ipv4Addr>>,
+    /// container → gateways where it also expects the resolver (networks whose front end
+    /// writes the gateway into resolv.conf, as Podman does with aardvark-dns).
+    pub dns_gateways: HashMap<String, Vec<Ipv4Addr>>,
 }
+
+/// A network option: its containers ask DNS at the gateway address (Podman's convention).
+pub const DNS_AT_GATEWAY: &str = "netwright.dns_at_gateway";
 
 fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
@@ -76,6 +82,11 @@ impl Zone {
             self.addrs.entry(ip).or_default().push((e.network_id.clone(), names[0].clone()));
             contribution.networks.push(e.network_id.clone());
             contribution.records.push((e.network_id.clone(), ip, names));
+            if let Some(n) = networks.iter().find(|n| n.id == e.network_id)
+                && n.options.get(DNS_AT_GATEWAY).is_some_and(|v| v == "true")
+            {
+                self.dns_gateways.entry(c.id.clone()).or_default().push(n.gateway);
+            }
         }
         if contribution.networks.is_empty() {
             return;
@@ -85,6 +96,7 @@ impl Zone {
     }
 
     fn remove(&mut self, id: &str) {
+        self.dns_gateways.remove(id);
         let Some(old) = self.by_container.remove(id) else { return };
         self.upstreams_of.remove(id);
         for (net, ip, names) in old.records {

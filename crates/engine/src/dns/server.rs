@@ -133,7 +133,8 @@ fn sync_one(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served
 }
 
 fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: String) {
-    match adopt(ctx, &id) {
+    let gateways = shared.zone.read().expect("zone lock").dns_gateways.get(&id).cloned().unwrap_or_default();
+    match adopt(ctx, &id, gateways) {
         Ok((udp, tcp)) => {
             let tasks = vec![
                 tokio::spawn(serve_udp(udp, id.clone(), shared.clone())),
@@ -176,7 +177,7 @@ fn host_upstreams() -> Vec<Ipv4Addr> {
 
 /// Inside the container's namespace: sockets on 127.0.0.11:<port>, and 127.0.0.11:53
 /// redirected there. Done on a short-lived thread: setns must never run on the runtime's.
-fn adopt(ctx: &Ctx, id: &str) -> Result<(UdpSocket, TcpListener)> {
+fn adopt(ctx: &Ctx, id: &str, gateways: Vec<Ipv4Addr>) -> Result<(UdpSocket, TcpListener)> {
     let pin = ctx.netns_path(id);
     let (udp, tcp) = std::thread::spawn(move || -> Result<(std::net::UdpSocket, std::net::TcpListener)> {
         let ns = netns::open(&pin).with_context(|| format!("opening {}", pin.display()))?;
@@ -185,7 +186,7 @@ fn adopt(ctx: &Ctx, id: &str) -> Result<(UdpSocket, TcpListener)> {
         let port = udp.local_addr()?.port();
         let tcp = std::net::TcpListener::bind((DNS_IP, port)).or_else(|_| std::net::TcpListener::bind((DNS_IP, 0)))?;
         let tcp_port = tcp.local_addr()?.port();
-        redirect(port, tcp_port)?;
+        redirect(port, tcp_port, &gateways)?;
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
         Ok((udp, tcp))
@@ -208,19 +209,23 @@ pub fn remove_redirect() {
 
 const REDIRECT_TABLE: &str = "netwright-dns";
 
-/// `ip daddr 127.0.0.11 udp/tcp dport 53 dnat to 127.0.0.11:<port>` in the current namespace.
-fn redirect(udp_port: u16, tcp_port: u16) -> Result<()> {
+/// `ip daddr 127.0.0.11 udp/tcp dport 53 dnat to 127.0.0.11:<port>` in the current namespace
+/// (and the same for each gateway address where the container expects its resolver).
+fn redirect(udp_port: u16, tcp_port: u16, gateways: &[Ipv4Addr]) -> Result<()> {
     let t = REDIRECT_TABLE;
     let mut b = Batch::new(nft::NFPROTO_IPV4);
     b.add_table(t).add_base_chain(t, "output", "nat", nft::hook::OUTPUT, -100).flush_chain(t, "output");
-    for (proto, port) in [(17u8, udp_port), (6u8, tcp_port)] {
+    let dsts: Vec<Ipv4Addr> = std::iter::once(DNS_IP).chain(gateways.iter().copied()).collect();
+    for ((proto, port), dst) in
+        [(17u8, udp_port), (6u8, tcp_port)].into_iter().flat_map(|p| dsts.iter().map(move |d| (p, d)))
+    {
         b.add_rule(
             t,
             "output",
-            "the embedded DNS server: 127.0.0.11:53 → the resolver's port",
+            "the embedded DNS server: 127.0.0.11:53 (or the gateway's :53) → the resolver's port",
             &[
                 Expr::Payload { base: 1, offset: 16, len: 4, dreg: nft::REG_1 },
-                Expr::Cmp { sreg: nft::REG_1, op: 0, data: DNS_IP.octets().to_vec() },
+                Expr::Cmp { sreg: nft::REG_1, op: 0, data: dst.octets().to_vec() },
                 Expr::Meta { key: nft::meta::L4PROTO, dreg: nft::REG_1 },
                 Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![proto] },
                 Expr::Payload { base: 2, offset: 2, len: 2, dreg: nft::REG_1 },

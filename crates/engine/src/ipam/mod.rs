@@ -147,6 +147,16 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// "aa:bb:cc:dd:ee:ff" (any case); None for anything else, a multicast address or zero.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok()).flatten())
+        .collect::<Option<_>>()?;
+    let mac: [u8; 6] = parts.try_into().ok()?;
+    (mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
+}
+
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
