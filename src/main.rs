@@ -11,8 +11,14 @@ fn main() {
     netwright_engine::ctx::trace("main");
     // Installed as `netavark` (a link in Podman's helper_binaries_dir): netavark's protocol.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.first().and_then(|a| std::path::Path::new(a).file_name()).is_some_and(|n| n == "netavark") {
+    let called = args.first().and_then(|a| std::path::Path::new(a).file_name()).map(|n| n.to_owned());
+    if called.as_deref().is_some_and(|n| n == "netavark") {
         args.insert(1, "netavark".into());
+    }
+    // Podman looks for aardvark-dns beside netavark; netwright answers names itself.
+    if called.as_deref().is_some_and(|n| n == "aardvark-dns") {
+        eprintln!("netwright: names are served by netwright's embedded resolver; aardvark-dns has nothing to do");
+        std::process::exit(0);
     }
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,

@@ -214,6 +214,8 @@ fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> 
                 publish: publish_specs(opts.port_mappings.as_deref().unwrap_or_default())?,
                 dns: opts.dns_servers.clone().unwrap_or_default(),
                 endpoints,
+                // Podman binds the host ports itself and hands them to conmon.
+                runtime_reserves_ports: true,
                 ..Spec::default()
             };
             engine.attach(spec)?;

@@ -133,7 +133,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     }
     let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
     let port_reqs = ports::parse_all(&spec.publish)?;
-    for r in port_reqs.iter().filter(|r| r.host_port.is_some()) {
+    // A runtime that reserves its host ports itself (Podman holds them open) is trusted.
+    for r in port_reqs.iter().filter(|r| r.host_port.is_some() && !spec.runtime_reserves_ports) {
         let p = r.host_port.expect("filtered");
         if let Err(e) = ports::host_port_free(r.host_ip, p, r.proto) {
             let ip = r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);

@@ -50,6 +50,9 @@ pub struct Spec {
     pub netns: Option<std::path::PathBuf>,
     /// A front end's own container id (Podman's), used instead of a generated one.
     pub id: Option<String>,
+    /// The runtime holds the published host ports open itself (Podman does, through
+    /// conmon): skip the check that no host process listens there.
+    pub runtime_reserves_ports: bool,
     /// Per network (by name): what a front end decided itself — Podman allocates addresses
     /// and names interfaces (`--ip` and `--network-alias` above apply where this is silent).
     pub endpoints: std::collections::BTreeMap<String, EndpointRequest>,
