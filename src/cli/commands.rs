@@ -74,7 +74,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             // Docker: a status filter shows containers in that state, running or not.
             let all = all || filters.iter().any(|(k, _)| k == "status");
             let mut store = ctx.store()?;
-            container::sweep(&ctx, &mut store)?;
+            netwright_engine::recover::sweep(&ctx, &mut store)?;
             let list: Vec<_> = store.read(|tx| {
                 let mut v = Vec::new();
                 for c in tx.containers()?.into_iter().filter(|c| all || c.state == State::Running) {
@@ -109,7 +109,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Inspect { format, containers } => {
             let mut store = ctx.store()?;
-            container::sweep(&ctx, &mut store)?;
+            netwright_engine::recover::sweep(&ctx, &mut store)?;
             let mut docs = Vec::new();
             for r in &containers {
                 let c = container::find(&mut store, r)?;
@@ -152,7 +152,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Trace { src, dst, probe, wait, format } => {
             let mut store = ctx.store()?;
-            container::sweep(&ctx, &mut store)?;
+            netwright_engine::recover::sweep(&ctx, &mut store)?;
             let probe = probe.then(|| std::time::Duration::from_secs(wait));
             let t = netwright_engine::observe::trace::trace(&ctx, &mut store, &src, &dst, probe)?;
             if format == "json" {
@@ -165,7 +165,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Topology { format } => {
             use netwright_engine::observe::topology as topo;
             let mut store = ctx.store()?;
-            container::sweep(&ctx, &mut store)?;
+            netwright_engine::recover::sweep(&ctx, &mut store)?;
             let t = topo::build(&ctx, &mut store)?;
             let text = match format.as_str() {
                 "json" => serde_json::to_string_pretty(&t)? + "\n",
@@ -178,7 +178,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Doctor { container } => {
             let mut store = ctx.store()?;
-            container::sweep(&ctx, &mut store)?;
+            netwright_engine::recover::sweep(&ctx, &mut store)?;
             let findings = netwright_engine::observe::doctor::run(&ctx, &mut store, container.as_deref())?;
             let mut failed = false;
             for f in &findings {

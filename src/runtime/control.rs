@@ -15,7 +15,7 @@ use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RunError, forward_signals_to, w
 use netwright_engine::container::{self, find, owner_alive, release, release_if_orphaned};
 use netwright_engine::ctx::{Ctx, trace};
 use netwright_engine::error::{conflict, invalid};
-use netwright_engine::intent::{Intent, Kind};
+use netwright_engine::model::{Intent, Kind};
 use netwright_engine::store::{Container, State, Store};
 
 /// Waits until the container's monitor has exited (and so released everything).
@@ -48,6 +48,7 @@ fn wait_released(c: &Container, timeout: Duration) -> bool {
 }
 
 pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) -> Result<Container> {
+    netwright_engine::recover::resume(ctx, store)?;
     let c = find(store, reference)?;
     if c.state == State::Exited {
         return Ok(c);
@@ -73,6 +74,7 @@ pub fn stop(ctx: &Ctx, store: &mut Store, reference: &str, timeout: Duration) ->
 }
 
 pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Result<Container> {
+    netwright_engine::recover::resume(ctx, store)?;
     let c = find(store, reference)?;
     let attached = c.netns_source.is_some() && c.state != State::Exited;
     let running = attached || (c.state != State::Exited && owner_alive(&c));
@@ -84,7 +86,7 @@ pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Res
         )));
     }
     if running {
-        // A kill from here on is finished by the next command (netwright_engine::intent).
+        // A kill from here on is finished by the next command (netwright_engine::recover).
         store.write(|tx| tx.begin_intent(&Intent::mine(Kind::Remove, &c.id, "")))?;
     }
     if attached {

@@ -144,6 +144,8 @@ fn supervise(ctx: &Ctx, spec: &Spec, report: Option<fs::File>) -> Result<i32> {
 
 /// Creates the container and starts its process; on failure nothing is left running.
 fn start(ctx: &Ctx, store: &mut Store, spec: &Spec, detached: bool) -> Result<(Container, std::process::Child)> {
+    // What a killed netwright left half-done is finished or undone first.
+    netwright_engine::recover::resume(ctx, store)?;
     let created = container::create(ctx, store, spec)?;
     let child = match spawn::spawn(ctx, &created, detached) {
         Ok(c) => c,

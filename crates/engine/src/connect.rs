@@ -8,9 +8,9 @@ use crate::ctx::{Ctx, trace};
 use crate::drivers::{self, bridge};
 use crate::error::{conflict, invalid};
 use crate::firewall;
-use crate::intent::{Intent, Kind};
 use crate::kernel::{netlink::Netlink, netns};
 use crate::model::Driver;
+use crate::model::{Intent, Kind};
 use crate::network;
 use crate::plan;
 use crate::store::{Container, State, Store};
@@ -30,7 +30,6 @@ fn running_with_own_namespace(store: &mut Store, reference: &str) -> Result<Cont
 }
 
 pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: EndpointRequest) -> Result<()> {
-    crate::intent::resume(ctx, store)?;
     for a in req.aliases.iter().flatten() {
         if !crate::names::valid(a) {
             bail!(invalid(crate::names::explain("--alias", a)));
@@ -55,7 +54,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
             ..req.clone()
         };
         let ep = add_endpoint(ctx, tx, &net, &c.id, &req)?;
-        // A kill before the interface is made is undone by the next command (crate::intent).
+        // A kill before the interface is made is undone by the next command (crate::recover).
         tx.begin_intent(&Intent::mine(Kind::Connect, &ep.id, &c.id))?;
         Ok((net, ep, !eps.iter().any(|e| e.ip.is_some())))
     })?;
@@ -88,7 +87,6 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
 }
 
 pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) -> Result<()> {
-    crate::intent::resume(ctx, store)?;
     let c = running_with_own_namespace(store, ctr_ref)?;
     let ep = store.write(|tx| {
         let net = network::resolve(tx, net_ref)?;
@@ -97,7 +95,7 @@ pub fn disconnect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str) ->
             .into_iter()
             .find(|e| e.network_id == net.id && e.ip.is_some())
             .ok_or_else(|| invalid(format!("container {} is not connected to network {}", c.name, net.name)))?;
-        // A kill from here on is finished by the next command (crate::intent).
+        // A kill from here on is finished by the next command (crate::recover).
         tx.begin_intent(&Intent::mine(Kind::Disconnect, &ep.id, &c.id))?;
         Ok(ep)
     })?;

@@ -35,23 +35,32 @@ impl Engine {
         typed(f(&self.ctx, &mut store))
     }
 
+    /// For calls that change something: first finish or undo what a killed netwright left
+    /// half-done (crate::recover::resume: one query when nothing crashed).
+    fn changing<T>(&self, f: impl FnOnce(&Ctx, &mut Store) -> anyhow::Result<T>) -> Result<T> {
+        self.with_store(|ctx, store| {
+            recover::resume(ctx, store)?;
+            f(ctx, store)
+        })
+    }
+
     fn with_netlink<T>(&self, f: impl FnOnce(&Ctx, &mut Store, &mut Netlink) -> anyhow::Result<T>) -> Result<T> {
         let mut store = self.store()?;
         let mut nl = typed(Netlink::open().map_err(anyhow::Error::from))?;
-        typed(f(&self.ctx, &mut store, &mut nl))
+        typed(recover::resume(&self.ctx, &mut store).and_then(|_| f(&self.ctx, &mut store, &mut nl)))
     }
 
     /// Sets up a container's network: a new namespace (or, with `spec.netns`, the
     /// runtime's), its interfaces, addresses, routes, published ports, names and files.
     /// The container is recorded as Created; the caller starts its process.
     pub fn setup(&self, spec: &Spec) -> Result<Created> {
-        self.with_store(|ctx, store| container::create(ctx, store, spec))
+        self.changing(|ctx, store| container::create(ctx, store, spec))
     }
 
     /// Networks a namespace a runtime made and owns (`spec.netns`): set up, and alive for
     /// as long as that namespace is.
     pub fn attach(&self, spec: Spec) -> Result<Container> {
-        self.with_store(|ctx, store| container::attach(ctx, store, spec))
+        self.changing(|ctx, store| container::attach(ctx, store, spec))
     }
 
     /// Releases a container's network (ports, interfaces, namespace pin, names) and records
@@ -72,11 +81,11 @@ impl Engine {
     /// Adds an interface on `network` to a running container (`req.ifname` None: the next
     /// free ethN).
     pub fn connect(&self, network: &str, container: &str, req: EndpointRequest) -> Result<()> {
-        self.with_store(|ctx, store| crate::connect::connect(ctx, store, network, container, req))
+        self.changing(|ctx, store| crate::connect::connect(ctx, store, network, container, req))
     }
 
     pub fn disconnect(&self, network: &str, container: &str) -> Result<()> {
-        self.with_store(|ctx, store| crate::connect::disconnect(ctx, store, network, container))
+        self.changing(|ctx, store| crate::connect::disconnect(ctx, store, network, container))
     }
 
     pub fn network_create(&self, spec: &CreateSpec) -> Result<Network> {
@@ -91,9 +100,10 @@ impl Engine {
         self.with_netlink(network::prune)
     }
 
-    /// Releases containers whose owner died; returns their names.
+    /// Finishes or undoes interrupted operations and releases containers whose owner died;
+    /// returns what was done.
     pub fn sweep(&self) -> Result<Vec<String>> {
-        self.with_store(container::sweep)
+        self.with_store(recover::sweep)
     }
 
     /// Sweep, then converge the kernel on the desired state (see [`crate::recover`]).

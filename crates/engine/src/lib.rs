@@ -19,7 +19,6 @@ pub mod drivers;
 pub mod engine;
 pub mod error;
 pub mod firewall;
-pub mod intent;
 pub mod ipam;
 pub mod kernel;
 pub mod model;

@@ -241,3 +241,64 @@ impl fmt::Display for Mapping {
         )
     }
 }
+
+/// An operation in progress, recorded so that a killed one is finished or undone by the
+/// next command (see crate::recover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Create,
+    Connect,
+    Remove,
+    Disconnect,
+    NetworkRemove,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Create => "create",
+            Kind::Connect => "connect",
+            Kind::Remove => "remove",
+            Kind::Disconnect => "disconnect",
+            Kind::NetworkRemove => "network-rm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Create, Kind::Connect, Kind::Remove, Kind::Disconnect, Kind::NetworkRemove]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One recorded intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub kind: Kind,
+    /// A container id (create, remove), an endpoint id (connect, disconnect) or a network's
+    /// device name (network-rm).
+    pub target: String,
+    /// A second target: the container of a connect or disconnect, the name of a network.
+    pub detail: String,
+    pub pid: i32,
+    pub pid_start: u64,
+}
+
+impl Intent {
+    /// An intent of the calling process.
+    pub fn mine(kind: Kind, target: &str, detail: &str) -> Intent {
+        let pid = std::process::id() as i32;
+        Intent {
+            kind,
+            target: target.to_string(),
+            detail: detail.to_string(),
+            pid,
+            pid_start: crate::kernel::process::start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Its process is gone (PID and start time: a reused PID is another process).
+    pub fn abandoned(&self) -> bool {
+        !crate::kernel::process::alive(Some(self.pid), Some(self.pid_start))
+    }
+}

@@ -10,10 +10,10 @@ use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::{self, bridge, macvlan};
 use crate::error::{conflict, invalid, not_found};
 use crate::firewall;
-use crate::intent::{Intent, Kind};
 use crate::ipam;
 use crate::kernel::netlink::{Netlink, Route};
 use crate::model::Driver;
+use crate::model::{Intent, Kind};
 use crate::plan;
 use crate::store::{Network, Store, Tx};
 
@@ -95,7 +95,6 @@ pub fn reserved(n: &Network) -> Vec<std::net::Ipv4Addr> {
 
 /// Validates everything about a new network, then records it and creates its bridge.
 pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec) -> Result<Network> {
-    crate::intent::resume(ctx, store)?;
     if !crate::names::valid(&spec.name) {
         bail!(invalid(crate::names::explain("network name", &spec.name)));
     }
@@ -297,7 +296,6 @@ pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
 }
 
 pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
-    crate::intent::resume(ctx, store)?;
     let net = store.write(|tx| {
         let net = resolve(tx, reference)?;
         if net.builtin {
@@ -319,7 +317,7 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
         }
         tx.delete_network(&net.id)?;
         // The row goes first; a kill before the devices are gone is finished by the next
-        // command (crate::intent).
+        // command (crate::recover).
         tx.begin_intent(&Intent::mine(Kind::NetworkRemove, &net.bridge, &net.name))?;
         Ok(net)
     })?;

@@ -2,12 +2,34 @@
 //! crashes, reboots or an admin's hand. Idempotent; safe to run at any time, also
 //! concurrently.
 //!
+//! Every command that changes anything first calls [`resume`] (through [`sweep`] or the
+//! [`crate::Engine`]); `netwright reconcile` runs everything below:
+//!
 //! 1. sweep: release containers whose owner (monitor process or runtime namespace) died;
 //! 2. the firewall is rebuilt from the store (one atomic nf_tables batch);
 //! 3. the host's devices converge on [`crate::desired`] through [`crate::apply`]: missing
 //!    bridges re-made and their ports enslaved again, hand-deleted veths re-made into their
 //!    containers, strays of this root deleted;
 //! 4. namespace pins and container directories the store does not know are removed.
+//!
+//! ## Intents: operations that take several steps
+//!
+//! An operation that changes the kernel in several steps (create or attach a container,
+//! connect or disconnect a network, remove a container or a network) records an *intent* — what it is
+//! doing, to what, and which process does it — in the same store transaction as its first
+//! write, and removes it in the same transaction as its last. A process killed in between
+//! leaves the intent behind; the next netwright command that changes anything (and every
+//! sweep) finds it, sees that its process is gone, and finishes or undoes the operation:
+//!
+//! | intent       | what the next command does                                          |
+//! |--------------|---------------------------------------------------------------------|
+//! | create       | undo: release what was made (ports, names, namespace) and forget it |
+//! | connect      | undo: delete the interface if it was made, and the endpoint         |
+//! | remove       | finish: release (idempotent) and forget the container               |
+//! | disconnect   | finish: delete the interface, the endpoint (and its ports), DNS     |
+//! | network-rm   | finish: delete the network's devices, rebuild the firewall          |
+//!
+//! Checking costs one query on a table that is almost always empty.
 
 use std::collections::HashSet;
 use std::fs;
@@ -18,7 +40,7 @@ use crate::apply::{self, Action, NetlinkKernel};
 use crate::ctx::Ctx;
 use crate::desired::{self, Snapshot};
 use crate::kernel::{netlink::Netlink, netns};
-use crate::model::Driver;
+use crate::model::{Driver, Intent, Kind};
 use crate::store::{State, Store};
 
 #[derive(Debug, Default)]
@@ -37,8 +59,16 @@ pub fn snapshot(store: &mut Store) -> Result<Snapshot> {
     })
 }
 
+/// Finishes or undoes interrupted operations, then releases containers whose owner died.
+/// Returns what was done (resumed operations, released container names).
+pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
+    let mut done = resume(ctx, store)?;
+    done.extend(crate::container::sweep(ctx, store)?);
+    Ok(done)
+}
+
 pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Report> {
-    let mut report = Report { released: crate::container::sweep(ctx, store)?, ..Default::default() };
+    let mut report = Report { released: sweep(ctx, store)?, ..Default::default() };
     // Rebuilt on the next start, from the host's mounts as they are now.
     crate::kernel::mntns::remove_template(&ctx.mnt_template())?;
     crate::firewall::sync_all(ctx, store)?;
@@ -80,4 +110,66 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
         }
     }
     Ok(report)
+}
+
+/// Finishes or undoes the operations of processes that died half-way. Returns what was
+/// done, one line each.
+pub fn resume(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
+    let intents = store.read(|tx| tx.intents())?;
+    let mut done = Vec::new();
+    for i in intents.into_iter().filter(Intent::abandoned) {
+        if let Some(line) = resume_one(ctx, store, &i)? {
+            done.push(line);
+        }
+        store.write(|tx| tx.end_intent(i.kind, &i.target))?;
+    }
+    Ok(done)
+}
+
+fn resume_one(ctx: &Ctx, store: &mut Store, i: &Intent) -> Result<Option<String>> {
+    match i.kind {
+        Kind::Create | Kind::Remove => {
+            let Some(mut c) = store.read(|tx| tx.container(&i.target))?.filter(|c| c.id == i.target) else {
+                return Ok(None);
+            };
+            if i.kind == Kind::Create && c.state != State::Created {
+                return Ok(None); // it got as far as running: nothing half-done
+            }
+            if c.state != State::Exited {
+                c.pid = None; // never signal a PID that may have been reused
+                crate::container::release(ctx, store, &c, 137, Some("interrupted: its netwright process was killed"))?;
+            }
+            crate::container::forget(ctx, store, &c)?;
+            Ok(Some(format!("{} of container {} interrupted: finished", i.kind.as_str(), c.name)))
+        }
+        Kind::Connect => {
+            // Undo: the interface may or may not have been made; the endpoint goes.
+            crate::connect::finish_disconnect(ctx, store, &i.detail, &i.target)?;
+            Ok(Some(format!("connect of container {} interrupted: undone", &i.detail[..12.min(i.detail.len())])))
+        }
+        Kind::Disconnect => {
+            crate::connect::finish_disconnect(ctx, store, &i.detail, &i.target)?;
+            Ok(Some(format!("disconnect of container {} interrupted: finished", &i.detail[..12.min(i.detail.len())])))
+        }
+        Kind::NetworkRemove => {
+            crate::network::finish_remove(ctx, store, &i.target, &i.detail)?;
+            Ok(Some(format!("removal of network {} interrupted: finished", i.detail)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod intent_tests {
+    use crate::model::{Intent, Kind};
+
+    #[test]
+    fn kinds_round_trip_and_a_dead_process_is_abandoned() {
+        for k in [Kind::Create, Kind::Connect, Kind::Remove, Kind::Disconnect, Kind::NetworkRemove] {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        let mine = Intent::mine(Kind::Create, "c", "");
+        assert!(!mine.abandoned(), "this process is alive");
+        let gone = Intent { pid_start: mine.pid_start + 1, ..mine };
+        assert!(gone.abandoned(), "same PID, another start time: another process");
+    }
 }

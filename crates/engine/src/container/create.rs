@@ -13,10 +13,10 @@ use crate::ctx::{Ctx, now_nanos, random_hex, trace};
 use crate::drivers::{self, bridge};
 use crate::error::{conflict, invalid, not_found};
 use crate::firewall;
-use crate::intent::{Intent, Kind};
 use crate::ipam;
 use crate::kernel::{mntns, netlink::Netlink, netns, process};
 use crate::model::{Driver, NetworkMode};
+use crate::model::{Intent, Kind};
 use crate::names;
 use crate::network;
 use crate::plan;
@@ -148,7 +148,6 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         }
     }
     trace("create: ports checked");
-    crate::intent::resume(ctx, store)?;
     if let Some(name) = &spec.name {
         super::release_if_orphaned(ctx, store, name)?;
     }
@@ -253,7 +252,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         };
         tx.insert_container(&container)?;
         // A process killed from here until the container runs leaves this behind: the
-        // next command undoes the half-made container (crate::intent).
+        // next command undoes the half-made container (crate::recover).
         tx.begin_intent(&Intent::mine(Kind::Create, &container.id, ""))?;
         let mut eps = Vec::new();
         for (i, net) in nets.iter().enumerate() {

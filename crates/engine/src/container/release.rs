@@ -138,7 +138,6 @@ fn detach_for_joiners(ctx: &Ctx, store: &mut Store, c: &Container) -> Result<()>
 
 /// Releases containers whose monitor died (kill -9, crash, reboot). Returns their names.
 pub fn sweep(ctx: &Ctx, store: &mut Store) -> Result<Vec<String>> {
-    crate::intent::resume(ctx, store)?;
     let mut released = Vec::new();
     for c in store.read(|tx| tx.running_containers())? {
         if !owner_alive(&c) {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-use crate::intent::{Intent, Kind};
 pub use crate::model::{Container, Endpoint, Network, State};
 use crate::model::{Driver, Mapping, NetworkMode, Proto};
+use crate::model::{Intent, Kind};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS networks (
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS ports (
 CREATE INDEX IF NOT EXISTS ports_by_container ON ports(container_id);
 "#;
 
-/// Operations in progress (see crate::intent): left behind only by a killed process.
+/// Operations in progress (see crate::recover): left behind only by a killed process.
 const INTENTS: &str = r#"
 CREATE TABLE IF NOT EXISTS intents (
     kind      TEXT NOT NULL,              -- create | remove | disconnect | network-rm
@@ -346,7 +346,7 @@ impl Tx<'_> {
         Ok(st.query_row([inode as i64], |r| r.get(0)).optional()?)
     }
 
-    /// Records what this process is about to do (see crate::intent).
+    /// Records what this process is about to do (see crate::recover).
     pub fn begin_intent(&self, i: &Intent) -> Result<()> {
         self.0
             .prepare_cached(
