@@ -15,6 +15,10 @@ fn main() {
     if called.as_deref().is_some_and(|n| n == "netavark") {
         args.insert(1, "netavark".into());
     }
+    // Installed as `netwright-cni` in a CNI plugin directory: the CNI protocol.
+    if called.as_deref().is_some_and(|n| n == "netwright-cni") {
+        std::process::exit(frontends::cni::run());
+    }
     // Podman looks for aardvark-dns beside netavark; netwright answers names itself.
     if called.as_deref().is_some_and(|n| n == "aardvark-dns") {
         eprintln!("netwright: names are served by netwright's embedded resolver; aardvark-dns has nothing to do");

@@ -19,6 +19,7 @@ struct Podman<'a> {
     sb: &'a Sandbox,
     conf: PathBuf,
     storage: PathBuf,
+    backend: Backend,
 }
 
 impl Podman<'_> {
@@ -49,8 +50,14 @@ impl Drop for Podman<'_> {
     fn drop(&mut self) {
         let _ = self.cmd(&["rm", "-f", "-a", "-t", "0"]);
         let _ = self.cmd(&["network", "prune", "-f"]);
-        let root = format!("{PODMAN_NETWORK_RUN_DIR}/netwright");
-        let _ = self.sb.netwright(["--root", &root, "system", "reset", "--force"]).output();
+        let root = match self.backend {
+            Backend::Netavark => PathBuf::from(format!("{PODMAN_NETWORK_RUN_DIR}/netwright")),
+            Backend::Cni => self.sb.root.join("cni"),
+        };
+        let _ = self
+            .sb
+            .netwright(["--root".as_ref(), root.as_os_str(), "system".as_ref(), "reset".as_ref(), "--force".as_ref()])
+            .output();
     }
 }
 
@@ -58,8 +65,16 @@ fn installed(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    /// `netavark` in the helper directory is netwright.
+    Netavark,
+    /// Podman's CNI backend with a conflist whose plugin is netwright-cni.
+    Cni,
+}
+
 /// Podman with netwright as its backend, and a busybox image.
-fn podman(sb: &Sandbox) -> Option<Podman<'_>> {
+fn podman(sb: &Sandbox, backend: Backend) -> Option<Podman<'_>> {
     if !installed("podman") || !installed("runc") || !std::path::Path::new("/bin/busybox").exists() {
         eprintln!("SKIPPED: podman, runc and busybox-static are needed (apt-get install podman runc busybox-static)");
         return None;
@@ -67,14 +82,28 @@ fn podman(sb: &Sandbox) -> Option<Podman<'_>> {
     let dir = sb.dir.join("podman");
     let helpers = dir.join("helpers");
     std::fs::create_dir_all(&helpers).unwrap();
-    for name in ["netavark", "aardvark-dns"] {
+    for name in ["netavark", "aardvark-dns", "netwright-cni"] {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_netwright"), helpers.join(name)).unwrap();
     }
     let d = dir.display();
+    let network = match backend {
+        Backend::Netavark => format!("network_backend = \"netavark\"\nnetwork_config_dir = \"{d}/networks\"\n"),
+        Backend::Cni => {
+            // One network, its plugin netwright-cni (declaring the capabilities Podman fills).
+            std::fs::create_dir_all(dir.join("cni")).unwrap();
+            let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": "cninet", "plugins": [{
+                "type": "netwright-cni", "subnet": "10.66.0.0/24", "root": sb.root.join("cni"),
+                "capabilities": {"portMappings": true, "aliases": true, "ips": true, "mac": true}}]});
+            std::fs::write(dir.join("cni/cninet.conflist"), conflist.to_string()).unwrap();
+            format!(
+                "network_backend = \"cni\"\nnetwork_config_dir = \"{d}/cni\"\ncni_plugin_dirs = [\"{d}/helpers\"]\n"
+            )
+        }
+    };
     std::fs::write(
         dir.join("containers.conf"),
         format!(
-            "[network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = \"{d}/networks\"\n\
+            "[network]\n{network}\
              [engine]\nhelper_binaries_dir = [\"{d}/helpers\"]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
              events_logger = \"file\"\ntmp_dir = \"{d}/tmp\"\n\
              [containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n"
@@ -99,7 +128,7 @@ fn podman(sb: &Sandbox) -> Option<Podman<'_>> {
     std::fs::write(rootfs.join("www/index.html"), "hello from podman\n").unwrap();
     let tar = dir.join("busybox.tar");
     assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-    let p = Podman { sb, conf: dir.join("containers.conf"), storage: dir.join("storage.conf") };
+    let p = Podman { sb, conf: dir.join("containers.conf"), storage: dir.join("storage.conf"), backend };
     p.ok(&["import", tar.to_str().unwrap(), "localhost/busybox:latest"]);
     Some(p)
 }
@@ -121,7 +150,7 @@ const IMAGE: &str = "localhost/busybox:latest";
 #[test]
 fn podman_runs_its_containers_on_netwright() {
     let sb = sandbox("podman");
-    let Some(p) = podman(&sb) else { return };
+    let Some(p) = podman(&sb, Backend::Netavark) else { return };
     // The default network and a user network; DNS by name and alias; published ports.
     let addr = p.ok(&["run", "--rm", IMAGE, "ip", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.88.0."), "{addr}");
@@ -183,4 +212,58 @@ fn podman_runs_its_containers_on_netwright() {
     assert!(http_get(sb.in_lan_cmd("python3"), "http://192.168.1.10:8080/").is_err());
     let clean = eventually(Duration::from_secs(3), || ours(&sb.host_links(), "nwv").is_empty());
     assert!(clean, "veths left: {:?}", ours(&sb.host_links(), "nwv"));
+}
+
+#[test]
+fn podman_cni_backend_runs_on_netwright_cni() {
+    let sb = sandbox("podman-cni");
+    let Some(p) = podman(&sb, Backend::Cni) else { return };
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "cninet",
+        "--network-alias",
+        "www",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    // Names through netwright's resolver (the plugin's result lists it), the page by alias.
+    let page = p.ok(&["run", "--rm", "--network", "cninet", IMAGE, "wget", "-q", "-O", "-", "http://www/"]);
+    assert_eq!(page, "hello from podman\n");
+    let page = retry(|| http_get(sb.in_lan_cmd("python3"), "http://192.168.1.10:8080/")).expect("LAN -> -p 8080");
+    assert_eq!(page, "hello from podman\n");
+    let eth0 = p.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "cninet",
+        "--ip",
+        "10.66.0.77",
+        "--mac-address",
+        "92:11:22:33:44:66",
+        IMAGE,
+        "ip",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(eth0.contains("10.66.0.77/24") && eth0.contains("92:11:22:33:44:66"), "{eth0}");
+    // A reload keeps the address and the port (Podman holds the port open meanwhile).
+    p.ok(&["network", "reload", "web"]);
+    let page = retry(|| http_get(sb.in_lan_cmd("python3"), "http://192.168.1.10:8080/")).expect("-p after reload");
+    assert_eq!(page, "hello from podman\n");
+    p.ok(&["rm", "-f", "-t", "0", "web"]);
+    assert!(http_get(sb.in_lan_cmd("python3"), "http://192.168.1.10:8080/").is_err());
+    let left = sb.netwright(["--root", sb.root.join("cni").to_str().unwrap(), "ps", "-a", "-q"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "DEL released everything");
 }

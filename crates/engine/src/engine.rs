@@ -106,6 +106,17 @@ impl Engine {
         self.with_store(recover::sweep)
     }
 
+    /// What differs between the store's desired devices and the kernel, one line each (what
+    /// `doctor` reports and `recover` repairs).
+    pub fn drift(&self) -> Result<Vec<String>> {
+        use crate::apply::{self, Kernel, NetlinkKernel};
+        self.with_netlink(|ctx, store, nl| {
+            let snap = recover::snapshot(store)?;
+            let live = NetlinkKernel { ctx, nl }.links()?;
+            Ok(apply::diff(&ctx.tag, &crate::desired::host(&snap), &live).iter().map(|a| a.to_string()).collect())
+        })
+    }
+
     /// Sweep, then converge the kernel on the desired state (see [`crate::recover`]).
     pub fn recover(&self) -> Result<Report> {
         self.with_netlink(recover::reconcile)
