@@ -64,6 +64,7 @@ fn classify(e: &anyhow::Error) -> CniError {
 
 /// Runs the plugin (CNI_COMMAND from the environment, config on stdin); the exit code.
 pub fn run() -> i32 {
+    netwright_engine::firewall::QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut text = String::new();
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     let read = std::io::stdin().read_to_string(&mut text);
@@ -206,20 +207,8 @@ fn container(engine: &Engine, id: &str) -> Result<Option<Container>> {
     }
 }
 
-/// netwright's container id for a CNI container id (which may be shorter than 64 hex
-/// digits, or not hex at all: Kubernetes sandboxes are).
 fn our_id(cni_id: &str) -> String {
-    if cni_id.len() >= 12 && cni_id.len() <= 64 && cni_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return cni_id.to_ascii_lowercase();
-    }
-    // Stable: FNV-1a of the id, four times with different seeds.
-    (0u64..4)
-        .map(|seed| {
-            let h =
-                cni_id.bytes().fold(0xcbf29ce484222325u64 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-            format!("{h:016x}")
-        })
-        .collect()
+    super::container_id(cni_id)
 }
 
 fn add(engine: &Engine, conf: &Value, network: &str, version: &str) -> Result<Value> {
@@ -343,16 +332,4 @@ fn gc(engine: &Engine, conf: &Value, network: &str) -> Result<()> {
         engine.forget(&c)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn container_ids_map_to_netwright_ids() {
-        let hex = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
-        assert_eq!(super::our_id(hex), hex);
-        let k8s = super::our_id("k8s_POD_default_web-0_uid");
-        assert_eq!(k8s.len(), 64);
-        assert_eq!(k8s, super::our_id("k8s_POD_default_web-0_uid"), "stable");
-    }
 }

@@ -48,8 +48,11 @@ pub struct NetavarkArgs {
     /// Accepted as netavark does; netwright serves DNS itself
     #[arg(short, long)]
     aardvark_binary: Option<String>,
+    /// Print the version, as `netavark --version` does
+    #[arg(short = 'V', long)]
+    version: bool,
     #[command(subcommand)]
-    command: NetavarkCmd,
+    command: Option<NetavarkCmd>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -116,6 +119,12 @@ struct PortMapping {
 
 /// Runs one netavark command; returns the exit code. Errors are JSON on stdout.
 pub fn run(args: NetavarkArgs) -> i32 {
+    // Podman and netavark's own tests read stdout as JSON and stderr as logs: no notices.
+    netwright_engine::firewall::QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+    if args.version {
+        println!("netavark {PROTOCOL_VERSION} (netwright {})", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
     match execute(args) {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -130,7 +139,8 @@ pub fn run(args: NetavarkArgs) -> i32 {
 }
 
 fn execute(args: NetavarkArgs) -> Result<Option<Value>> {
-    if let NetavarkCmd::Version = args.command {
+    let Some(command) = args.command else { bail!("no command: netwright netavark setup|teardown|version") };
+    if let NetavarkCmd::Version = command {
         return Ok(Some(json!({
             "version": PROTOCOL_VERSION,
             "commit": format!("netwright {}", env!("CARGO_PKG_VERSION")),
@@ -141,9 +151,19 @@ fn execute(args: NetavarkArgs) -> Result<Option<Value>> {
     if !netwright_engine::kernel::process::has_admin_caps() {
         bail!("netwright needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)");
     }
-    let config = args.config.unwrap_or_else(std::env::temp_dir);
-    let engine = Engine::open(&config.join("netwright"))?;
-    match args.command {
+    // Without --config (netavark's own tests), the state is scoped by the host's network
+    // namespace, as netavark's is by its temp dir there: one host's leftovers never reach
+    // another's.
+    let root = match args.config {
+        Some(dir) => dir.join("netwright"),
+        None => {
+            let ns =
+                std::fs::metadata("/proc/self/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0);
+            std::env::temp_dir().join(format!("netwright-netns-{ns}"))
+        }
+    };
+    let engine = Engine::open(&root)?;
+    match command {
         NetavarkCmd::Setup { netns } => setup(&engine, &netns, &read_options(args.file.as_deref())?).map(Some),
         NetavarkCmd::Teardown { netns } => {
             teardown(&engine, &netns, &read_options(args.file.as_deref())?).map(|_| None)
@@ -178,6 +198,7 @@ fn natural(s: &str) -> (String, u64) {
 }
 
 fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> {
+    let id = super::container_id(&opts.container_id);
     let nets = ordered(opts);
     if nets.is_empty() {
         bail!("no networks to set up");
@@ -190,9 +211,13 @@ fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> 
     for (name, per) in &nets {
         endpoints.insert((*name).clone(), request(per)?);
     }
-    match existing(engine, &opts.container_id)? {
-        // Already attached: `podman network connect` (ports are re-sent, already published).
-        Some(c) if c.netns_source.is_some() && c.state == State::Running => {
+    let same_ns = |c: &Container| {
+        let inode = std::fs::metadata(netns).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+        inode.is_some() && c.monitor_start == inode
+    };
+    match existing(engine, &id)? {
+        // Already attached to this namespace: `podman network connect` (ports are re-sent).
+        Some(c) if c.netns_source.is_some() && c.state == State::Running && same_ns(&c) => {
             let mut store = engine.store()?;
             let have: Vec<String> = store.read(|tx| {
                 let mut v = Vec::new();
@@ -205,9 +230,17 @@ fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> 
                 engine.connect(&name, &c.id, req)?;
             }
         }
-        _ => {
+        stale => {
+            // The same container in a new namespace (a restart whose teardown was lost):
+            // the old attachment goes first.
+            if let Some(old) = stale {
+                if old.state != State::Exited {
+                    engine.teardown(&old, 0, Some("replaced: set up again in a new namespace"))?;
+                }
+                engine.forget(&old)?;
+            }
             let spec = Spec {
-                id: Some(opts.container_id.clone()),
+                id: Some(id.clone()),
                 name: Some(opts.container_name.clone()),
                 networks: nets.iter().map(|(n, _)| (*n).clone()).collect(),
                 netns: Some(netns.to_path_buf()),
@@ -221,7 +254,7 @@ fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> 
             engine.attach(spec)?;
         }
     }
-    status(engine, opts)
+    status(engine, &id, opts)
 }
 
 /// What Podman decided for one network: its addresses, MAC, interface name and aliases.
@@ -282,6 +315,8 @@ fn ensure_network(engine: &Engine, info: &NetworkInfo) -> Result<()> {
     if info.dns_enabled {
         extra.insert(DNS_AT_GATEWAY.to_string(), "true".to_string());
     }
+    // Podman's id when it is free (netavark itself never checks ids are unique).
+    let id_free = store.read(|tx| tx.network(&info.id))?.is_none();
     let spec = CreateSpec {
         name: info.name.clone(),
         driver: info.driver.clone(),
@@ -289,7 +324,7 @@ fn ensure_network(engine: &Engine, info: &NetworkInfo) -> Result<()> {
         gateway: subnet.gateway.clone(),
         internal: info.internal,
         options,
-        id: Some(info.id.clone()),
+        id: (id_free && info.id.len() >= 12 && info.id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| info.id.clone()),
         bridge,
         extra_options: extra,
         ..CreateSpec::default()
@@ -333,11 +368,11 @@ fn publish_specs(ports: &[PortMapping]) -> Result<Vec<String>> {
 }
 
 /// netavark's answer: per network, the interface with its MAC and address, and where DNS is.
-fn status(engine: &Engine, opts: &NetworkOptions) -> Result<Value> {
+fn status(engine: &Engine, id: &str, opts: &NetworkOptions) -> Result<Value> {
     let mut store = engine.store()?;
     let eps = store.read(|tx| {
         let mut v = Vec::new();
-        for e in tx.endpoints_of(&opts.container_id)?.into_iter().filter(|e| e.ip.is_some()) {
+        for e in tx.endpoints_of(id)?.into_iter().filter(|e| e.ip.is_some()) {
             if let Some(n) = tx.network(&e.network_id)? {
                 v.push((e, n));
             }
@@ -369,7 +404,7 @@ fn status(engine: &Engine, opts: &NetworkOptions) -> Result<Value> {
 }
 
 fn teardown(engine: &Engine, _netns: &Path, opts: &NetworkOptions) -> Result<()> {
-    let Some(c) = existing(engine, &opts.container_id)? else { return Ok(()) };
+    let Some(c) = existing(engine, &super::container_id(&opts.container_id))? else { return Ok(()) };
     let mut store = engine.store()?;
     let have: Vec<String> = store.read(|tx| {
         let mut v = Vec::new();

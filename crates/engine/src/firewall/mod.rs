@@ -297,18 +297,21 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
 
 /// Containers' traffic is routed by the host: IPv4 forwarding must be on. Said aloud
 /// when netwright turns it on.
+/// Set by front ends whose caller reads stderr as part of a protocol (netavark, CNI).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn enable_forwarding() -> Result<()> {
     let path = "/proc/sys/net/ipv4/ip_forward";
     let now = std::fs::read_to_string(path).unwrap_or_default();
     if now.trim() != "1" {
         std::fs::write(path, "1").context("enabling net.ipv4.ip_forward")?;
-        eprintln!("netwright: set net.ipv4.ip_forward=1 so containers can reach beyond their bridge");
+        if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("netwright: set net.ipv4.ip_forward=1 so containers can reach beyond their bridge");
+        }
     }
     Ok(())
 }
 
-/// Makes sure the tables exist (one netlink query); rebuilds them from the store if not
-/// (after a reboot or `nft flush ruleset`).
 /// Rebuilds the table if what a command depends on is not there: the table, every rule of
 /// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
