@@ -158,3 +158,25 @@ fn attach_refuses_what_is_not_a_runtimes_namespace() {
     assert_eq!(sb.host_links().len(), before);
     netns::remove_pinned(&path).unwrap();
 }
+
+#[test]
+fn a_namespace_dropped_without_detach_is_let_go_by_the_resolver() {
+    // A runtime that deletes its namespace without `detach` and runs no netwright command
+    // afterwards: the DNS resolver must not keep that namespace (and itself) alive.
+    let sb = sandbox("attach-dropped");
+    sb.ok(&["network", "create", "app", "--subnet", "10.97.0.0/24"]);
+    let (path, ns) = runtime_ns(&sb, "gone");
+    sb.ok(&["attach", path.to_str().unwrap(), "--name", "ghost", "--network", "app"]);
+    let resolver = || {
+        netwright_engine::kernel::process::of_root(&sb.root)
+            .into_iter()
+            .any(|(_, a)| a.iter().any(|x| x == "_resolver"))
+    };
+    assert!(resolver(), "names are served");
+    drop(ns);
+    netns::remove_pinned(&path).unwrap();
+    // No command runs: the resolver notices at its next periodic sync and, with nothing
+    // left to serve, leaves (10-20 s later).
+    assert!(eventually(Duration::from_secs(40), || !resolver()), "the resolver let go and left");
+    sb.ok(&["ps", "-a"]);
+}

@@ -160,6 +160,19 @@ pub struct Container {
     pub finished: Option<i64>,
 }
 
+impl Container {
+    /// Is the container's owner still there: its monitor process (PID and start time), or
+    /// for an attached container the runtime's namespace (the same one, by inode)?
+    pub fn owner_alive(&self) -> bool {
+        match &self.netns_source {
+            Some(src) => {
+                crate::kernel::netns::inode(std::path::Path::new(src)).is_some_and(|i| Some(i) == self.monitor_start)
+            }
+            None => crate::kernel::process::alive(self.monitor_pid, self.monitor_start),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub id: String,

@@ -20,7 +20,7 @@ use anyhow::{Result, bail};
 use crate::ctx::{Ctx, now_nanos, trace};
 use crate::error::{conflict, invalid, not_found};
 use crate::ipam;
-use crate::kernel::{netns, process};
+use crate::kernel::netns;
 use crate::names;
 use crate::network;
 use crate::store::{Container, State, Store};
@@ -228,10 +228,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
 /// Is the container's owner still there: its monitor process, or for an attached
 /// container the runtime's namespace (the same one it was attached in)?
 pub fn owner_alive(c: &Container) -> bool {
-    match &c.netns_source {
-        Some(src) => netns::inode(std::path::Path::new(src)).is_some_and(|i| Some(i) == c.monitor_start),
-        None => process::alive(c.monitor_pid, c.monitor_start),
-    }
+    c.owner_alive()
 }
 
 pub fn find(store: &mut Store, reference: &str) -> Result<Container> {

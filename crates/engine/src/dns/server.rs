@@ -152,6 +152,10 @@ fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     let Ok((nets, ctrs, eps)) = store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?))) else {
         return;
     };
+    // A container whose owner is gone (a runtime that deleted its namespace without a
+    // teardown, nobody running a command since) is not served: holding sockets in its
+    // namespace would keep that namespace, and so the container, alive forever.
+    let ctrs: Vec<_> = ctrs.into_iter().filter(|c| c.owner_alive()).collect();
     let zone = Zone::build(&nets, &ctrs, &eps);
     let wanted: Vec<String> = zone.served().cloned().collect();
     *shared.zone.write().expect("zone lock") = zone;
