@@ -237,7 +237,30 @@ fn add(engine: &Engine, conf: &Value, network: &str, version: &str) -> Result<Va
             })?;
         }
     }
-    result(engine, &id, network, &netns, version)
+    let ours = result(engine, &id, network, &netns, version)?;
+    Ok(chain(&conf["prevResult"], ours))
+}
+
+/// Chained after other plugins: their result with ours added (interface indices shifted).
+fn chain(prev: &Value, mut ours: Value) -> Value {
+    let Some(prev_ifaces) = prev["interfaces"].as_array() else { return ours };
+    let offset = prev_ifaces.len() as u64;
+    let mut merged = prev.clone();
+    merged["cniVersion"] = ours["cniVersion"].clone();
+    for key in ["interfaces", "ips", "routes"] {
+        let mut list = prev[key].as_array().cloned().unwrap_or_default();
+        for mut item in ours[key].as_array_mut().map(std::mem::take).unwrap_or_default() {
+            if key == "ips" {
+                item["interface"] = json!(item["interface"].as_u64().unwrap_or(0) + offset);
+            }
+            list.push(item);
+        }
+        merged[key] = Value::Array(list);
+    }
+    if merged["dns"].is_null() {
+        merged["dns"] = ours["dns"].take();
+    }
+    merged
 }
 
 /// The CNI result for the container's interface on `network`.
@@ -332,4 +355,20 @@ fn gc(engine: &Engine, conf: &Value, network: &str) -> Result<()> {
         engine.forget(&c)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_chained_result_keeps_what_came_before() {
+        let prev = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "lo0"}], "ips": [], "routes": []});
+        let ours = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0"}],
+                          "ips": [{"address": "10.0.0.2/24", "interface": 0}], "routes": [], "dns": {"nameservers": ["127.0.0.11"]}});
+        let r = super::chain(&prev, ours);
+        assert_eq!(r["interfaces"].as_array().unwrap().len(), 2);
+        assert_eq!(r["ips"][0]["interface"], 1);
+        assert_eq!(r["dns"]["nameservers"][0], "127.0.0.11");
+    }
 }
