@@ -293,15 +293,7 @@ fn del(engine: &Engine, network: &str) -> Result<()> {
     let cid = env("CNI_CONTAINERID")?;
     let id = our_id(&cid);
     let Some(c) = container(engine, &id)? else { return Ok(()) }; // already gone: fine
-    let mut store = engine.store()?;
-    let nets: Vec<String> = store.read(|tx| {
-        let mut v = Vec::new();
-        for e in tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()) {
-            v.extend(tx.network(&e.network_id)?.map(|n| n.name));
-        }
-        Ok(v)
-    })?;
-    drop(store);
+    let nets = engine.networks_of(&c.id)?;
     if c.state != State::Exited && nets.iter().any(|n| n != network) {
         if nets.iter().any(|n| n == network) {
             engine.disconnect(network, &c.id)?;

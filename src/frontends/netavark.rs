@@ -218,14 +218,7 @@ fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> 
     match existing(engine, &id)? {
         // Already attached to this namespace: `podman network connect` (ports are re-sent).
         Some(c) if c.netns_source.is_some() && c.state == State::Running && same_ns(&c) => {
-            let mut store = engine.store()?;
-            let have: Vec<String> = store.read(|tx| {
-                let mut v = Vec::new();
-                for e in tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()) {
-                    v.extend(tx.network(&e.network_id)?.map(|n| n.name));
-                }
-                Ok(v)
-            })?;
+            let have = engine.networks_of(&c.id)?;
             for (name, req) in endpoints.into_iter().filter(|(n, _)| !have.contains(n)) {
                 engine.connect(&name, &c.id, req)?;
             }
@@ -405,15 +398,7 @@ fn status(engine: &Engine, id: &str, opts: &NetworkOptions) -> Result<Value> {
 
 fn teardown(engine: &Engine, _netns: &Path, opts: &NetworkOptions) -> Result<()> {
     let Some(c) = existing(engine, &super::container_id(&opts.container_id))? else { return Ok(()) };
-    let mut store = engine.store()?;
-    let have: Vec<String> = store.read(|tx| {
-        let mut v = Vec::new();
-        for e in tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()) {
-            v.extend(tx.network(&e.network_id)?.map(|n| n.name));
-        }
-        Ok(v)
-    })?;
-    drop(store);
+    let have = engine.networks_of(&c.id)?;
     let asked: Vec<&String> = opts.networks.keys().collect();
     if c.state == State::Exited || have.iter().all(|n| asked.contains(&n)) {
         // All of its networks: the container goes (its namespace stays the runtime's).

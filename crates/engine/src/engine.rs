@@ -74,6 +74,19 @@ impl Engine {
         self.with_store(|ctx, store| container::forget(ctx, store, c))
     }
 
+    /// The names of the networks a container has an address on, in interface order.
+    pub fn networks_of(&self, container_id: &str) -> Result<Vec<String>> {
+        self.with_store(|_, store| {
+            store.read(|tx| {
+                let mut v = Vec::new();
+                for e in tx.endpoints_of(container_id)?.into_iter().filter(|e| e.ip.is_some()) {
+                    v.extend(tx.network(&e.network_id)?.map(|n| n.name));
+                }
+                Ok(v)
+            })
+        })
+    }
+
     pub fn find(&self, reference: &str) -> Result<Container> {
         self.with_store(|_, store| container::find(store, reference))
     }
