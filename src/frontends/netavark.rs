@@ -307,6 +307,9 @@ fn ensure_network(engine: &Engine, info: &NetworkInfo) -> Result<()> {
     let mut extra = BTreeMap::new();
     if info.dns_enabled {
         extra.insert(DNS_AT_GATEWAY.to_string(), "true".to_string());
+    } else {
+        // Podman asked for no names on this network: no resolver work for its containers.
+        extra.insert(netwright_engine::model::DNS_OPTION.to_string(), "false".to_string());
     }
     // Podman's id when it is free (netavark itself never checks ids are unique).
     let id_free = store.read(|tx| tx.network(&info.id))?.is_none();

@@ -82,7 +82,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
     }
     trace("connect: interface made");
     store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
-    crate::dns::server::sync_now(ctx, !net.builtin, Some(&c.id))?;
+    crate::dns::server::sync_now(ctx, net.serves_names(), Some(&c.id))?;
     Ok(())
 }
 

@@ -160,6 +160,18 @@ pub struct Container {
     pub finished: Option<i64>,
 }
 
+/// A network option: "false" turns the embedded DNS off for the network (a front end's
+/// network whose runtime asked for no names, as Podman's `dns_enabled: false`).
+pub const DNS_OPTION: &str = "netwright.dns";
+
+impl Network {
+    /// Whether containers on this network get names at 127.0.0.11: user-defined networks,
+    /// unless DNS was turned off for them.
+    pub fn serves_names(&self) -> bool {
+        !self.builtin && self.options.get(DNS_OPTION).is_none_or(|v| v != "false")
+    }
+}
+
 impl Container {
     /// Is the container's owner still there: its monitor process (PID and start time), or
     /// for an attached container the runtime's namespace (the same one, by inode)?

@@ -351,7 +351,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec
         let template = mntns::ensure_template(&ctx.mnt_template(), &ctx.netns_dir())?;
         return Ok(((ns, Some(template), ctx.container_dir(&o.id)), None));
     }
-    let embedded_dns = nets.iter().any(|n| !n.builtin);
+    let embedded_dns = nets.iter().any(|n| n.serves_names());
     files::write(ctx, c, eps, spec, embedded_dns)?;
     trace("setup: files written");
     let mut bridges = Vec::new();

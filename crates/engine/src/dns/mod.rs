@@ -70,7 +70,7 @@ impl Zone {
         let mut contribution = Contribution::default();
         for e in eps {
             let Some(ip) = e.ip else { continue };
-            if !networks.iter().any(|n| n.id == e.network_id && !n.builtin) {
+            if !networks.iter().any(|n| n.id == e.network_id && n.serves_names()) {
                 continue;
             }
             let mut names = vec![normalize(&c.name), normalize(&c.hostname)];
