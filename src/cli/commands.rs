@@ -211,6 +211,22 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
         }
         Cmd::System(super::SystemCmd::Reset { force }) => system_reset(&engine, force, out)?,
+        Cmd::Update { egress_rate, ingress_rate, container } => {
+            // "0" (or "none") removes a limit; an absent flag leaves it.
+            let parse = |flag: &str, v: Option<String>| -> Result<Option<Option<u64>>> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some("0" | "none") => Ok(Some(None)),
+                    Some(r) => netwright_engine::shaping::parse_rate(r)
+                        .map(|b| Some(Some(b)))
+                        .ok_or_else(|| anyhow::anyhow!("{flag} {r:?}: give a rate such as 10mbit, or 0 for no limit")),
+                }
+            };
+            let (e, i) = (parse("--egress-rate", egress_rate)?, parse("--ingress-rate", ingress_rate)?);
+            let mut store = ctx.store()?;
+            let c = container::set_rates(&ctx, &mut store, &container, e, i)?;
+            writeln!(out, "{}", c.name)?;
+        }
         Cmd::Netavark(_) => unreachable!("dispatched above"),
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,

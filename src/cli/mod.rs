@@ -168,6 +168,16 @@ pub enum Cmd {
         /// Only this container's checks
         container: Option<String>,
     },
+    /// Change a running container's bandwidth limits ("0" removes one)
+    Update {
+        /// Limit traffic out of the container (e.g. 10mbit; 0: no limit)
+        #[arg(long = "egress-rate")]
+        egress_rate: Option<String>,
+        /// Limit traffic into the container (e.g. 50mbit; 0: no limit)
+        #[arg(long = "ingress-rate")]
+        ingress_rate: Option<String>,
+        container: String,
+    },
     /// Podman's network backend protocol (netavark 1.4): setup, teardown, version
     Netavark(crate::frontends::netavark::NetavarkArgs),
     /// Manage netwright itself
@@ -312,6 +322,12 @@ pub struct NetArgs {
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Limit traffic out of the container (e.g. 10mbit), set from the host side
+    #[arg(long = "egress-rate")]
+    pub egress_rate: Option<String>,
+    /// Limit traffic into the container (e.g. 50mbit)
+    #[arg(long = "ingress-rate")]
+    pub ingress_rate: Option<String>,
 }
 
 impl NetArgs {
@@ -327,6 +343,8 @@ impl NetArgs {
             dns_search: self.dns_search,
             dns_options: self.dns_option,
             add_hosts: self.add_host,
+            egress_rate: self.egress_rate,
+            ingress_rate: self.ingress_rate,
             ..Spec::default()
         }
     }

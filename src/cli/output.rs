@@ -233,7 +233,9 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
         "NetworkSettings": {
             "SandboxKey": if running { json!(ctx.netns_path(&c.id)) } else { json!("") },
             // attach: the runtime's own namespace path.
-            "Netwright": {"AttachedNetns": c.netns_source},
+            "Netwright": {"AttachedNetns": c.netns_source,
+                "EgressRate": c.egress_rate.map(netwright_engine::shaping::format_rate),
+                "IngressRate": c.ingress_rate.map(netwright_engine::shaping::format_rate)},
             "Ports": live, "IPAddress": ip, "Gateway": gw, "MacAddress": mac, "IPPrefixLen": plen,
             "Networks": networks,
         },

@@ -46,9 +46,20 @@ pub fn host(snap: &Snapshot) -> Desired {
                 DesiredKind::Transient
             };
             links.push(DesiredLink { name: e.host_ifname.clone(), mtu: n.mtu, kind });
+            // Its shaping device, if it has limits: netwright's, neither missing nor stray.
+            links.push(DesiredLink {
+                name: plan::ifb_name(&plan_tag(&e.host_ifname), &e.id),
+                mtu: n.mtu,
+                kind: DesiredKind::Transient,
+            });
         }
     }
     Desired { links }
+}
+
+/// The root tag inside a host device name ("nwv" + tag + …).
+fn plan_tag(host_ifname: &str) -> String {
+    host_ifname.get(3..7).unwrap_or_default().to_string()
 }
 
 /// Whether a container has a network of its own that the host-side plan covers.
@@ -97,6 +108,8 @@ pub(crate) mod tests {
             network_mode: NetworkMode::Network(net.into()),
             dns: vec![],
             netns_source: None,
+            egress_rate: None,
+            ingress_rate: None,
             created: 0,
             started: None,
             finished: None,
@@ -157,7 +170,7 @@ pub(crate) mod tests {
         // Being created: neither missing nor stray. Released: not wanted at all.
         assert_eq!(d.get(&plan::host_veth_name("ab12", "e2e2e2e2e2e2")).unwrap().kind, DesiredKind::Transient);
         assert!(d.get(&plan::host_veth_name("ab12", "e3e3e3e3e3e3")).is_none());
-        assert_eq!(d.links.len(), 5);
+        assert_eq!(d.links.len(), 7, "with an ifb place for each endpoint");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod ports;
 pub mod recover;
 pub mod reset;
+pub mod shaping;
 pub mod store;
 
 pub use engine::Engine;

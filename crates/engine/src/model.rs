@@ -155,6 +155,9 @@ pub struct Container {
     /// Attached (`netwright attach`): the runtime's namespace this container's network
     /// lives in; netwright runs no process for it.
     pub netns_source: Option<String>,
+    /// Bandwidth limits in bits/s (out of / into the container); None: the network's.
+    pub egress_rate: Option<u64>,
+    pub ingress_rate: Option<u64>,
     pub created: i64,
     pub started: Option<i64>,
     pub finished: Option<i64>,

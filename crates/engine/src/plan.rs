@@ -23,9 +23,14 @@ pub fn shim_name(tag: &str, network_id: &str) -> String {
     format!("nwm{tag}{}", &network_id[..6])
 }
 
+/// The ifb device that shapes an endpoint's outgoing traffic: "nwi" + root tag + endpoint id.
+pub fn ifb_name(tag: &str, endpoint_id: &str) -> String {
+    format!("nwi{tag}{}", &endpoint_id[..8])
+}
+
 /// True for devices this root created (and so may delete when the store no longer has them).
 pub fn is_ours(tag: &str, name: &str) -> bool {
-    ["nwb", "nwv", "nwm"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
+    ["nwb", "nwv", "nwm", "nwi"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

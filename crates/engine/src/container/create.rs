@@ -246,6 +246,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             network_mode,
             dns: spec.dns.clone(),
             netns_source: spec.netns.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            egress_rate: spec.egress_rate.as_deref().and_then(crate::shaping::parse_rate),
+            ingress_rate: spec.ingress_rate.as_deref().and_then(crate::shaping::parse_rate),
             created: now_nanos(),
             started: None,
             finished: None,
@@ -394,6 +396,10 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec
         let ip = ep.ip.expect("allocated above");
         let plan = plan::endpoint(net, ep, ip, i == 0);
         drivers::of(net.driver).attach(host_nl, &mut ctr_nl, &ns, net, bridges[i], &plan)?;
+        let limits = crate::shaping::rates(c, net);
+        if limits != (None, None) {
+            crate::shaping::apply(host_nl, &ctx.tag, ep, limits)?;
+        }
         trace("setup: endpoint attached");
     }
     Ok(((Some(ns), template, ctx.container_dir(&c.id)), dns))

@@ -48,6 +48,9 @@ pub struct Spec {
     pub add_hosts: Vec<String>,
     /// `netwright attach`: the runtime's namespace to network instead of a new one.
     pub netns: Option<std::path::PathBuf>,
+    /// Bandwidth limits ("10mbit"): out of the container, into it.
+    pub egress_rate: Option<String>,
+    pub ingress_rate: Option<String>,
     /// A front end's own container id (Podman's), used instead of a generated one.
     pub id: Option<String>,
     /// The runtime holds the published host ports open itself (Podman does, through
@@ -211,6 +214,13 @@ pub fn validate(spec: &Spec) -> Result<()> {
         )));
     }
     crate::ports::parse_all(&spec.publish)?;
+    for (flag, r) in [("--egress-rate", &spec.egress_rate), ("--ingress-rate", &spec.ingress_rate)] {
+        if let Some(r) = r
+            && crate::shaping::parse_rate(r).is_none()
+        {
+            bail!(invalid(format!("{flag} {r:?}: give a rate such as 10mbit, 500kbit or 1gbit (at least 8kbit)")));
+        }
+    }
     for d in &spec.dns {
         ipam::parse_ip("--dns", d)?;
     }
@@ -229,6 +239,42 @@ pub fn validate(spec: &Spec) -> Result<()> {
 /// container the runtime's namespace (the same one it was attached in)?
 pub fn owner_alive(c: &Container) -> bool {
     c.owner_alive()
+}
+
+/// `netwright update --egress-rate/--ingress-rate`: changes a running container's limits
+/// (Some(None) removes one, None leaves it); applied at once from the host side.
+pub fn set_rates(
+    ctx: &Ctx,
+    store: &mut Store,
+    reference: &str,
+    egress: Option<Option<u64>>,
+    ingress: Option<Option<u64>>,
+) -> Result<Container> {
+    let mut c = find(store, reference)?;
+    if c.state != State::Running {
+        bail!(invalid(format!("container {} is not running", c.name)));
+    }
+    c.egress_rate = egress.unwrap_or(c.egress_rate);
+    c.ingress_rate = ingress.unwrap_or(c.ingress_rate);
+    let eps = store.write(|tx| {
+        tx.set_rates(&c.id, c.egress_rate, c.ingress_rate)?;
+        let mut v = Vec::new();
+        for e in tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()) {
+            v.extend(tx.network(&e.network_id)?.map(|n| (e, n)));
+        }
+        Ok(v)
+    })?;
+    if eps.iter().all(|(e, _)| e.host_ifname.is_empty()) {
+        bail!(invalid(format!(
+            "container {} has no bridge network: bandwidth limits apply to bridge networks",
+            c.name
+        )));
+    }
+    let mut nl = crate::kernel::netlink::Netlink::open()?;
+    for (e, n) in &eps {
+        crate::shaping::apply(&mut nl, &ctx.tag, e, crate::shaping::rates(&c, n))?;
+    }
+    Ok(c)
 }
 
 pub fn find(store: &mut Store, reference: &str) -> Result<Container> {

@@ -78,6 +78,13 @@ fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
     if eps.is_empty() {
         return;
     }
+    // Shaping devices live in the host namespace: they do not go with the container's.
+    let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
+    if let Ok(mut nl) = Netlink::open()
+        && ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some())
+    {
+        process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
+    }
     let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
     let attached = c.netns_source.is_some();
     if attached {

@@ -332,6 +332,8 @@ mod tests {
             network_mode: crate::model::NetworkMode::None,
             dns: vec![],
             netns_source: None,
+            egress_rate: None,
+            ingress_rate: None,
             created: 0,
             started: None,
             finished: None,

@@ -28,7 +28,15 @@ impl NetworkDriver for BridgeDriver {
                 }
                 Ok(())
             }
-            _ => bail!(invalid(format!("unknown network option {key:?}: bridge networks take mtu, masquerade, icc"))),
+            crate::shaping::EGRESS_OPTION | crate::shaping::INGRESS_OPTION => {
+                if crate::shaping::parse_rate(value).is_none() {
+                    bail!(invalid(format!("option {key}={value}: give a rate such as 10mbit, 500kbit or 1gbit")));
+                }
+                Ok(())
+            }
+            _ => bail!(invalid(format!(
+                "unknown network option {key:?}: bridge networks take mtu, masquerade, icc, egress_rate, ingress_rate"
+            ))),
         }
     }
 

@@ -216,6 +216,22 @@ impl Netlink {
         }
     }
 
+    /// An ifb device (a place to shape what arrives on another device), up; returns its index.
+    pub fn ensure_ifb(&mut self, name: &str) -> io::Result<u32> {
+        if self.link_by_name(name)?.is_none() {
+            let mut msg = LinkMessage::default();
+            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+            msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
+            match self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+                _ => {}
+            }
+        }
+        let link = self.link_by_name(name)?.ok_or_else(|| io::Error::other(format!("{name} vanished")))?;
+        self.request(Self::set_up_msg(link.index), 0)?;
+        Ok(link.index)
+    }
+
     pub fn create_bridge(&mut self, name: &str, mtu: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS containers (
     network_mode  TEXT NOT NULL,
     dns           TEXT NOT NULL DEFAULT '[]',  -- JSON array of --dns upstreams
     netns_source  TEXT,                   -- attached: the runtime's namespace (netwright attach)
+    egress_rate   INTEGER,                -- bits/s out of the container (NULL: the network's, or none)
+    ingress_rate  INTEGER,                -- bits/s into it
     created       INTEGER NOT NULL,
     started       INTEGER,
     finished      INTEGER
@@ -86,7 +88,7 @@ CREATE TABLE IF NOT EXISTS intents (
     PRIMARY KEY (kind, target)
 );
 "#;
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 pub struct Store {
     conn: Connection,
@@ -133,6 +135,8 @@ fn container_from_row(r: &Row) -> rusqlite::Result<Container> {
         network_mode: NetworkMode::parse(&r.get::<_, String>("network_mode")?),
         dns: serde_json::from_str(&r.get::<_, String>("dns")?).map_err(|_| bad_column("dns"))?,
         netns_source: r.get("netns_source")?,
+        egress_rate: r.get::<_, Option<i64>>("egress_rate")?.map(|v| v as u64),
+        ingress_rate: r.get::<_, Option<i64>>("ingress_rate")?.map(|v| v as u64),
         created: r.get("created")?,
         started: r.get("started")?,
         finished: r.get("finished")?,
@@ -190,6 +194,15 @@ impl Store {
         if (2..=4).contains(&version) {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {INTENTS} PRAGMA user_version = 5; COMMIT;"))
                 .context("upgrading the store's schema")?;
+        }
+        if (2..=5).contains(&version) {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                ALTER TABLE containers ADD COLUMN egress_rate INTEGER;
+                ALTER TABLE containers ADD COLUMN ingress_rate INTEGER;
+                PRAGMA user_version = 6; COMMIT;",
+            )
+            .context("upgrading the store's schema")?;
         }
         if version < 2 {
             conn.execute_batch(&format!(
@@ -317,13 +330,23 @@ impl Tx<'_> {
     pub fn insert_container(&self, c: &Container) -> Result<()> {
         self.0.prepare_cached(
             "INSERT INTO containers (id, name, cmd, hostname, state, pid, monitor_pid, monitor_start, exit_code, error,
-                                     auto_remove, detached, network_mode, dns, created, started, finished, netns_source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                                     auto_remove, detached, network_mode, dns, created, started, finished, netns_source,
+                                     egress_rate, ingress_rate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?.execute(params![
             c.id, c.name, serde_json::to_string(&c.cmd)?, c.hostname, c.state.as_str(), c.pid,
             c.monitor_pid, c.monitor_start.map(|v| v as i64), c.exit_code, c.error, c.auto_remove,
-            c.detached, c.network_mode.as_string(), serde_json::to_string(&c.dns)?, c.created, c.started, c.finished, c.netns_source
+            c.detached, c.network_mode.as_string(), serde_json::to_string(&c.dns)?, c.created, c.started, c.finished, c.netns_source,
+            c.egress_rate.map(|v| v as i64), c.ingress_rate.map(|v| v as i64)
         ])?;
+        Ok(())
+    }
+
+    /// A container's bandwidth limits (bits/s; None: the network's default, or none).
+    pub fn set_rates(&self, id: &str, egress: Option<u64>, ingress: Option<u64>) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE containers SET egress_rate = ?2, ingress_rate = ?3 WHERE id = ?1")?
+            .execute(params![id, egress.map(|v| v as i64), ingress.map(|v| v as i64)])?;
         Ok(())
     }
 
