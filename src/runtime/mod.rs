@@ -164,6 +164,7 @@ fn start(ctx: &Ctx, store: &mut Store, spec: &Spec, detached: bool) -> Result<(C
     trace("start: process spawned");
     let pid = child.id() as i32;
     store.write(|tx| tx.mark_running(&created.container.id, Some(pid), now_nanos()))?;
+    netwright_engine::hostnames::sync_or_warn(ctx, store);
     trace("start: marked running");
     let mut container = created.container;
     container.pid = Some(pid);

@@ -82,6 +82,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
     }
     trace("connect: interface made");
     store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
+    crate::hostnames::sync_or_warn(ctx, store);
     crate::dns::server::sync_now(ctx, net.serves_names(), Some(&c.id))?;
     Ok(())
 }
@@ -146,6 +147,7 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
     if rebuild {
         firewall::sync_all(ctx, store)?;
     }
+    crate::hostnames::sync_or_warn(ctx, store);
     crate::dns::server::sync_now(ctx, false, Some(container_id))?;
     Ok(())
 }

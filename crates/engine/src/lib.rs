@@ -19,6 +19,7 @@ pub mod drivers;
 pub mod engine;
 pub mod error;
 pub mod firewall;
+pub mod hostnames;
 pub mod ipam;
 pub mod kernel;
 pub mod model;

@@ -327,6 +327,7 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
     trace("network rm: firewall rebuilt");
     remove_devices(store, nl, &net)?;
     store.write(|tx| tx.end_intent(Kind::NetworkRemove, &net.bridge))?;
+    crate::hostnames::sync_or_warn(ctx, store);
     Ok(net)
 }
 

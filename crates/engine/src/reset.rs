@@ -36,6 +36,7 @@ pub fn reset_root(ctx: &Ctx) -> Result<Vec<String>> {
         nl.delete_link(l.index).with_context(|| format!("deleting {}", l.name))?;
         done.push(format!("deleted device {}", l.name));
     }
+    crate::hostnames::remove(ctx)?;
     mntns::remove_template(&ctx.mnt_template())?;
     let pins = ctx.netns_dir();
     if let Ok(dir) = fs::read_dir(&pins) {

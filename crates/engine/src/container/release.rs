@@ -46,6 +46,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         Ok(())
     })?;
     trace("release: store updated");
+    crate::hostnames::sync_or_warn(ctx, store);
     if matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK) {
         // Its names go away now, not at the resolver's next periodic sync.
         let _ = crate::dns::server::sync_now(ctx, false, Some(&c.id));

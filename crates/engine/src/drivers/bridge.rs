@@ -22,7 +22,8 @@ impl NetworkDriver for BridgeDriver {
             "masquerade"
             | "com.docker.network.bridge.enable_ip_masquerade"
             | "icc"
-            | "com.docker.network.bridge.enable_icc" => {
+            | "com.docker.network.bridge.enable_icc"
+            | crate::hostnames::OPTION => {
                 if value != "true" && value != "false" {
                     bail!(invalid(format!("option {key}={value}: use true or false")));
                 }
@@ -35,7 +36,7 @@ impl NetworkDriver for BridgeDriver {
                 Ok(())
             }
             _ => bail!(invalid(format!(
-                "unknown network option {key:?}: bridge networks take mtu, masquerade, icc, egress_rate, ingress_rate"
+                "unknown network option {key:?}: bridge networks take mtu, masquerade, icc, egress_rate, ingress_rate, host_names"
             ))),
         }
     }
