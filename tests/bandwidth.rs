@@ -14,13 +14,15 @@ fn iperf(sb: &Sandbox, container: &str, reverse: bool) -> f64 {
     if reverse {
         args.push("-R");
     }
+    // Retried while the server starts (or is still finishing the previous run).
     let out = retry(|| {
         let o = sb.nw(&args);
-        if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).into_owned()) } else { Err(String::new()) }
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| text.clone())?;
+        v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b.to_string()).ok_or(text)
     })
-    .expect("iperf3 ran");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
-    let mbit = v["end"]["sum_received"]["bits_per_second"].as_f64().expect("a rate") / 1e6;
+    .expect("iperf3 measured a rate");
+    let mbit = out.parse::<f64>().unwrap() / 1e6;
     eprintln!("iperf3 {container}{}: {mbit:.2} Mbit/s", if reverse { " (into it)" } else { " (out of it)" });
     mbit
 }
