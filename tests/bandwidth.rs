@@ -64,6 +64,8 @@ fn limits_hold_in_each_direction_and_neighbours_are_not_slowed() {
     assert!(free > 100.0, "the neighbour is not slowed: {free:.1} Mbit/s");
     let doc = sb.inspect("lim");
     assert_eq!(doc["NetworkSettings"]["Netwright"]["EgressRate"], "10mbit", "{doc}");
+    let topo = sb.ok(&["topology"]);
+    assert!(topo.contains("bandwidth: out 10mbit, in 20mbit"), "{topo}");
     // Changed on the running container; 0 removes a limit.
     sb.ok(&["update", "--egress-rate", "0", "--ingress-rate", "5mbit", "lim"]);
     let out = iperf(&sb, "lim", false);

@@ -37,6 +37,8 @@ pub struct Attached {
     pub present: bool,
     pub names: Vec<String>,
     pub ports: Vec<String>,
+    /// Bandwidth limits in force ("out 10mbit", "in 50mbit").
+    pub limits: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -148,6 +150,13 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
                 } else {
                     vec![]
                 },
+                limits: match (e.host_ifname.is_empty(), crate::shaping::rates(c, n)) {
+                    (true, _) => vec![],
+                    (false, (out, inn)) => [("out", out), ("in", inn)]
+                        .into_iter()
+                        .filter_map(|(d, r)| r.map(|r| format!("{d} {}", crate::shaping::format_rate(r))))
+                        .collect(),
+                },
             });
         }
         nets.push(NetNode {
@@ -227,6 +236,9 @@ pub fn text(t: &Topology) -> String {
             }
             if !a.ports.is_empty() {
                 let _ = writeln!(o, "│  │     published: {}", a.ports.join(", "));
+            }
+            if !a.limits.is_empty() {
+                let _ = writeln!(o, "│  │     bandwidth: {}", a.limits.join(", "));
             }
         }
     }
