@@ -243,101 +243,82 @@ impl Nftables {
         Ok(recv_msgs(&self.sock, &mut self.buf)?.into_iter().map(|m| (m.ty, m.seq, m.err)).collect())
     }
 
-    /// The rules of one table: (chain, handle, comment).
-    pub fn rules(&mut self, family: u8, table: &str) -> io::Result<Vec<RuleInfo>> {
-        let attrs = Attrs::new().str(1, table);
+    /// Sends one dump request and hands each answer's attributes (after the nfgenmsg
+    /// header) to `each`. `missing_ok`: ENOENT ends the dump with what was found.
+    fn dump(
+        &mut self,
+        family: u8,
+        msg: u16,
+        attrs: Attrs,
+        missing_ok: bool,
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         let mut out = Vec::new();
         self.seq += 1;
         let seq = self.seq;
-        Self::header(
-            &mut out,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            family,
-            0,
-            &attrs.0,
-        );
+        Self::header(&mut out, (NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0, &attrs.0);
         self.sock.send(&out, 0)?;
-        let mut rules = Vec::new();
         loop {
             for m in recv_msgs(&self.sock, &mut self.buf)? {
                 if m.seq != seq {
                     continue;
                 }
                 match m.ty {
-                    NLMSG_DONE => return Ok(rules),
-                    NLMSG_ERROR if m.err == -libc::ENOENT => return Ok(rules),
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR if m.err == -libc::ENOENT && missing_ok => return Ok(()),
                     NLMSG_ERROR if m.err != 0 => return Err(io::Error::from_raw_os_error(-m.err)),
                     NLMSG_ERROR => {}
-                    _ => {
-                        let mut r = RuleInfo::default();
-                        for (ty, v) in attrs_of(m.payload.get(4..).unwrap_or_default()) {
-                            match ty {
-                                2 => r.chain = cstr(v),
-                                3 if v.len() == 8 => r.handle = u64::from_be_bytes(v.try_into().unwrap()),
-                                7 => r.comment = udata_comment(v),
-                                _ => {}
-                            }
-                        }
-                        rules.push(r);
-                    }
+                    _ => each(m.payload.get(4..).unwrap_or_default()),
                 }
             }
         }
     }
 
-    /// The elements of one set or map: (key, data). Interval ends are left out.
+    /// The rules of one table: (chain, handle, comment); none when the table is missing.
+    pub fn rules(&mut self, family: u8, table: &str) -> io::Result<Vec<RuleInfo>> {
+        let mut rules = Vec::new();
+        self.dump(family, NFT_MSG_GETRULE, Attrs::new().str(1, table), true, |payload| {
+            let mut r = RuleInfo::default();
+            for (ty, v) in attrs_of(payload) {
+                match ty {
+                    2 => r.chain = cstr(v),
+                    3 if v.len() == 8 => r.handle = u64::from_be_bytes(v.try_into().unwrap()),
+                    7 => r.comment = udata_comment(v),
+                    _ => {}
+                }
+            }
+            rules.push(r);
+        })?;
+        Ok(rules)
+    }
+
+    /// The elements of one set or map: (key, data). Interval ends are left out. A missing
+    /// set is an error (ENOENT).
     pub fn set_elems(&mut self, family: u8, table: &str, set: &str) -> io::Result<Vec<Elem>> {
-        let attrs = Attrs::new().str(1, table).str(2, set);
-        let mut out = Vec::new();
-        self.seq += 1;
-        let seq = self.seq;
-        Self::header(
-            &mut out,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            family,
-            0,
-            &attrs.0,
-        );
-        self.sock.send(&out, 0)?;
         // NFTA_DATA_VALUE inside NFTA_SET_ELEM_KEY / _DATA.
         let value = |v: &[u8]| attrs_of(v).into_iter().find(|(t, _)| *t == 1).map(|(_, d)| d.to_vec());
         let mut elems = Vec::new();
-        loop {
-            for m in recv_msgs(&self.sock, &mut self.buf)? {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_DONE => return Ok(elems),
-                    NLMSG_ERROR if m.err != 0 => return Err(io::Error::from_raw_os_error(-m.err)),
-                    NLMSG_ERROR => {}
-                    _ => {
-                        let list = attrs_of(m.payload.get(4..).unwrap_or_default());
-                        for (_, l) in list.into_iter().filter(|(t, _)| *t == 3) {
-                            for (_, e) in attrs_of(l) {
-                                let (mut key, mut data, mut flags) = (None, None, 0u32);
-                                for (t, v) in attrs_of(e) {
-                                    match t {
-                                        1 => key = value(v),
-                                        2 => data = value(v),
-                                        3 if v.len() == 4 => flags = u32::from_be_bytes(v.try_into().unwrap()),
-                                        _ => {}
-                                    }
-                                }
-                                // NFT_SET_ELEM_INTERVAL_END
-                                if let (Some(key), 0) = (key, flags & 1) {
-                                    elems.push(Elem { key, data });
-                                }
-                            }
+        self.dump(family, NFT_MSG_GETSETELEM, Attrs::new().str(1, table).str(2, set), false, |payload| {
+            // NFTA_SET_ELEM_LIST_ELEMENTS, each a NFTA_LIST_ELEM.
+            for (_, l) in attrs_of(payload).into_iter().filter(|(t, _)| *t == 3) {
+                for (_, e) in attrs_of(l) {
+                    let (mut key, mut data, mut flags) = (None, None, 0u32);
+                    for (t, v) in attrs_of(e) {
+                        match t {
+                            1 => key = value(v),
+                            2 => data = value(v),
+                            3 if v.len() == 4 => flags = u32::from_be_bytes(v.try_into().unwrap()),
+                            _ => {}
                         }
+                    }
+                    // NFT_SET_ELEM_INTERVAL_END
+                    if let (Some(key), 0) = (key, flags & 1) {
+                        elems.push(Elem { key, data });
                     }
                 }
             }
-        }
+        })?;
+        Ok(elems)
     }
 }
 
