@@ -79,22 +79,24 @@ fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
     if eps.is_empty() {
         return;
     }
-    // Shaping devices live in the host namespace: they do not go with the container's.
+    // One host socket for both: the host ends go down, and shaping devices (in the host
+    // namespace, so they do not go with the container's) are deleted in the background.
+    let host_nl = Netlink::open();
     let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
-    if let Ok(mut nl) = Netlink::open()
-        && ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some())
-    {
-        process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
+    let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
+    let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
+    if let Ok(mut nl) = host_nl {
+        if ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some()) {
+            process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
+        }
+        on_links(Ok::<_, std::io::Error>(nl), &host, set_down);
     }
     let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
     let attached = c.netns_source.is_some();
     if attached {
         let _ = netns::within(&ns, crate::dns::server::remove_redirect);
     }
-    let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let inside: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
-    let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
-    on_links(Netlink::open(), &host, set_down);
     on_links(bridge::netlink_in(&ns), &inside, set_down);
     trace("release: interfaces down");
     if !attached {
