@@ -46,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     let engine = Engine::open(&cli.root)?;
     let ctx = engine.ctx.clone();
     netwright_engine::ctx::trace("parsed");
+    cluster_membership(&ctx, &cli)?;
     let out = &mut super::Out(std::io::stdout().lock());
     match cli.command {
         Cmd::Run(a) => {
@@ -207,6 +208,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
             writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
             writeln!(out, "repaired {} port(s)", r.ports_repaired)?;
+            if r.overlay_entries > 0 {
+                writeln!(out, "rewrote {} overlay forwarding entr(ies)", r.overlay_entries)?;
+            }
             writeln!(out, "removed {} stray device(s){}", r.stray_devices.len(), list(&r.stray_devices))?;
             writeln!(out, "removed {} stray namespace(s){}", r.stray_namespaces.len(), list(&r.stray_namespaces))?;
         }
@@ -230,8 +234,93 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Netavark(_) => unreachable!("dispatched above"),
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
+        Cmd::OverlayAgent => netwright_engine::overlay::agent::run(&ctx)?,
+        Cmd::Cluster(c) => cluster(&ctx, c, cli.etcd.as_deref(), cli.advertise, out)?,
     }
     Ok(0)
+}
+
+/// `--etcd URL` on any command joins (or re-joins) this host; then the cluster's networks
+/// are mirrored before a command resolves one (`network ls` on h2 right after `network
+/// create` on h1 must list it).
+fn cluster_membership(ctx: &Ctx, cli: &Cli) -> Result<()> {
+    use netwright_engine::overlay::{self, Config};
+    if matches!(cli.command, Cmd::OverlayAgent | Cmd::DnsSupervisor | Cmd::Resolver | Cmd::Cluster(_)) {
+        return Ok(());
+    }
+    if let Some(url) = &cli.etcd {
+        let current = Config::load(ctx)?;
+        let same = current
+            .as_ref()
+            .is_some_and(|c| c.etcd == url.trim_end_matches('/') && cli.advertise.is_none_or(|a| a == c.advertise));
+        if !same {
+            overlay::join(ctx, url, cli.advertise, None)?;
+        }
+    }
+    if Config::joined(ctx) {
+        // A killed agent comes back with the next command, lists etcd and converges.
+        if overlay::agent::pid(ctx).is_none() {
+            overlay::announce(ctx);
+        }
+        if matches!(cli.command, Cmd::Run(_) | Cmd::Attach(_) | Cmd::Network(_)) {
+            let mut store = ctx.store()?;
+            overlay::sync::pull_networks(ctx, &mut store)?;
+        }
+    }
+    Ok(())
+}
+
+fn cluster(
+    ctx: &Ctx,
+    cmd: super::ClusterCmd,
+    etcd: Option<&str>,
+    advertise: Option<std::net::Ipv4Addr>,
+    out: &mut impl Write,
+) -> Result<()> {
+    use netwright_engine::overlay;
+    match cmd {
+        super::ClusterCmd::Join { name } => {
+            let Some(url) = etcd else {
+                bail!(netwright_engine::error::invalid(
+                    "cluster join needs --etcd http://HOST:2379 (or NETWRIGHT_ETCD)"
+                ));
+            };
+            let cfg = overlay::join(ctx, url, advertise, name.as_deref())?;
+            writeln!(
+                out,
+                "joined {} as {} (VTEP {} on {}, MTU {})",
+                cfg.etcd, cfg.host_name, cfg.advertise, cfg.dev, cfg.mtu
+            )?;
+        }
+        super::ClusterCmd::Ls { format } => {
+            let hosts = overlay::hosts(ctx)?;
+            let me = overlay::Config::load(ctx)?.map(|c| c.host_id).unwrap_or_default();
+            if format == "json" {
+                for h in &hosts {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"ID": h.id, "Name": h.name, "VTEP": h.vtep, "MTU": h.mtu, "Status": "up", "Self": h.id == me})
+                    )?;
+                }
+            } else {
+                let rows: Vec<Vec<String>> = hosts
+                    .iter()
+                    .map(|h| {
+                        let name = if h.id == me { format!("{} *", h.name) } else { h.name.clone() };
+                        vec![h.id.clone(), name, h.vtep.to_string(), h.mtu.to_string(), "up".into()]
+                    })
+                    .collect();
+                write!(out, "{}", output::table(&["HOST ID", "NAME", "VTEP", "MTU", "STATUS"], &rows))?;
+            }
+        }
+        super::ClusterCmd::Leave => {
+            let mut store = ctx.store()?;
+            overlay::leave(ctx, &mut store)?;
+            writeln!(out, "left the cluster")?;
+        }
+    }
+    Ok(())
 }
 
 fn list(names: &[String]) -> String {

@@ -66,6 +66,12 @@ pub struct Cli {
     /// State root: database, namespaces, logs. Everything netwright names is scoped by it.
     #[arg(long, global = true, env = "NETWRIGHT_ROOT", default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
+    /// etcd for overlay networks (http://HOST:2379): joins this host to that cluster
+    #[arg(long, global = true, env = "NETWRIGHT_ETCD")]
+    pub etcd: Option<String>,
+    /// This host's underlay address (VTEP) in the cluster (default: the default route's)
+    #[arg(long, global = true)]
+    pub advertise: Option<std::net::Ipv4Addr>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -180,6 +186,9 @@ pub enum Cmd {
     },
     /// Podman's network backend protocol (netavark 1.4): setup, teardown, version
     Netavark(crate::frontends::netavark::NetavarkArgs),
+    /// Hosts sharing overlay networks through etcd: join, ls, leave
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Manage netwright itself
     #[command(subcommand)]
     System(SystemCmd),
@@ -191,6 +200,27 @@ pub enum Cmd {
     /// (internal) the DNS resolver
     #[command(name = "_resolver", hide = true)]
     Resolver,
+    /// (internal) the overlay agent: this host's lease and its etcd watch
+    #[command(name = "_overlay", hide = true)]
+    OverlayAgent,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Join this host to the cluster at --etcd URL (recorded: later commands need not repeat it)
+    Join {
+        /// The host's name in `cluster ls` (default: its hostname)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the cluster's hosts with their VTEP and MTU
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
+    /// Leave the cluster (refused while this host's containers use overlay networks)
+    Leave,
 }
 
 #[derive(Subcommand, Debug)]

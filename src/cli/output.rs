@@ -113,12 +113,12 @@ pub fn ps_json(c: &Container, ports: &[Mapping]) -> Value {
 }
 
 pub fn network_row(n: &Network) -> Vec<String> {
-    vec![n.id[..12].to_string(), n.name.clone(), n.driver.to_string(), "local".into()]
+    vec![n.id[..12].to_string(), n.name.clone(), n.driver.to_string(), scope(n).into()]
 }
 
 pub fn network_ls_json(n: &Network) -> Value {
     json!({
-        "ID": &n.id[..12], "Name": n.name, "Driver": n.driver, "Scope": "local",
+        "ID": &n.id[..12], "Name": n.name, "Driver": n.driver, "Scope": scope(n),
         "IPv6": "false", "Internal": n.internal.to_string(), "CreatedAt": rfc3339(n.created), "Labels": "",
     })
 }
@@ -142,7 +142,7 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
     }
     let mut options = serde_json::Map::new();
     let mut extra = json!({});
-    if n.driver == netwright_engine::model::Driver::Bridge {
+    if n.driver.is_bridged() {
         options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
     } else {
         extra["Notes"] = json!([netwright_engine::drivers::macvlan::NOTE]);
@@ -155,7 +155,7 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
         options.insert(k.clone(), json!(v));
     }
     json!({
-        "Name": n.name, "Id": n.id, "Created": rfc3339(n.created), "Scope": "local", "Driver": n.driver,
+        "Name": n.name, "Id": n.id, "Created": rfc3339(n.created), "Scope": scope(n), "Driver": n.driver,
         "EnableIPv4": true, "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam]},
         "Internal": n.internal, "Attachable": false, "Ingress": false,
@@ -240,6 +240,11 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
             "Networks": networks,
         },
     })
+}
+
+/// Docker's scope: "swarm" for networks that span hosts, "local" for the rest.
+fn scope(n: &netwright_engine::store::Network) -> &'static str {
+    if n.driver == netwright_engine::model::Driver::Overlay { "swarm" } else { "local" }
 }
 
 #[cfg(test)]

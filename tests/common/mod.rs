@@ -6,7 +6,38 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use netwright_engine::kernel::netlink::{Link, Netlink};
-pub use netwright_testkit::Sandbox;
+pub use netwright_testkit::{Host, Sandbox};
+
+/// Where netwright runs: the sandbox's host, or one host of a multi-host sandbox.
+pub trait Runner {
+    fn netwright_cmd(&self, args: &[&str]) -> std::process::Command;
+    fn script_path(&self, name: &str) -> String;
+    fn links(&self) -> Vec<Link>;
+}
+
+impl Runner for Sandbox {
+    fn netwright_cmd(&self, args: &[&str]) -> std::process::Command {
+        self.netwright(args)
+    }
+    fn script_path(&self, name: &str) -> String {
+        self.script(name)
+    }
+    fn links(&self) -> Vec<Link> {
+        self.in_host(|| Netlink::open().unwrap().links().unwrap())
+    }
+}
+
+impl Runner for Host {
+    fn netwright_cmd(&self, args: &[&str]) -> std::process::Command {
+        self.netwright(args)
+    }
+    fn script_path(&self, name: &str) -> String {
+        self.script(name)
+    }
+    fn links(&self) -> Vec<Link> {
+        self.within(|| Netlink::open().unwrap().links().unwrap())
+    }
+}
 
 pub fn sandbox(label: &str) -> Sandbox {
     Sandbox::new(label, Path::new(env!("CARGO_BIN_EXE_netwright"))).expect("building sandbox")
@@ -28,9 +59,9 @@ pub trait Nw {
     fn send_once(&self, from: &str, host: &str, port: u16, msg: &str) -> Result<String, String>;
 }
 
-impl Nw for Sandbox {
+impl<R: Runner> Nw for R {
     fn nw(&self, args: &[&str]) -> Output {
-        self.netwright(args).stdin(Stdio::null()).output().expect("running netwright")
+        self.netwright_cmd(args).stdin(Stdio::null()).output().expect("running netwright")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -56,7 +87,7 @@ impl Nw for Sandbox {
     }
 
     fn spawn_nw(&self, args: &[&str]) -> Child {
-        self.netwright(args)
+        self.netwright_cmd(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -65,7 +96,7 @@ impl Nw for Sandbox {
     }
 
     fn host_links(&self) -> Vec<Link> {
-        self.in_host(|| Netlink::open().unwrap().links().unwrap())
+        self.links()
     }
 
     fn inspect(&self, container: &str) -> serde_json::Value {
@@ -93,7 +124,7 @@ impl Nw for Sandbox {
     }
 
     fn send_once(&self, from: &str, host: &str, port: u16, msg: &str) -> Result<String, String> {
-        let script = self.script("tcp.py");
+        let script = self.script_path("tcp.py");
         let port = port.to_string();
         let out = self.nw(&["exec", from, "--", "python3", &script, "send", host, &port, msg]);
         if out.status.success() {

@@ -35,6 +35,8 @@ pub struct LiveLink {
 pub enum Action {
     /// Create (or fix: address, up) a network's bridge.
     EnsureBridge { name: String, network: String, gateway: Ipv4Addr, prefix: u8, mtu: u32 },
+    /// Create an overlay network's VXLAN device, or make it a port of its bridge again, up.
+    EnsureVxlan { name: String, network: String, bridge: String, vni: u32, port: u16, mtu: u32 },
     /// Make a container's veth a port of its bridge again (its bridge was re-created).
     Enslave { port: String, bridge: String, isolated: bool },
     /// Bring a device up.
@@ -50,6 +52,9 @@ impl fmt::Display for Action {
         match self {
             Action::EnsureBridge { name, network, .. } => {
                 write!(f, "bridge {name} of network {network} is missing or unconfigured")
+            }
+            Action::EnsureVxlan { name, network, .. } => {
+                write!(f, "VXLAN device {name} of overlay network {network} is missing, down or off its bridge")
             }
             Action::Enslave { port, bridge, .. } => write!(f, "veth {port} is not a port of bridge {bridge}"),
             Action::SetUp { name } => write!(f, "device {name} is down"),
@@ -111,6 +116,21 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
                     }
                 }
             },
+            DesiredKind::Vxlan { network, bridge, vni, port } => {
+                let ok = have.is_some_and(|l| {
+                    l.up && l.kind.as_deref() == Some("vxlan") && l.master.as_deref() == Some(bridge.as_str())
+                });
+                if !ok {
+                    bridges.push(Action::EnsureVxlan {
+                        name: d.name.clone(),
+                        network: network.clone(),
+                        bridge: bridge.clone(),
+                        vni: *vni,
+                        port: *port,
+                        mtu: d.mtu,
+                    });
+                }
+            }
             DesiredKind::Shim { .. } | DesiredKind::Transient => {}
         }
     }
@@ -174,6 +194,13 @@ impl Kernel for NetlinkKernel<'_> {
             Action::EnsureBridge { name, gateway, prefix, mtu, .. } => {
                 let plan = plan::BridgePlan { name: name.clone(), gateway: *gateway, prefix: *prefix, mtu: *mtu };
                 bridge::ensure_bridge(self.nl, &plan).map(drop)
+            }
+            Action::EnsureVxlan { network, .. } => {
+                let mut store = self.ctx.store()?;
+                let net = store
+                    .read(|tx| tx.network(network))?
+                    .with_context(|| format!("overlay network {network} is no longer in the store"))?;
+                crate::drivers::overlay::ensure(self.ctx, self.nl, &net).map(drop)
             }
             Action::Enslave { port, bridge, isolated } => {
                 let (port, master) = (self.index(port)?, self.index(bridge)?);
@@ -254,6 +281,17 @@ mod tests {
                     up: true,
                     addrs: vec![],
                 }),
+                Action::EnsureVxlan { name, bridge, .. } => {
+                    self.links.retain(|l| &l.name != name);
+                    self.links.push(LiveLink {
+                        index: next,
+                        name: name.clone(),
+                        kind: Some("vxlan".into()),
+                        master: Some(bridge.clone()),
+                        up: true,
+                        addrs: vec![],
+                    });
+                }
                 Action::DeleteStray { name } => self.links.retain(|l| &l.name != name),
             }
             Ok(())
@@ -349,6 +387,38 @@ mod tests {
             });
         }
         assert_eq!(diff("ab12", &d, &live), vec![Action::DeleteStray { name: mine }]);
+    }
+
+    #[test]
+    fn an_overlay_bridge_deleted_by_hand_gets_its_vxlan_port_back() {
+        use desired::tests::{ctr, ep, net};
+        let mut n = net("aaaaaaaaaaaa", "ov", Driver::Overlay, false);
+        n.options.insert("vni".into(), "4096".into());
+        let snap = Snapshot {
+            networks: vec![n.clone()],
+            containers: vec![ctr("c1", "ov", State::Running)],
+            endpoints: vec![ep("e1e1e1e1e1e1", "c1", "aaaaaaaaaaaa", "10.1.0.2", "eth0")],
+        };
+        let d = desired::host(&snap);
+        let vx = crate::drivers::overlay::vxlan_of(&n);
+        assert!(plan::is_ours("ab12", &vx), "{vx} is this root's");
+        // The bridge is gone: its veth and VXLAN ports stay, masterless.
+        let live = vec![
+            LiveLink {
+                index: 3,
+                name: plan::host_veth_name("ab12", "e1e1e1e1e1e1"),
+                kind: Some("veth".into()),
+                master: None,
+                up: true,
+                addrs: vec![],
+            },
+            LiveLink { index: 4, name: vx.clone(), kind: Some("vxlan".into()), master: None, up: true, addrs: vec![] },
+        ];
+        let mut k = FakeKernel { links: live, applied: vec![] };
+        let done = converge("ab12", &d, &mut k).unwrap();
+        assert!(matches!(done[0], Action::EnsureBridge { .. }), "bridge first: {done:?}");
+        assert!(matches!(&done[1], Action::EnsureVxlan { name, vni: 4096, .. } if *name == vx), "{done:?}");
+        assert_eq!(diff("ab12", &d, &k.links), vec![], "converged");
     }
 
     #[test]

@@ -66,22 +66,28 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
         let mut inside = bridge::netlink_in(&ns)?;
         let plan = plan::endpoint(&net, &ep, ep.ip.expect("allocated"), first);
         let driver = drivers::of(net.driver);
-        let anchor = driver.ensure_network(&mut host, &net)?;
+        let anchor = driver.ensure_network(ctx, &mut host, &net)?;
         driver.attach(&mut host, &mut inside, &ns, &net, anchor, &plan)?;
-        if net.driver == Driver::Bridge {
+        if net.driver.is_bridged() {
             firewall::ensure(ctx, store)?;
         }
         Ok(())
     })();
+    let overlay: Vec<_> =
+        ep.ip.filter(|_| net.driver == Driver::Overlay).map(|ip| (net.id.clone(), ip)).into_iter().collect();
     if let Err(e) = attached {
         store.write(|tx| {
             tx.delete_endpoint(&ep.id)?;
             tx.end_intent(Kind::Connect, &ep.id)
         })?;
+        crate::overlay::network::release(ctx, &overlay, &c.id);
         return Err(e);
     }
     trace("connect: interface made");
     store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
+    if !overlay.is_empty() {
+        crate::overlay::announce(ctx);
+    }
     crate::hostnames::sync_or_warn(ctx, store);
     crate::dns::server::sync_now(ctx, net.serves_names(), Some(&c.id))?;
     Ok(())
@@ -136,6 +142,12 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
         }
     }
     trace("disconnect: interface deleted");
+    let overlay = match ep.ip {
+        Some(ip) if store.read(|tx| tx.network(&ep.network_id))?.is_some_and(|n| n.driver == Driver::Overlay) => {
+            vec![(ep.network_id.clone(), ip)]
+        }
+        _ => vec![],
+    };
     store.write(|tx| {
         tx.delete_endpoint(&ep.id)?;
         if ep.ifname == "eth0" {
@@ -147,6 +159,7 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
     if rebuild {
         firewall::sync_all(ctx, store)?;
     }
+    crate::overlay::withdraw(ctx, &overlay, container_id);
     crate::hostnames::sync_or_warn(ctx, store);
     crate::dns::server::sync_now(ctx, false, Some(container_id))?;
     Ok(())

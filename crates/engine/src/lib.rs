@@ -7,6 +7,7 @@
 //! - port publishing: [`ports`] (Docker's `-p` forms, host-port choice) and [`firewall`] (map elements)
 //! - DNS: [`dns`] (the zone, pure) and [`dns::server`] (the resolver process)
 //! - the firewall: [`firewall`] (the fixed nftables skeleton) over [`kernel::nftables`]
+//! - overlay networks across hosts: [`overlay`] (etcd, the agent) and [`drivers::overlay`] (VXLAN)
 //! - crash recovery: [`recover`] (sweep orphans, then converge the kernel on [`desired`])
 
 pub mod apply;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod names;
 pub mod network;
 pub mod observe;
+pub mod overlay;
 pub mod plan;
 pub mod ports;
 pub mod recover;

@@ -14,6 +14,9 @@ pub enum Driver {
     Bridge,
     /// Containers get their own MAC on a parent device's segment; no NAT.
     Macvlan,
+    /// One L2 segment across hosts: on each host a bridge (same gateway everywhere, NAT and
+    /// published ports as on bridge networks) with a VXLAN port; etcd is the control plane.
+    Overlay,
 }
 
 impl Driver {
@@ -21,6 +24,7 @@ impl Driver {
         match self {
             Driver::Bridge => "bridge",
             Driver::Macvlan => "macvlan",
+            Driver::Overlay => "overlay",
         }
     }
 
@@ -28,8 +32,16 @@ impl Driver {
         match s {
             "bridge" => Some(Driver::Bridge),
             "macvlan" => Some(Driver::Macvlan),
+            "overlay" => Some(Driver::Overlay),
             _ => None,
         }
+    }
+}
+
+impl Driver {
+    /// A local bridge with veths, NAT and published ports (bridge and overlay networks).
+    pub fn is_bridged(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Overlay)
     }
 }
 
@@ -329,4 +341,20 @@ impl Intent {
     pub fn abandoned(&self) -> bool {
         !crate::kernel::process::alive(Some(self.pid), Some(self.pid_start))
     }
+}
+
+/// An endpoint of an overlay network on another host, as etcd has it (and the store mirrors
+/// it): what this host's kernel (FDB, neighbours) and DNS need to reach it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub id: String,
+    pub network_id: String,
+    /// The owning host's id.
+    pub host: String,
+    pub vtep: Ipv4Addr,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub container_id: String,
+    /// The container's name first, then its hostname and aliases: what DNS answers for.
+    pub names: Vec<String>,
 }

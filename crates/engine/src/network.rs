@@ -113,9 +113,15 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         bail!(invalid(format!("device name {b:?}: at most 15 characters, no '/', ':' or spaces")));
     }
     let Some(driver) = Driver::parse(&spec.driver) else {
-        bail!(invalid(format!("network driver {:?} is not supported: use -d bridge or -d macvlan", spec.driver)));
+        bail!(invalid(format!(
+            "network driver {:?} is not supported: use -d bridge, -d macvlan or -d overlay",
+            spec.driver
+        )));
     };
     let (mtu, mut options) = parse_options(driver, &spec.options)?;
+    if driver == Driver::Overlay {
+        return create_overlay(ctx, store, nl, spec, mtu, options);
+    }
     let is_macvlan = driver == Driver::Macvlan;
     let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
     let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
@@ -218,6 +224,58 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
     Ok(net)
 }
 
+/// An overlay network: created in etcd (name, VNI and subnet claimed cluster-wide), then
+/// mirrored here; other hosts' agents mirror it within milliseconds.
+fn create_overlay(
+    ctx: &Ctx,
+    store: &mut Store,
+    nl: &mut Netlink,
+    spec: &CreateSpec,
+    mtu: Option<u32>,
+    options: BTreeMap<String, String>,
+) -> Result<Network> {
+    let cl = crate::overlay::Cluster::require(ctx)?;
+    let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
+    let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
+    let ip_range = spec.ip_range.as_deref().map(|s| ipam::parse_cidr("--ip-range", s)).transpose()?;
+    if subnet.is_none() && (gateway.is_some() || ip_range.is_some()) {
+        bail!(invalid("--gateway and --ip-range need --subnet: give the subnet they belong to".to_string()));
+    }
+    let routes = host_routes(nl)?;
+    let local_used = store.read(|tx| {
+        if tx.network(&spec.name)?.is_some_and(|n| n.name == spec.name) {
+            bail!(conflict(format!(
+                "network with name {} already exists: pick another name or remove it first",
+                spec.name
+            )));
+        }
+        if let Some(s) = subnet {
+            // Local networks and routes count too: this host must be able to carry it.
+            check_overlap(tx, &routes, s)?;
+        }
+        used_subnets(tx, &routes)
+    })?;
+    let req = crate::overlay::network::Request {
+        name: &spec.name,
+        subnet,
+        gateway,
+        ip_range,
+        internal: spec.internal,
+        mtu,
+        options,
+        local_used,
+    };
+    let rec = crate::overlay::network::create(&cl, &req)?;
+    crate::overlay::sync::mirror_networks(ctx, store, std::slice::from_ref(&rec))?;
+    let net = store.read(|tx| tx.network(&rec.id))?.context("the new overlay network is not in the store")?;
+    firewall::sync_all(ctx, store)?;
+    // The agent holds this host's registration (best effort: the network exists either way).
+    if let Err(e) = crate::overlay::agent::poke(ctx, true) {
+        eprintln!("netwright: warning: {e:#}");
+    }
+    Ok(net)
+}
+
 /// The kernel objects of a network: its bridge, or its macvlan shim and VLAN parent.
 fn remove_devices(store: &mut Store, nl: &mut Netlink, net: &Network) -> Result<()> {
     let others = store.read(|tx| tx.networks())?;
@@ -296,6 +354,15 @@ pub fn resolve(tx: &Tx, reference: &str) -> Result<Network> {
 }
 
 pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -> Result<Network> {
+    let overlay = store.read(|tx| {
+        let net = resolve(tx, reference)?;
+        Ok((net.driver == Driver::Overlay && tx.active_endpoints_on(&net.id)?.is_empty()).then_some(net))
+    })?;
+    if let Some(net) = overlay {
+        // The cluster's record first (refused while another host has containers on it); a
+        // kill before the local row goes leaves a row the agent drops at its next sync.
+        crate::overlay::network::remove(&crate::overlay::Cluster::require(ctx)?, &net.name)?;
+    }
     let net = store.write(|tx| {
         let net = resolve(tx, reference)?;
         if net.builtin {

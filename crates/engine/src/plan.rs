@@ -30,7 +30,7 @@ pub fn ifb_name(tag: &str, endpoint_id: &str) -> String {
 
 /// True for devices this root created (and so may delete when the store no longer has them).
 pub fn is_ours(tag: &str, name: &str) -> bool {
-    ["nwb", "nwv", "nwm", "nwi"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
+    ["nwb", "nwv", "nwm", "nwi", "nwx"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,9 @@ pub enum DesiredKind {
     /// The host end of a running container's veth pair: a port of `bridge`, up. If it is
     /// gone, the pair is re-made into the container's namespace (`endpoint` says how).
     HostVeth { bridge: String, container_id: String, container: String, endpoint: EndpointPlan },
+    /// An overlay network's VXLAN device: a port of `bridge`, up (its local VTEP and
+    /// underlay device come from the cluster's configuration when it is made).
+    Vxlan { network: String, bridge: String, vni: u32, port: u16 },
     /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
     /// taken for a stray).
     Shim { network: String },

@@ -50,6 +50,8 @@ pub struct Report {
     pub ports_repaired: usize,
     pub stray_devices: Vec<String>,
     pub stray_namespaces: Vec<String>,
+    /// Overlay forwarding entries (FDB + neighbour) written or deleted to match etcd.
+    pub overlay_entries: usize,
 }
 
 /// The store's view of a root, read in one transaction.
@@ -81,10 +83,16 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
     let desired = desired::host(&snap);
     for a in apply::converge(&ctx.tag, &desired, &mut NetlinkKernel { ctx, nl })? {
         match a {
-            Action::EnsureBridge { .. } => report.bridges_restored += 1,
+            Action::EnsureBridge { .. } | Action::EnsureVxlan { .. } => report.bridges_restored += 1,
             Action::Enslave { .. } | Action::SetUp { .. } | Action::RecreateVeth { .. } => report.ports_repaired += 1,
             Action::DeleteStray { name } => report.stray_devices.push(name),
         }
+    }
+    if crate::overlay::Config::joined(ctx) {
+        // The kernel's entries made to match the mirror; then the agent (started again if it
+        // died) re-reads etcd and converges on anything newer.
+        report.overlay_entries = crate::overlay::sync::sync_kernel(store, nl)?;
+        crate::overlay::announce(ctx);
     }
     let live: HashSet<String> = snap
         .containers

@@ -147,6 +147,140 @@ impl Sandbox {
     pub fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         run_in(&self.host, f)
     }
+
+    /// Runs `f` on a fresh thread in the LAN namespace.
+    pub fn in_lan<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        run_in(&self.lan, f)
+    }
+
+    /// Host number `n` of a multi-host sandbox, each with its own state root. Host 1 is the
+    /// sandbox's own host (eth0 192.168.1.10); host n ≥ 2 is a new namespace routed through
+    /// the LAN namespace: `lanN` 192.168.N.1/24 there, eth0 192.168.N.10/24 in the host.
+    ///
+    /// ```text
+    /// LAN netns (router, etcd on 192.168.1.1:2379)
+    ///   ├── lan0 ── h1 eth0 192.168.1.10
+    ///   ├── lan2 ── h2 eth0 192.168.2.10
+    ///   └── lan3 ── h3 eth0 192.168.3.10
+    /// ```
+    pub fn host(&self, n: u8) -> Result<Host> {
+        let root = self.dir.join(format!("root-h{n}"));
+        if n == 1 {
+            return Ok(Host {
+                name: "h1".into(),
+                ns: self.host.try_clone()?,
+                root: self.root.clone(),
+                addr: HOST_ETH0,
+                dir: self.dir.clone(),
+                bin: self.bin.clone(),
+            });
+        }
+        let ns = netns::create_pinned(&self.dir.join("ns").join(format!("h{n}")))?;
+        let addr = Ipv4Addr::new(192, 168, n, 10);
+        let gw = Ipv4Addr::new(192, 168, n, 1);
+        let mut lan = netns::within(&self.lan, Netlink::open)??;
+        let mut host = netns::within(&ns, Netlink::open)??;
+        host.request(Netlink::set_up_msg(1), 0)?;
+        let lan_if = format!("lan{n}");
+        lan.create_veth(&VethSpec {
+            host_name: &lan_if,
+            peer_name: "eth0",
+            peer_netns: ns.as_raw_fd(),
+            peer_mac: None,
+            mtu: None,
+            master: None,
+            isolated: false,
+        })
+        .context("creating a host's LAN veth")?;
+        let idx = lan.link_by_name(&lan_if)?.context("lanN")?.index;
+        lan.batch(vec![(Netlink::add_addr_msg(idx, gw, 24), NLM_F_CREATE | NLM_F_EXCL), (Netlink::set_up_msg(idx), 0)])
+            .map_err(|(_, e)| e)?;
+        // The LAN namespace routes between the hosts' subnets (a sandbox namespace: its
+        // sysctl is its own).
+        run_in(&self.lan, || fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?;
+        let eth0 = host.link_by_name("eth0")?.context("eth0")?.index;
+        host.batch(vec![
+            (Netlink::add_addr_msg(eth0, addr, 24), NLM_F_CREATE | NLM_F_EXCL),
+            (Netlink::set_up_msg(eth0), 0),
+            (Netlink::default_route_msg(gw, eth0), NLM_F_CREATE | NLM_F_EXCL),
+        ])
+        .map_err(|(_, e)| e)?;
+        Ok(Host { name: format!("h{n}"), ns, root, addr, dir: self.dir.clone(), bin: self.bin.clone() })
+    }
+
+    /// Starts etcd (Debian's etcd-server) in the LAN namespace on 192.168.1.1:2379, its data
+    /// under the sandbox; returns its URL once it answers. Killed with the sandbox.
+    pub fn start_etcd(&self) -> Result<String> {
+        let url = format!("http://{LAN_ROUTER}:2379");
+        let log = fs::File::create(self.dir.join("etcd.log"))?;
+        self.in_lan_cmd("etcd")
+            .args(["--name", "nw", "--data-dir"])
+            .arg(self.dir.join("etcd"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args([
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+            ])
+            .args(["--initial-cluster", "nw=http://127.0.0.1:2380", "--log-level", "error"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (apt install etcd-server)")?;
+        let gw = netwright_engine::overlay::etcd::Gateway::new(&url)?;
+        for _ in 0..200 {
+            use netwright_engine::overlay::etcd::Kv;
+            if self.in_lan(|| gw.list("/").is_ok()) {
+                return Ok(url);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("etcd did not answer within 10 s: see {}", self.dir.join("etcd.log").display())
+    }
+}
+
+/// One host of a multi-host sandbox (see [`Sandbox::host`]).
+pub struct Host {
+    pub name: String,
+    pub ns: OwnedFd,
+    /// Its netwright state root.
+    pub root: PathBuf,
+    /// Its underlay address.
+    pub addr: Ipv4Addr,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Host {
+    /// `netwright ARGS` on this host, with its state root.
+    pub fn netwright<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = Command::new(&self.bin);
+        c.args(args).env("NETWRIGHT_ROOT", &self.root);
+        enter_on_exec(&mut c, &self.ns);
+        c
+    }
+
+    /// A command run in this host's namespace, outside any container.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        enter_on_exec(&mut c, &self.ns);
+        c
+    }
+
+    pub fn script(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Runs `f` on a fresh thread in this host's namespace.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        run_in(&self.ns, f)
+    }
 }
 
 const OWNER: &str = "owner.pid";

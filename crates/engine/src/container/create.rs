@@ -57,6 +57,18 @@ pub fn add_endpoint(
         None => None,
     };
     let ip = match requested_ip {
+        Some(ip) if net.driver == Driver::Overlay => {
+            ipam::check_requested(net.subnet, net.gateway, ip)?;
+            if tx.ip_taken(&net.id, ip)? {
+                bail!(conflict(format!(
+                    "address {ip} is already in use on network {}: pick another --ip or leave it out",
+                    net.name
+                )));
+            }
+            crate::overlay::network::claim(ctx, tx, net, container_id, Some(ip))?
+        }
+        // Addresses of an overlay network are the cluster's: claimed in etcd.
+        None if net.driver == Driver::Overlay => crate::overlay::network::claim(ctx, tx, net, container_id, None)?,
         Some(ip) => {
             ipam::check_requested(net.subnet, net.gateway, ip)?;
             if network::reserved(net).contains(&ip) {
@@ -94,7 +106,7 @@ pub fn add_endpoint(
     }
     let ep_id = random_hex(32);
     let ep = Endpoint {
-        host_ifname: if net.driver == Driver::Bridge { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
+        host_ifname: if net.driver.is_bridged() { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
         id: ep_id,
         container_id: container_id.to_string(),
         network_id: net.id.clone(),
@@ -281,7 +293,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     let made = setup(ctx, &mut host_nl, &rows, &mode, spec);
     let Rows { container, endpoints, nets, mappings, .. } = rows;
     let made = made.and_then(|(created, dns)| {
-        if nets.iter().any(|n| n.driver == Driver::Bridge) {
+        if nets.iter().any(|n| n.driver.is_bridged()) {
             // Restores the table, its rules and the network sets if an admin's flush or a
             // reboot took them (a few small reads when all is well).
             firewall::ensure(ctx, store)?;
@@ -298,9 +310,20 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         }
         Ok(created)
     });
+    let overlay = nets.iter().any(|n| n.driver == Driver::Overlay);
     match made {
-        Ok((netns, mnt_template, files_dir)) => Ok(Created { container, netns, mnt_template, files_dir }),
+        Ok((netns, mnt_template, files_dir)) => {
+            if overlay {
+                // Peers learn the endpoint (and its names) before the process starts.
+                crate::overlay::announce(ctx);
+                trace("setup: overlay peers told");
+            }
+            Ok(Created { container, netns, mnt_template, files_dir })
+        }
         Err(e) => {
+            if overlay {
+                crate::overlay::network::release(ctx, &held(&nets, &endpoints), &container.id);
+            }
             let unpublished = match endpoints.first().and_then(|e| e.ip) {
                 Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
                 None => mappings.is_empty(),
@@ -326,6 +349,15 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             Err(e)
         }
     }
+}
+
+/// The overlay addresses among a container's endpoints: (network id, address).
+fn held(nets: &[Network], eps: &[Endpoint]) -> Vec<(String, Ipv4Addr)> {
+    nets.iter()
+        .zip(eps)
+        .filter(|(n, _)| n.driver == Driver::Overlay)
+        .filter_map(|(n, e)| Some((n.id.clone(), e.ip?)))
+        .collect()
 }
 
 /// (namespace, mount template, files directory), and the DNS resolver's pending adoption.
@@ -358,7 +390,7 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec
     trace("setup: files written");
     let mut bridges = Vec::new();
     for n in nets {
-        bridges.push(drivers::of(n.driver).ensure_network(host_nl, n)?);
+        bridges.push(drivers::of(n.driver).ensure_network(ctx, host_nl, n)?);
     }
     trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;

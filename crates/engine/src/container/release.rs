@@ -38,6 +38,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     }
     netns::remove_pinned(&ctx.netns_path(&c.id))?;
     trace("release: namespace unpinned");
+    let overlay = if crate::overlay::Config::joined(ctx) { crate::overlay::held_by(store, &c.id)? } else { Vec::new() };
     store.write(|tx| {
         tx.mark_exited(&c.id, code, error, now_nanos())?;
         if c.auto_remove {
@@ -46,6 +47,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         Ok(())
     })?;
     trace("release: store updated");
+    crate::overlay::withdraw(ctx, &overlay, &c.id);
     crate::hostnames::sync_or_warn(ctx, store);
     if matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK) {
         // Its names go away now, not at the resolver's next periodic sync.

@@ -38,6 +38,8 @@ pub struct Zone {
     /// container → gateways where it also expects the resolver (networks whose front end
     /// writes the gateway into resolv.conf, as Podman does with aardvark-dns).
     pub dns_gateways: HashMap<String, Vec<Ipv4Addr>>,
+    /// The ids under which other hosts' endpoints are recorded ("remote:EP").
+    remote_ids: Vec<String>,
 }
 
 /// A network option: its containers ask DNS at the gateway address (Podman's convention).
@@ -117,13 +119,41 @@ impl Zone {
         }
     }
 
+    /// Replaces the names of other hosts' containers on overlay networks (from the store's
+    /// mirror of etcd). They answer like local ones, on the networks they are on.
+    pub fn set_remotes(&mut self, networks: &[Network], remotes: &[crate::model::RemoteEndpoint]) {
+        for id in std::mem::take(&mut self.remote_ids) {
+            self.remove(&id);
+        }
+        for r in remotes {
+            if !networks.iter().any(|n| n.id == r.network_id && n.serves_names()) {
+                continue;
+            }
+            let id = format!("remote:{}", r.id);
+            let mut names: Vec<String> = r.names.iter().map(|n| normalize(n)).collect();
+            names.dedup();
+            let Some(primary) = names.first().cloned() else { continue };
+            for n in &names {
+                self.names.entry(n.clone()).or_default().push((r.network_id.clone(), r.ip, id.clone()));
+            }
+            self.addrs.entry(r.ip).or_default().push((r.network_id.clone(), primary));
+            // Recorded like a container's, so `remove` takes it out the same way; it never
+            // asks, so it gets no resolver (see `served`).
+            self.by_container.insert(
+                id.clone(),
+                Contribution { networks: vec![], records: vec![(r.network_id.clone(), r.ip, names)] },
+            );
+            self.remote_ids.push(id);
+        }
+    }
+
     /// Containers that get a resolver (those on at least one user-defined network).
     pub fn served(&self) -> impl Iterator<Item = &String> {
-        self.by_container.keys()
+        self.by_container.iter().filter(|(_, c)| !c.networks.is_empty()).map(|(id, _)| id)
     }
 
     pub fn serves(&self, id: &str) -> bool {
-        self.by_container.contains_key(id)
+        self.by_container.get(id).is_some_and(|c| !c.networks.is_empty())
     }
 
     /// Addresses for `name` as seen by `asker`: None when no container anywhere has the

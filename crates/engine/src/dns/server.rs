@@ -149,14 +149,17 @@ fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Serv
 /// Rebuilds the zone from the store and adopts/drops containers to match.
 fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     let Ok(mut store) = ctx.store() else { return };
-    let Ok((nets, ctrs, eps)) = store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?))) else {
+    let Ok((nets, ctrs, eps, remotes)) =
+        store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?, tx.remote_endpoints()?)))
+    else {
         return;
     };
     // A container whose owner is gone (a runtime that deleted its namespace without a
     // teardown, nobody running a command since) is not served: holding sockets in its
     // namespace would keep that namespace, and so the container, alive forever.
     let ctrs: Vec<_> = ctrs.into_iter().filter(|c| c.owner_alive()).collect();
-    let zone = Zone::build(&nets, &ctrs, &eps);
+    let mut zone = Zone::build(&nets, &ctrs, &eps);
+    zone.set_remotes(&nets, &remotes);
     let wanted: Vec<String> = zone.served().cloned().collect();
     *shared.zone.write().expect("zone lock") = zone;
     *shared.host_upstreams.write().expect("upstreams lock") = host_upstreams();
@@ -403,7 +406,7 @@ async fn forward_tcp(query: &[u8], addr: SocketAddr) -> Option<Vec<u8>> {
 /// The supervisor's main: runs the resolver and starts it again whenever it exits.
 pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
     let me = std::process::id() as i32;
-    std::fs::write(pid_path(ctx), format!("{me} {}\n", crate::kernel::process::start_time(me).unwrap_or(0)))?;
+    crate::kernel::process::write_pid_file(&pid_path(ctx))?;
     let exe = std::env::current_exe()?;
     loop {
         let started = Instant::now();
@@ -424,11 +427,7 @@ pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
 }
 
 fn supervisor_alive(ctx: &Ctx) -> bool {
-    let Ok(s) = std::fs::read_to_string(pid_path(ctx)) else { return false };
-    let mut it = s.split_whitespace();
-    let pid = it.next().and_then(|p| p.parse().ok());
-    let start = it.next().and_then(|p| p.parse().ok());
-    crate::kernel::process::alive(pid, start)
+    crate::kernel::process::pid_file_alive(&pid_path(ctx)).is_some()
 }
 
 /// Asks the resolver to re-read the store and waits until it has (so a new container's
@@ -505,18 +504,6 @@ pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> 
 }
 
 fn spawn_supervisor(ctx: &Ctx) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(ctx.root.join("dns.log"))?;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("_dns")
-        .env("NETWRIGHT_ROOT", &ctx.root)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
-    cmd.spawn().context("starting the DNS resolver")?;
-    Ok(())
+    crate::kernel::process::spawn_daemon("_dns", &ctx.root, &ctx.root.join("dns.log"))
+        .context("starting the DNS resolver")
 }

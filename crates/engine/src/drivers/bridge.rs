@@ -59,7 +59,7 @@ impl NetworkDriver for BridgeDriver {
         true
     }
 
-    fn ensure_network(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
+    fn ensure_network(&self, _: &crate::ctx::Ctx, nl: &mut Netlink, n: &Network) -> Result<u32> {
         ensure_bridge(nl, &plan::network(n))
     }
 

@@ -47,7 +47,7 @@ impl NetworkDriver for MacvlanDriver {
         false
     }
 
-    fn ensure_network(&self, nl: &mut Netlink, n: &Network) -> Result<u32> {
+    fn ensure_network(&self, _: &crate::ctx::Ctx, nl: &mut Netlink, n: &Network) -> Result<u32> {
         Ok(ensure_parent(nl, parent(n))?.0)
     }
 

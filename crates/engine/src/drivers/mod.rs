@@ -1,15 +1,17 @@
 //! Network drivers behind one trait: each validates its options, says which host devices a
 //! network and its endpoints should have (the desired state, see [`crate::desired`]) and
-//! makes an endpoint's interfaces in the kernel. Adding a driver (overlay, routed) is one
-//! file here and one arm in [`of`].
+//! makes an endpoint's interfaces in the kernel. Adding a driver (routed) is one file here
+//! and one arm in [`of`].
 
 pub mod bridge;
 pub mod macvlan;
+pub mod overlay;
 
 use std::os::fd::OwnedFd;
 
 use anyhow::Result;
 
+use crate::ctx::Ctx;
 use crate::kernel::netlink::Netlink;
 use crate::model::Driver;
 use crate::plan::DesiredLink;
@@ -28,7 +30,7 @@ pub trait NetworkDriver: Sync {
 
     /// Makes the network's devices exist (idempotent); returns the ifindex endpoints attach
     /// to (the bridge), or 0 when they attach elsewhere.
-    fn ensure_network(&self, nl: &mut Netlink, n: &Network) -> Result<u32>;
+    fn ensure_network(&self, ctx: &Ctx, nl: &mut Netlink, n: &Network) -> Result<u32>;
 
     /// Makes one endpoint's interfaces: `host` is the host namespace, `ctr` the container's
     /// (`ns`), `anchor` what [`NetworkDriver::ensure_network`] returned.
@@ -51,5 +53,6 @@ pub fn of(d: Driver) -> &'static dyn NetworkDriver {
     match d {
         Driver::Bridge => &bridge::BridgeDriver,
         Driver::Macvlan => &macvlan::MacvlanDriver,
+        Driver::Overlay => &overlay::OverlayDriver,
     }
 }

@@ -18,7 +18,6 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::ctx::Ctx;
 use crate::kernel::nftables::{self as nft, Batch, Elem, Expr, Nftables, SetSpec, datatype, hook, meta};
-use crate::model::Driver;
 use crate::ports::Mapping;
 use crate::store::{Network, Store};
 
@@ -55,7 +54,7 @@ pub fn icc(n: &Network) -> bool {
 
 pub fn desired(networks: &[Network], ports: &[(Mapping, Ipv4Addr)]) -> Desired {
     let mut d = Desired::default();
-    for n in networks.iter().filter(|n| n.driver == Driver::Bridge) {
+    for n in networks.iter().filter(|n| n.driver.is_bridged()) {
         let key = Elem { key: nft::ifname_key(&n.bridge), data: None };
         d.bridges.push(key.clone());
         d.same.push(Elem { key: [nft::ifname_key(&n.bridge), nft::ifname_key(&n.bridge)].concat(), data: None });
@@ -289,7 +288,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
         }
     }
     commit(&mut nft, &b, "the ip table")?;
-    if networks.iter().any(|n| n.driver == Driver::Bridge && masquerades(n)) {
+    if networks.iter().any(|n| n.driver.is_bridged() && masquerades(n)) {
         enable_forwarding()?;
     }
     Ok(())

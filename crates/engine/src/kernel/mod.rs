@@ -31,3 +31,4 @@ pub unsafe fn fork_detached(child: impl FnOnce()) -> bool {
 }
 pub mod process;
 pub mod tc;
+pub mod vxlan;

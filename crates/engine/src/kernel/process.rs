@@ -20,6 +20,37 @@ pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
     }
 }
 
+/// A daemon's pid file: "PID STARTTIME", so a reused PID is never taken for it.
+pub fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    let me = std::process::id() as i32;
+    std::fs::write(path, format!("{me} {}\n", start_time(me).unwrap_or(0)))
+}
+
+/// The live process a pid file names, if any.
+pub fn pid_file_alive(path: &std::path::Path) -> Option<i32> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let mut it = s.split_whitespace();
+    let pid = it.next().and_then(|p| p.parse().ok());
+    let start = it.next().and_then(|p| p.parse().ok());
+    alive(pid, start).then_some(pid?)
+}
+
+/// Starts `netwright ARG` for state root `root` in a session of its own, its output
+/// appended to `log`: a daemon that outlives the command starting it.
+pub fn spawn_daemon(arg: &str, root: &std::path::Path, log: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg(arg).env("NETWRIGHT_ROOT", root).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    cmd.spawn().with_context(|| format!("starting netwright {arg}"))?;
+    Ok(())
+}
+
 /// netwright processes working for the state root `root` (their NETWRIGHT_ROOT names
 /// it): (pid, argv). Monitors, the DNS resolver and its supervisor, for benches and tests.
 pub fn of_root(root: &std::path::Path) -> Vec<(i32, Vec<String>)> {

@@ -9,7 +9,6 @@ use crate::ctx::Ctx;
 use crate::desired::{self, Snapshot};
 use crate::firewall;
 use crate::kernel::netlink::Netlink;
-use crate::model::Driver;
 use crate::store::{Container, State, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +26,11 @@ pub struct Finding {
     pub fix: Option<String>,
 }
 
-fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
+pub(super) fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
     Finding { check, level: Level::Ok, detail: detail.into(), fix: None }
 }
 
-fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+pub(super) fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
     Finding { check, level: Level::Fail, detail: detail.into(), fix: Some(fix.into()) }
 }
 
@@ -72,7 +71,7 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     {
         anyhow::bail!("no running container {o} (see `netwright ps`)");
     }
-    let bridged = networks.iter().any(|n| n.driver == Driver::Bridge && firewall::masquerades(n));
+    let bridged = networks.iter().any(|n| n.driver.is_bridged() && firewall::masquerades(n));
 
     // Forwarding disabled: containers cannot reach past their bridge.
     let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
@@ -129,7 +128,7 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     if let Some(up) = uplink {
         let big: Vec<String> = networks
             .iter()
-            .filter(|n| n.driver == Driver::Bridge && n.mtu > up.mtu)
+            .filter(|n| n.driver.is_bridged() && n.mtu > up.mtu)
             .map(|n| format!("{} (mtu {})", n.name, n.mtu))
             .collect();
         out.push(if big.is_empty() {
@@ -146,6 +145,10 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
                 format!("recreate the network with --opt mtu={}", up.mtu),
             )
         });
+    }
+
+    if crate::overlay::Config::joined(ctx) {
+        out.extend(super::doctor_overlay::findings(ctx, store, &mut nl, &networks, &containers, &endpoints)?);
     }
 
     // Conntrack table near its limit: new connections are dropped.

@@ -2,6 +2,7 @@
 //! (The demo's "what was created" listing; the seed of `topology`.)
 
 pub mod doctor;
+mod doctor_overlay;
 pub mod topology;
 pub mod trace;
 

@@ -13,7 +13,6 @@ use crate::ctx::Ctx;
 use crate::desired::{self, Snapshot};
 use crate::firewall;
 use crate::kernel::netlink::Netlink;
-use crate::model::Driver;
 use crate::plan;
 use crate::store::{State, Store};
 
@@ -88,7 +87,9 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
     let broken: HashSet<&str> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::EnsureBridge { name, .. } | Action::Enslave { port: name, .. } => Some(name.as_str()),
+            Action::EnsureBridge { name, .. }
+            | Action::EnsureVxlan { name, .. }
+            | Action::Enslave { port: name, .. } => Some(name.as_str()),
             Action::RecreateVeth { endpoint, .. } => Some(endpoint.host_name.as_str()),
             Action::SetUp { .. } | Action::DeleteStray { .. } => None,
         })
@@ -111,7 +112,7 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
     let mut nets = Vec::new();
     for n in &networks {
         let mut notes = Vec::new();
-        if n.driver == Driver::Bridge {
+        if n.driver.is_bridged() {
             if firewall::masquerades(n) {
                 notes.push("masquerade".into())
             }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
-pub use crate::model::{Container, Endpoint, Network, State};
+mod remote;
+
+pub use crate::model::{Container, Endpoint, Network, RemoteEndpoint, State};
 use crate::model::{Driver, Mapping, NetworkMode, Proto};
 use crate::model::{Intent, Kind};
 
@@ -88,7 +90,15 @@ CREATE TABLE IF NOT EXISTS intents (
     PRIMARY KEY (kind, target)
 );
 "#;
-const SCHEMA_VERSION: i64 = 6;
+/// The other hosts' endpoints on overlay networks, mirrored from etcd (see crate::overlay).
+const REMOTE: &str = r#"
+CREATE TABLE IF NOT EXISTS remote_endpoints (
+    id         TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    record     TEXT NOT NULL              -- JSON: crate::model::RemoteEndpoint
+);
+"#;
+const SCHEMA_VERSION: i64 = 7;
 
 pub struct Store {
     conn: Connection,
@@ -204,9 +214,13 @@ impl Store {
             )
             .context("upgrading the store's schema")?;
         }
+        if (2..=6).contains(&version) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {REMOTE} PRAGMA user_version = 7; COMMIT;"))
+                .context("upgrading the store's schema")?;
+        }
         if version < 2 {
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} {INTENTS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN IMMEDIATE; {SCHEMA} {INTENTS} {REMOTE} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .context("creating the store's schema")?;
         }

@@ -415,7 +415,7 @@ fn from_container(
             return Ok(b.delivered());
         };
         let Some((dep, _)) = deps.iter().find(|(_, n)| n.id == net.id) else { return Ok(b.delivered()) };
-        if net.driver == Driver::Bridge {
+        if net.driver.is_bridged() {
             let mac = crate::ipam::mac_for(dep.ip.expect("active"));
             match host.fdb_port(mac)? {
                 Some(i) => {

@@ -1,0 +1,394 @@
+//! The overlay agent: one long-lived process per joined state root (`netwright _overlay`),
+//! started on demand by the commands that need it, as the DNS resolver is.
+//!
+//! It holds the host's etcd lease (10 s, renewed every 3 s) with the host's key and its
+//! endpoints on it, and keeps the host in step with etcd: list at revision R, watch from R+1
+//! (no event lost between the two), list again when the watch breaks or the history was
+//! compacted. Every change is mirrored into the store (networks, other hosts' endpoints) and
+//! the kernel (one netlink batch per network), and DNS is told. Commands ask it to publish
+//! their changes at once over a unix socket (`sync` → `ok`).
+//!
+//! kill -9 loses nothing: the next command starts a new agent, which lists and converges.
+//! etcd away: the kernel keeps its entries (running containers keep talking), the agent
+//! retries every half second, and on return re-registers (a new lease if the old expired).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::etcd::{Compare, Event, Gateway, KeyValue, Kv, Op};
+use super::{Claim, Config, EndpointRecord, HostRecord, LEASE_TTL, PREFIX, sync};
+use crate::ctx::Ctx;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::process;
+use crate::store::Store;
+
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(3);
+const GC_EVERY: Duration = Duration::from_secs(30);
+/// A claim younger than this may belong to a container being created right now.
+const CLAIM_GRACE_SECS: i64 = 60;
+
+fn sock_path(ctx: &Ctx) -> PathBuf {
+    ctx.root.join("overlay.sock")
+}
+
+fn pid_path(ctx: &Ctx) -> PathBuf {
+    ctx.root.join("overlay.pid")
+}
+
+enum Msg {
+    Events(u64, Vec<Event>, i64),
+    Broken(u64, String),
+    Sync(UnixStream),
+}
+
+struct Agent {
+    ctx: Ctx,
+    cfg: Config,
+    kv: Gateway,
+    store: Store,
+    nl: Netlink,
+    lease: i64,
+    /// Everything under PREFIX as of `rev`.
+    keys: BTreeMap<String, KeyValue>,
+    rev: i64,
+    /// The current watch's generation: events of an older one are ignored.
+    generation: u64,
+    watching: bool,
+    dirty: bool,
+    last_error: Option<String>,
+}
+
+/// The agent process's main.
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let Some(cfg) = Config::load(ctx)? else { bail!("this state root is not in a cluster") };
+    let _ = std::fs::remove_file(sock_path(ctx));
+    let listener = UnixListener::bind(sock_path(ctx)).context("binding the overlay agent's socket")?;
+    process::write_pid_file(&pid_path(ctx))?;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let control = tx.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            if control.send(Msg::Sync(s)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut a = Agent {
+        kv: Gateway::new(&cfg.etcd)?,
+        cfg,
+        store: ctx.store()?,
+        nl: Netlink::open()?,
+        ctx: ctx.clone(),
+        lease: 0,
+        keys: BTreeMap::new(),
+        rev: 0,
+        generation: 0,
+        watching: false,
+        dirty: false,
+        last_error: None,
+    };
+    let (mut last_keepalive, mut last_gc) = (Instant::now(), Instant::now() - GC_EVERY);
+    loop {
+        if Config::load(ctx).ok().flatten().as_ref() != Some(&a.cfg) {
+            // Left the cluster, or joined anew with other settings: the next agent takes over.
+            return Ok(());
+        }
+        if !a.watching
+            && let Err(e) = a.start(&tx)
+        {
+            a.note_error(format!("{e:#}"));
+        }
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(Msg::Events(g, events, rev)) if g == a.generation => {
+                a.apply(events, rev);
+                // Take whatever else already arrived: one reconcile per burst.
+                while let Ok(Msg::Events(g2, more, rev2)) = rx.try_recv() {
+                    if g2 == a.generation {
+                        a.apply(more, rev2);
+                    }
+                }
+            }
+            Ok(Msg::Broken(g, e)) if g == a.generation => {
+                a.watching = false;
+                a.note_error(e);
+            }
+            Ok(Msg::Sync(s)) => a.answer(s),
+            _ => {}
+        }
+        if a.dirty
+            && let Err(e) = a.reconcile()
+        {
+            a.note_error(format!("{e:#}"));
+        }
+        if last_keepalive.elapsed() >= KEEPALIVE_EVERY {
+            last_keepalive = Instant::now();
+            a.keepalive();
+        }
+        if a.watching && last_gc.elapsed() >= GC_EVERY {
+            last_gc = Instant::now();
+            if let Err(e) = a.collect_claims() {
+                a.note_error(format!("{e:#}"));
+            }
+        }
+    }
+}
+
+impl Agent {
+    fn note_error(&mut self, e: String) {
+        if self.last_error.as_ref() != Some(&e) {
+            eprintln!("netwright-overlay: {e}");
+            self.last_error = Some(e);
+        }
+    }
+
+    /// Registers (a new lease if needed), lists, publishes, and starts the watch.
+    fn start(&mut self, tx: &mpsc::Sender<Msg>) -> Result<()> {
+        if self.lease == 0 {
+            self.lease = self.kv.grant(LEASE_TTL)?;
+        }
+        let host = HostRecord {
+            id: self.cfg.host_id.clone(),
+            name: self.cfg.host_name.clone(),
+            vtep: self.cfg.advertise,
+            mtu: self.cfg.mtu,
+        };
+        self.kv.put(&super::host_key(&host.id), &serde_json::to_vec(&host)?, self.lease)?;
+        let (kvs, rev) = self.kv.list(PREFIX)?;
+        self.keys = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        self.rev = rev;
+        self.publish()?;
+        self.generation += 1;
+        let (g, kv, tx) = (self.generation, self.kv.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let events = tx.clone();
+            let end = kv.watch(PREFIX, rev + 1, move |ev, rev| events.send(Msg::Events(g, ev, rev)).is_ok());
+            let why = match end {
+                Ok(()) => "the watch ended".to_string(),
+                Err(e) => format!("watch: {e:#}"),
+            };
+            let _ = tx.send(Msg::Broken(g, why));
+        });
+        self.watching = true;
+        self.dirty = true;
+        if self.last_error.take().is_some() {
+            eprintln!("netwright-overlay: connected to etcd at {} again", self.cfg.etcd);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, events: Vec<Event>, rev: i64) {
+        for e in events {
+            match e {
+                Event::Put(kv) => {
+                    self.keys.insert(kv.key.clone(), kv);
+                }
+                Event::Delete(k) => {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+        self.rev = self.rev.max(rev);
+        self.dirty = true;
+    }
+
+    fn records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Vec<T> {
+        self.keys
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(_, kv)| serde_json::from_slice(&kv.value).ok())
+            .collect()
+    }
+
+    /// This host's endpoints in etcd = the store's: puts what is missing or changed (on
+    /// the current lease), deletes what is no longer here.
+    fn publish(&mut self) -> Result<()> {
+        let own = sync::own_endpoints(&mut self.store, &self.cfg)?;
+        let mut wanted = std::collections::HashSet::new();
+        for rec in &own {
+            let key = super::endpoint_key(rec);
+            let value = serde_json::to_vec(rec)?;
+            let current = self.keys.get(&key).is_some_and(|kv| kv.value == value && kv.lease == self.lease);
+            if !current {
+                self.kv.put(&key, &value, self.lease)?;
+                self.keys.insert(
+                    key.clone(),
+                    KeyValue { key: key.clone(), value, create_revision: 0, mod_revision: 0, lease: self.lease },
+                );
+            }
+            wanted.insert(key);
+        }
+        let stale: Vec<String> = self
+            .records::<EndpointRecord>(&format!("{PREFIX}endpoints/"))
+            .into_iter()
+            .filter(|r| r.host == self.cfg.host_id)
+            .map(|r| super::endpoint_key(&r))
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in stale {
+            self.kv.delete(&k)?;
+            self.keys.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Store and kernel in step with the keys.
+    fn reconcile(&mut self) -> Result<()> {
+        self.dirty = false;
+        let nets = self.records(&format!("{PREFIX}networks/"));
+        let changes = sync::mirror_networks(&self.ctx, &mut self.store, &nets)?;
+        sync::remove_devices(&self.ctx, &mut self.store, &changes.removed)?;
+        if !changes.added.is_empty() {
+            crate::firewall::sync_all(&self.ctx, &mut self.store)?;
+        }
+        let live_hosts: Vec<HostRecord> = self.records(&format!("{PREFIX}hosts/"));
+        let remotes: Vec<EndpointRecord> = self
+            .records::<EndpointRecord>(&format!("{PREFIX}endpoints/"))
+            .into_iter()
+            .filter(|r| r.host != self.cfg.host_id && live_hosts.iter().any(|h| h.id == r.host))
+            .collect();
+        let changed = sync::mirror_remotes(&mut self.store, remotes)?;
+        sync::sync_kernel(&mut self.store, &mut self.nl)?;
+        if changed {
+            // Names of other hosts' containers come and go with them.
+            let _ = crate::dns::server::sync_now(&self.ctx, false, None);
+        }
+        Ok(())
+    }
+
+    fn keepalive(&mut self) {
+        if self.lease == 0 {
+            return;
+        }
+        match self.kv.keepalive(self.lease) {
+            Ok(true) => {
+                // Catches containers whose owner died since (no command told us).
+                if self.watching
+                    && let Err(e) = self.publish()
+                {
+                    self.note_error(format!("{e:#}"));
+                }
+            }
+            Ok(false) => {
+                // Expired (cut off longer than the TTL): peers dropped us; register again.
+                eprintln!("netwright-overlay: lease expired; registering again");
+                self.lease = 0;
+                self.watching = false;
+                self.generation += 1;
+            }
+            Err(e) => {
+                // Cut off: the watch may hang on a dead connection; list and watch anew once
+                // etcd answers again.
+                self.note_error(format!("keepalive: {e:#}"));
+                self.watching = false;
+                self.generation += 1;
+            }
+        }
+    }
+
+    /// Claims of this host that no container here holds (a `run` killed between claim and
+    /// store, a release that could not reach etcd), older than the grace period.
+    fn collect_claims(&mut self) -> Result<()> {
+        let held: std::collections::HashSet<(String, std::net::Ipv4Addr)> = self
+            .store
+            .read(|tx| Ok(tx.all_endpoints()?.into_iter().filter_map(|e| Some((e.network_id, e.ip?))).collect()))?;
+        let now = super::now_secs();
+        let mine: Vec<(String, i64)> = self
+            .keys
+            .range(format!("{PREFIX}ipam/")..)
+            .take_while(|(k, _)| k.starts_with(&format!("{PREFIX}ipam/")))
+            .filter_map(|(k, kv)| {
+                let c: Claim = serde_json::from_slice(&kv.value).ok()?;
+                let rest = k.strip_prefix(&format!("{PREFIX}ipam/"))?;
+                let (net, ip) = rest.split_once('/')?;
+                let held_here = held.contains(&(net.to_string(), ip.parse().ok()?));
+                (c.host == self.cfg.host_id && !held_here && now - c.at > CLAIM_GRACE_SECS)
+                    .then_some((k.clone(), kv.mod_revision))
+            })
+            .collect();
+        for (k, rev) in mine {
+            self.kv.txn(&[Compare::ModRevision(k.clone(), rev)], &[Op::Delete(k)])?;
+        }
+        Ok(())
+    }
+
+    /// A command asked: publish now, converge, answer "ok" (or the error).
+    fn answer(&mut self, s: UnixStream) {
+        let mut line = String::new();
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = BufReader::new(&s).read_line(&mut line);
+        let result = if self.watching {
+            self.publish().and_then(|_| self.reconcile())
+        } else {
+            Err(anyhow::anyhow!(
+                "etcd at {} is unreachable ({})",
+                self.cfg.etcd,
+                self.last_error.clone().unwrap_or_default()
+            ))
+        };
+        let reply = match result {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error: {e:#}\n"),
+        };
+        let mut s = s;
+        let _ = s.write_all(reply.as_bytes());
+    }
+}
+
+/// Makes sure the agent runs (when `start`) and has published this host's endpoints and
+/// converged: returns once it has.
+pub fn poke(ctx: &Ctx, start: bool) -> Result<()> {
+    if process::pid_file_alive(&pid_path(ctx)).is_none() {
+        if !start {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(sock_path(ctx));
+        process::spawn_daemon("_overlay", &ctx.root, &ctx.root.join("overlay.log"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        match UnixStream::connect(sock_path(ctx)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("the overlay agent did not start: see {}", ctx.root.join("overlay.log").display())
+                });
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    (&s).write_all(b"sync\n")?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).context("waiting for the overlay agent")?;
+    match line.trim() {
+        "ok" => Ok(()),
+        other => bail!("overlay agent: {}", other.strip_prefix("error: ").unwrap_or(other)),
+    }
+}
+
+/// Stops this root's agent, if it runs.
+pub fn stop(ctx: &Ctx) {
+    if let Some(pid) = process::pid_file_alive(&pid_path(ctx)) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        for _ in 0..100 {
+            if process::pid_file_alive(&pid_path(ctx)).is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = std::fs::remove_file(pid_path(ctx));
+    let _ = std::fs::remove_file(sock_path(ctx));
+}
+
+/// The agent's pid, if it runs (for reset, tests and benches).
+pub fn pid(ctx: &Ctx) -> Option<i32> {
+    process::pid_file_alive(&pid_path(ctx))
+}

@@ -1,0 +1,336 @@
+//! Overlay networks across hosts, with real packets: three host namespaces routed through
+//! the LAN namespace (the underlay), etcd running there, VXLAN between the hosts.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// A sandbox with etcd and `n` hosts, each joined to the cluster.
+fn cluster(label: &str, n: u8) -> (Sandbox, Vec<Host>, String) {
+    let sb = sandbox(label);
+    let url = sb.start_etcd().expect("etcd");
+    let hosts: Vec<Host> = (1..=n).map(|i| sb.host(i).expect("host")).collect();
+    for h in &hosts {
+        let out = h.ok(&["cluster", "join", "--etcd", &url, "--name", &h.name]);
+        assert!(out.contains(&format!("VTEP {}", h.addr)), "{out}");
+    }
+    (sb, hosts, url)
+}
+
+fn serve(h: &Host, name: &str, net: &str, extra: &[&str]) {
+    let script = h.script("tcp.py");
+    let mut args = vec!["run", "-d", "--name", name, "--network", net];
+    args.extend_from_slice(extra);
+    args.extend(["--", "python3", &script, "serve", "7000"]);
+    h.ok(&args);
+}
+
+fn ping(h: &Host, from: &str, ip: &str, size: u32) -> bool {
+    let size = size.to_string();
+    h.nw(&["exec", from, "--", "ping", "-c1", "-W2", "-M", "do", "-s", &size, ip]).status.success()
+}
+
+#[test]
+fn three_hosts_share_a_network_names_mtu_and_egress() {
+    let (sb, h, _) = cluster("ov3", 3);
+    h[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.77.0.0/24", "ov"]);
+    // 1. Created on h1, listed on h2 and h3 (Docker's "network not found" on a worker must not happen).
+    for x in &h {
+        let ls = x.ok(&["network", "ls"]);
+        assert!(
+            ls.lines().any(|l| l.contains(" ov ") && l.contains("overlay") && l.contains("swarm")),
+            "{}: {ls}",
+            x.name
+        );
+    }
+    let ls = h[1].ok(&["cluster", "ls"]);
+    for x in &h {
+        assert!(ls.contains(&x.name) && ls.contains(&x.addr.to_string()), "{ls}");
+    }
+    for (i, x) in h.iter().enumerate() {
+        let alias = format!("alias{}", i + 1);
+        serve(x, &format!("s{}", i + 1), "ov", &["--network-alias", &alias]);
+    }
+    let ips: Vec<String> = h.iter().enumerate().map(|(i, x)| x.ip_of(&format!("s{}", i + 1))).collect();
+    // One subnet across hosts, distinct addresses.
+    for ip in &ips {
+        assert!(ip.starts_with("10.77.0."), "{ip}");
+    }
+    assert!(ips[0] != ips[1] && ips[1] != ips[2] && ips[0] != ips[2], "{ips:?}");
+    // 2. TCP between every pair, by name and by alias; no NAT between them.
+    for (i, a) in h.iter().enumerate() {
+        for j in 0..3 {
+            if i == j {
+                continue;
+            }
+            let from = format!("s{}", i + 1);
+            for target in [format!("s{}", j + 1), format!("alias{}", j + 1)] {
+                let reply =
+                    a.send_from(&from, &target, 7000, "hi").unwrap_or_else(|e| panic!("{from} -> {target}: {e}"));
+                assert!(reply.ends_with(&format!("hi from {}", ips[i])), "{from} -> {target}: {reply}");
+            }
+            assert!(ping(a, &from, &ips[j], 56), "ping {from} -> {}", ips[j]);
+        }
+    }
+    // 3. The seed's MTU exercise: the overlay's MTU is the underlay's minus 50 (20 outer
+    //    IPv4 + 8 UDP + 8 VXLAN + 14 inner Ethernet): 1422 bytes of ICMP payload + 28 = 1450.
+    assert!(ping(&h[0], "s1", &ips[1], 1422), "-s 1422 fits in 1450");
+    assert!(!ping(&h[0], "s1", &ips[1], 1423), "-s 1423 does not");
+    assert!(!ping(&h[0], "s1", &ips[1], 1472), "-s 1472 (fits a 1500 LAN) does not cross the overlay");
+    let mtu = h[1].ok(&["exec", "s2", "--", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "1450");
+    // Egress from a container on h2 is masqueraded to h2's own address.
+    let _server = Kill(
+        sb.in_lan_cmd("python3").args([&sb.script("tcp.py"), "serve", "7100"]).stdout(Stdio::null()).spawn().unwrap(),
+    );
+    let reply = h[1].send_from("s2", "192.168.1.100", 7100, "out").expect("egress from h2");
+    assert!(reply.ends_with("out from 192.168.2.10"), "{reply}");
+    // Published ports work on the overlay as on a bridge: LAN → h3:8080 → s3.
+    serve(&h[2], "web3", "ov", &["-p", "8080:7000"]);
+    let reply = retry(|| common::from_lan(&sb, "192.168.3.10", 8080, "tcp")).expect("published port on h3");
+    assert!(reply.contains("hi from"), "{reply}");
+    std::thread::sleep(Duration::from_millis(1));
+}
+
+/// Every container's (MAC, IP) on `net` per host, from `inspect`.
+fn endpoints(h: &Host, net: &str) -> Vec<(String, String)> {
+    let ids = h.ok(&["ps", "-q"]);
+    let mut v = Vec::new();
+    for id in ids.split_whitespace() {
+        let doc = h.inspect(id);
+        if let Some(n) = doc["NetworkSettings"]["Networks"].get(net) {
+            v.push((n["MacAddress"].as_str().unwrap().to_string(), n["IPAddress"].as_str().unwrap().to_string()));
+        }
+    }
+    v
+}
+
+/// The permanent entries on a host's VXLAN devices: (MAC, IP, VTEP), as the kernel has them.
+fn kernel_entries(h: &Host) -> std::collections::BTreeSet<(String, String, String)> {
+    h.within(|| {
+        let mut nl = netwright_engine::kernel::netlink::Netlink::open().unwrap();
+        let mut out = std::collections::BTreeSet::new();
+        for l in nl.links().unwrap().into_iter().filter(|l| l.name.starts_with("nwx")) {
+            for e in nl.vxlan_entries(l.index).unwrap() {
+                out.insert((netwright_engine::ipam::format_mac(e.mac), e.ip.to_string(), e.vtep.to_string()));
+            }
+        }
+        out
+    })
+}
+
+/// What a host's kernel should hold: every other host's endpoints behind that host's VTEP.
+fn expected_entries(h: &[Host], me: usize, net: &str) -> std::collections::BTreeSet<(String, String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, x) in h.iter().enumerate().filter(|(i, _)| *i != me) {
+        let _ = i;
+        for (mac, ip) in endpoints(x, net) {
+            out.insert((mac, ip, x.addr.to_string()));
+        }
+    }
+    out
+}
+
+fn sleeper(h: &Host, name: &str, net: &str) -> std::process::Output {
+    h.nw(&["run", "-d", "--name", name, "--network", net, "--", "sleep", "300"])
+}
+
+#[test]
+fn concurrent_runs_over_three_hosts_get_distinct_addresses_and_churn_leaves_exact_entries() {
+    let (_sb, h, _) = cluster("ovchurn", 3);
+    h[1].ok(&["network", "create", "-d", "overlay", "--subnet", "10.78.0.0/24", "ov"]);
+    // 4. 20 concurrent runs spread over three hosts: distinct addresses.
+    let children: Vec<_> = (0..20)
+        .map(|i| h[i % 3].spawn_nw(&["run", "-d", "--name", &format!("c{i}"), "--network", "ov", "--", "sleep", "300"]))
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut all: Vec<String> = h.iter().flat_map(|x| endpoints(x, "ov")).map(|(_, ip)| ip).collect();
+    assert_eq!(all.len(), 20);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 20, "every address once: {all:?}");
+    // 7. Churn: 200 more containers come and go across the hosts; then every host's
+    //    forwarding entries are exactly the other hosts' live endpoints.
+    for round in 0..10 {
+        for i in 0..20 {
+            let name = format!("r{round}x{i}");
+            let out = sleeper(&h[(i + round) % 3], &name, "ov");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        // Half of them go again, on whichever host holds them.
+        for i in (0..20).step_by(2) {
+            h[(i + round) % 3].ok(&["rm", "-f", &format!("r{round}x{i}")]);
+        }
+    }
+    for (i, x) in h.iter().enumerate() {
+        let want = expected_entries(&h, i, "ov");
+        assert!(
+            eventually(Duration::from_secs(5), || kernel_entries(x) == want),
+            "{}: {:?} != {:?}",
+            x.name,
+            kernel_entries(x),
+            want
+        );
+        let doctor = x.ok(&["doctor"]);
+        assert!(doctor.contains("overlay-entries") && !doctor.contains("FAIL"), "{doctor}");
+    }
+    assert_eq!(expected_entries(&h, 0, "ov").len() + endpoints(&h[0], "ov").len(), 20 + 100);
+}
+
+#[test]
+fn a_dead_host_vanishes_from_its_peers_and_comes_back() {
+    let (sb, h, _) = cluster("ovdead", 3);
+    h[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.79.0.0/24", "ov"]);
+    for (i, x) in h.iter().enumerate() {
+        serve(x, &format!("s{}", i + 1), "ov", &[]);
+    }
+    h[0].send_from("s1", "s3", 7000, "hi").expect("s1 -> s3 before");
+    let before = kernel_entries(&h[0]);
+    assert_eq!(before.len(), 2);
+    // 5. h3 dies: its processes killed, its link cut.
+    let inode = netwright_engine::kernel::netns::inode(&sb.dir.join("ns").join("h3")).unwrap();
+    kill_in_namespace(inode);
+    sb.in_lan_cmd("ip").args(["link", "set", "lan3", "down"]).status().unwrap();
+    // Within its lease (10 s), its endpoint and name are gone from h1; h1 ↔ h2 keep working.
+    assert!(
+        eventually(Duration::from_secs(15), || kernel_entries(&h[0]).len() == 1),
+        "h3's entry outlived its lease: {:?}",
+        kernel_entries(&h[0])
+    );
+    assert!(h[0].send_once("s1", "s3", 7000, "hi").is_err(), "s3's name is gone");
+    h[0].send_from("s1", "s2", 7000, "hi").expect("s1 -> s2 still works");
+    assert!(!h[1].ok(&["cluster", "ls"]).contains("h3"), "h3 is no longer listed");
+    // It comes back: the next command there starts its agent, which registers again.
+    sb.in_lan_cmd("ip").args(["link", "set", "lan3", "up"]).status().unwrap();
+    serve(&h[2], "s3b", "ov", &[]);
+    h[0].send_from("s1", "s3b", 7000, "hi").expect("s1 -> the new s3b");
+    assert!(h[1].ok(&["cluster", "ls"]).contains("h3"));
+}
+
+/// SIGKILLs every process in the network namespace with this inode (a host "dying").
+fn kill_in_namespace(inode: u64) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let ns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if netwright_engine::kernel::netns::inode(&ns) == Some(inode) {
+            // SAFETY: plain kill(2) of a process in the test's own sandbox namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn etcd_away_fails_fast_keeps_the_datapath_and_never_duplicates() {
+    let (sb, h, _) = cluster("ovaway", 2);
+    h[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.80.0.0/24", "ov"]);
+    serve(&h[0], "aa", "ov", &[]);
+    serve(&h[1], "bb", "ov", &[]);
+    h[1].send_from("bb", "aa", 7000, "hi").expect("b -> a");
+    // 6. h2 loses etcd (its packets to 2379 dropped in the LAN), not its peers.
+    let nft = |rule: &str| {
+        let ok = sb.in_lan_cmd("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(rule.as_bytes())?;
+            c.wait()
+        });
+        assert!(ok.unwrap().success(), "nft {rule}");
+    };
+    nft(
+        "table inet cut {\n chain guard {\n type filter hook input priority 0;\n ip saddr 192.168.2.10 tcp dport 2379 drop\n }\n}\n",
+    );
+    let started = std::time::Instant::now();
+    let (code, err) = h[1].fails(&["run", "-d", "--name", "late", "--network", "ov", "--", "sleep", "300"]);
+    assert!(started.elapsed() < Duration::from_secs(8), "fails fast: {:?}", started.elapsed());
+    assert!(code != 0 && err.contains("etcd") && err.contains("unreachable") && err.lines().count() == 1, "{err}");
+    // Its running container keeps talking to its peer.
+    h[1].send_from("bb", "aa", 7000, "still").expect("b -> a while etcd is away");
+    // Meanwhile h1 hands out addresses; when h2 is back, nothing is duplicated.
+    for i in 0..3 {
+        h[0].ok(&["run", "-d", "--name", &format!("x{i}"), "--network", "ov", "--", "sleep", "300"]);
+    }
+    nft("delete table inet cut");
+    serve(&h[1], "late", "ov", &[]);
+    let mut ips: Vec<String> = h.iter().flat_map(|x| endpoints(x, "ov")).map(|(_, ip)| ip).collect();
+    let n = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!((n, ips.len()), (6, 6), "{ips:?}");
+    h[0].send_from("aa", "late", 7000, "hi").unwrap_or_else(|e| panic!("a -> late: {e}"));
+}
+
+#[test]
+fn a_killed_agent_is_replaced_and_converges_and_doctor_sees_mtu_mismatch() {
+    let (_sb, h, _) = cluster("ovkill", 2);
+    h[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.81.0.0/24", "ov"]);
+    serve(&h[0], "aa", "ov", &[]);
+    serve(&h[1], "bb", "ov", &[]);
+    // 8. kill -9 of h2's agent; h1 changes meanwhile; the next command on h2 converges.
+    let pid: i32 = std::fs::read_to_string(h[1].root.join("overlay.pid"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: plain kill(2) of the sandbox host's agent, by the pid it wrote.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    serve(&h[0], "a2", "ov", &[]);
+    h[0].ok(&["rm", "-f", "aa"]);
+    h[1].ok(&["ps"]);
+    let want = expected_entries(&h, 1, "ov");
+    assert!(
+        eventually(Duration::from_secs(5), || kernel_entries(&h[1]) == want),
+        "{:?} != {want:?}",
+        kernel_entries(&h[1])
+    );
+    h[1].send_from("bb", "a2", 7000, "hi").expect("b -> a2");
+    // An entry deleted by hand is drift: doctor says so, reconcile writes it back.
+    let vx = h[1].links().into_iter().find(|l| l.name.starts_with("nwx")).unwrap().name;
+    let (mac, ip, _) = want.iter().next().unwrap().clone();
+    h[1].cmd("ip").args(["neigh", "del", &ip, "dev", &vx]).status().unwrap();
+    let _ = mac;
+    let (_, _) = (h[1].fails(&["doctor"]), ());
+    let out = h[1].ok(&["reconcile"]);
+    assert!(out.contains("rewrote 1 overlay forwarding"), "{out}");
+    assert_eq!(kernel_entries(&h[1]), want);
+    // A container at 1500 behind a 1450 VXLAN: doctor names it.
+    h[1].ok(&["exec", "bb", "--", "ip", "link", "set", "eth0", "mtu", "1500"]);
+    let out = h[1].nw(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("overlay-mtu") && text.contains("bb's eth0 has MTU 1500"), "{text}");
+}
+
+#[test]
+fn overlay_bad_input_is_one_clear_line() {
+    let sb = sandbox("ovbad");
+    // Not in a cluster.
+    let (code, err) = sb.fails(&["network", "create", "-d", "overlay", "ov"]);
+    assert!(code != 0 && err.contains("cluster join") && err.lines().count() == 1, "{err}");
+    let url = sb.start_etcd().unwrap();
+    let h = sb.host(1).unwrap();
+    h.ok(&["--etcd", &url, "network", "ls"]);
+    assert!(h.ok(&["cluster", "ls"]).contains(&h.addr.to_string()), "--etcd on any command joins");
+    h.ok(&["network", "create", "-d", "overlay", "--subnet", "10.82.0.0/24", "--opt", "vni=5000", "ov"]);
+    for (args, want) in [
+        (vec!["--opt", "encrypted=true", "enc"], "no IPsec"),
+        (vec!["--opt", "vni=5000", "ov2"], "VNI 5000 is used by overlay network ov"),
+        (vec!["--opt", "vni=0", "ov2"], "vni=0"),
+        (vec!["--subnet", "10.82.0.128/25", "ov2"], "overlaps"),
+        (vec!["--subnet", "10.83.0.0/24", "ov"], "already exists"),
+        (vec!["--opt", "bogus=1", "ov2"], "unknown network option"),
+    ] {
+        let mut full = vec!["network", "create", "-d", "overlay"];
+        full.extend(args);
+        let (code, err) = h.fails(&full);
+        assert!(code != 0 && err.contains(want) && err.lines().count() == 1, "{full:?}: {err}");
+    }
+    let (_, err) = h.fails(&["run", "--rm", "--network", "ov", "--ip", "10.82.0.1", "--", "true"]);
+    assert!(err.lines().count() == 1, "{err}");
+    assert_eq!(h.ok(&["network", "ls", "-q"]).lines().count(), 2, "bridge and ov only");
+}
