@@ -42,7 +42,8 @@ fn every_error_is_one_line_nonzero_and_changes_nothing() {
     rejects(&sb, &["network", "create", "n2", "--subnet", "10.50.0.1/24"], "host bits set");
     rejects(&sb, &["network", "create", "n2", "--subnet", "10.50.0.0/24", "--gateway", "10.51.0.1"], "outside subnet");
     rejects(&sb, &["network", "create", "n2", "--opt", "colour=blue"], "unknown network option");
-    rejects(&sb, &["network", "create", "n2", "-d", "overlay"], "not supported");
+    rejects(&sb, &["network", "create", "n2", "-d", "ipvlan"], "not supported");
+    rejects(&sb, &["network", "create", "n2", "-d", "overlay"], "cluster join");
     rejects(&sb, &["run", "--network", "n1", "--ip", "10.99.0.5", "--", "true"], "outside the network's subnet");
     rejects(&sb, &["run", "--network", "n1", "--ip", "10.40.0.5", "--", "true"], "already in use");
     rejects(&sb, &["run", "--network", "n1", "--ip", "10.40.0.1", "--", "true"], "gateway");

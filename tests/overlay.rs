@@ -92,7 +92,36 @@ fn three_hosts_share_a_network_names_mtu_and_egress() {
     serve(&h[2], "web3", "ov", &["-p", "8080:7000"]);
     let reply = retry(|| common::from_lan(&sb, "192.168.3.10", 8080, "tcp")).expect("published port on h3");
     assert!(reply.contains("hi from"), "{reply}");
-    std::thread::sleep(Duration::from_millis(1));
+    // `network inspect --verbose` lists the peers with their VTEPs and endpoints.
+    let doc: serde_json::Value = serde_json::from_str(&h[0].ok(&["network", "inspect", "--verbose", "ov"])).unwrap();
+    let peers = doc[0]["Peers"].as_array().expect("Peers").clone();
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    assert!(
+        peers.iter().any(|p| p["Name"] == "h2" && p["IP"] == "192.168.2.10" && p["Endpoints"][0]["Name"] == "s2"),
+        "{peers:?}"
+    );
+    // VXLAN from an address that is not a cluster VTEP (the LAN router) is dropped before it
+    // reaches a bridge: the guard rule's counter says so.
+    let guard = || -> u64 {
+        let out = h[0].cmd("nft").args(["-j", "list", "ruleset"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.get("rule"))
+            .filter(|r| r["comment"].as_str().is_some_and(|c| c.contains("not cluster VTEPs")))
+            .flat_map(|r| r["expr"].as_array().unwrap().clone())
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum()
+    };
+    let before = guard();
+    let spoof = format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(3): s.sendto(bytes([8,0,0,0, 0,0x10,0,0]) + bytes(64), ('{}', 4789))",
+        h[0].addr
+    );
+    assert!(sb.in_lan_cmd("python3").args(["-c", &spoof]).status().unwrap().success());
+    assert!(eventually(Duration::from_secs(2), || guard() >= before + 3), "spoofed VXLAN was not dropped by the guard");
 }
 
 /// Every container's (MAC, IP) on `net` per host, from `inspect`.
@@ -290,6 +319,27 @@ fn a_killed_agent_is_replaced_and_converges_and_doctor_sees_mtu_mismatch() {
         kernel_entries(&h[1])
     );
     h[1].send_from("bb", "a2", 7000, "hi").expect("b -> a2");
+    // kill -9 of `run` at random points on h1: the next command there finishes or undoes
+    // each, and h2's entries are again exactly h1's live endpoints.
+    let mut seed = 0x9e3779b9u32;
+    for i in 0..12 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let mut child =
+            h[0].spawn_nw(&["run", "-d", "--name", &format!("k{i}"), "--network", "ov", "--", "sleep", "300"]);
+        std::thread::sleep(Duration::from_millis((seed % 40) as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    h[0].ok(&["ps", "-a"]);
+    h[0].ok(&["reconcile"]);
+    let want = expected_entries(&h, 1, "ov");
+    assert!(
+        eventually(Duration::from_secs(5), || kernel_entries(&h[1]) == want),
+        "{:?} != {want:?}",
+        kernel_entries(&h[1])
+    );
     // An entry deleted by hand is drift: doctor says so, reconcile writes it back.
     let vx = h[1].links().into_iter().find(|l| l.name.starts_with("nwx")).unwrap().name;
     let (mac, ip, _) = want.iter().next().unwrap().clone();
@@ -333,4 +383,24 @@ fn overlay_bad_input_is_one_clear_line() {
     let (_, err) = h.fails(&["run", "--rm", "--network", "ov", "--ip", "10.82.0.1", "--", "true"]);
     assert!(err.lines().count() == 1, "{err}");
     assert_eq!(h.ok(&["network", "ls", "-q"]).lines().count(), 2, "bridge and ov only");
+    // The VXLAN port held by a process: one line naming it, and nothing left claimed.
+    let _holder = Kill(
+        h.cmd("python3")
+            .args(["-c", "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 4790)); print('bound', flush=True); time.sleep(300)"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut holder = _holder;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.0.stdout.as_mut().unwrap()), &mut line).unwrap();
+    h.ok(&["network", "create", "-d", "overlay", "--subnet", "10.84.0.0/24", "--opt", "port=4790", "busy"]);
+    let (_, err) = h.fails(&["run", "--rm", "--network", "busy", "--", "true"]);
+    assert!(
+        err.contains("UDP port 4790")
+            && err.contains(&format!("python3 (pid {})", holder.0.id()))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(h.ok(&["ps", "-a", "-q"]).trim().is_empty(), "no container left behind");
 }

@@ -350,6 +350,11 @@ fn system_reset(engine: &Engine, force: bool, out: &mut impl Write) -> Result<()
         runtime::remove(&engine.ctx, &mut store, &c.id, true)?;
         writeln!(out, "removed container {}", c.name)?;
     }
+    if netwright_engine::overlay::Config::joined(&engine.ctx) {
+        // Overlay networks are the cluster's: this host leaves them, they stay for the others.
+        netwright_engine::overlay::leave(&engine.ctx, &mut store)?;
+        writeln!(out, "left the cluster")?;
+    }
     for n in store.read(|tx| tx.networks())?.into_iter().filter(|n| !n.builtin) {
         engine.network_remove(&n.id)?;
         writeln!(out, "removed network {}", n.name)?;

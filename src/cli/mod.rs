@@ -251,6 +251,9 @@ pub enum NetworkCmd {
         /// A Go template over each document: '{{range .IPAM.Config}}{{.Subnet}}{{end}}'
         #[arg(short, long)]
         format: Option<String>,
+        /// Overlay networks: the peers (hosts, VTEPs and their endpoints), as Docker's
+        #[arg(short, long)]
+        verbose: bool,
         #[arg(required = true)]
         networks: Vec<String>,
     },

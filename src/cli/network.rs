@@ -43,7 +43,7 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 write!(out, "{}", output::table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows))?;
             }
         }
-        NetworkCmd::Inspect { format, networks } => {
+        NetworkCmd::Inspect { format, verbose, networks } => {
             engine.sweep()?;
             let mut docs = Vec::new();
             for r in &networks {
@@ -55,7 +55,11 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                             attached.push((c, e));
                         }
                     }
-                    Ok(output::network_inspect(&n, &attached))
+                    let mut doc = output::network_inspect(&n, &attached);
+                    if verbose && n.driver == netwright_engine::model::Driver::Overlay {
+                        doc["Peers"] = peers(ctx, &n, &attached, &tx.remote_endpoints()?);
+                    }
+                    Ok(doc)
                 })?;
                 docs.push(doc);
             }
@@ -110,4 +114,38 @@ fn confirm(warning: &str) -> Result<bool> {
         eprintln!();
     }
     Ok(yes)
+}
+
+/// Docker's `Peers` of an overlay network: every host with endpoints on it (this one too),
+/// its VTEP, and the endpoints there.
+fn peers(
+    ctx: &netwright_engine::ctx::Ctx,
+    n: &netwright_engine::store::Network,
+    local: &[(netwright_engine::store::Container, netwright_engine::store::Endpoint)],
+    remotes: &[netwright_engine::model::RemoteEndpoint],
+) -> serde_json::Value {
+    use netwright_engine::overlay;
+    let me = overlay::Config::load(ctx).ok().flatten();
+    // Names from etcd when it answers; the mirror has ids and VTEPs either way.
+    let hosts = overlay::hosts(ctx).unwrap_or_default();
+    let name_of =
+        |id: &str| hosts.iter().find(|h| h.id == id).map(|h| h.name.clone()).unwrap_or_else(|| id.to_string());
+    let mut by_host: std::collections::BTreeMap<String, (String, Vec<serde_json::Value>)> = Default::default();
+    if let Some(me) = &me {
+        let eps = local
+            .iter()
+            .map(|(c, e)| serde_json::json!({"Name": c.name, "IPv4Address": e.ip.map(|i| i.to_string()), "MacAddress": e.mac}))
+            .collect();
+        by_host.insert(me.host_id.clone(), (me.advertise.to_string(), eps));
+    }
+    for r in remotes.iter().filter(|r| r.network_id == n.id) {
+        let entry = by_host.entry(r.host.clone()).or_insert_with(|| (r.vtep.to_string(), Vec::new()));
+        entry
+            .1
+            .push(serde_json::json!({"Name": r.names.first(), "IPv4Address": r.ip.to_string(), "MacAddress": r.mac}));
+    }
+    by_host
+        .into_iter()
+        .map(|(id, (vtep, eps))| serde_json::json!({"Name": name_of(&id), "IP": vtep, "Endpoints": eps}))
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! `system reset`: removes every kernel object, mount, process and file a state root made,
 //! so that the root can be deleted (and netwright uninstalled) without a trace. The front
 //! end first removes the containers (their processes are the runtime's) and the networks;
-//! this removes what is left: the DNS resolver, netwright's nftables tables, devices with
+//! this removes what is left: the DNS resolver and the overlay agent, netwright's nftables tables, devices with
 //! the root's tag (the default bridge, strays), the mount-namespace template and the
 //! namespace directory's shared mount, and finally the root directory itself.
 
@@ -20,7 +20,7 @@ pub fn reset_root(ctx: &Ctx) -> Result<Vec<String>> {
     // Only this root's, found by their environment, and never ourselves.
     let me = std::process::id() as i32;
     for (pid, argv) in process::of_root(&ctx.root) {
-        let ours = matches!(argv.get(1).map(String::as_str), Some("_dns" | "_resolver"));
+        let ours = matches!(argv.get(1).map(String::as_str), Some("_dns" | "_resolver" | "_overlay"));
         if ours && pid != me {
             // SAFETY: kill(2) on a PID we just found with this root's helper command line.
             unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -43,6 +43,18 @@ pub struct BenchArgs {
     /// With --compare: the full size (N up to 1,000, DNS at 1,000 containers, 5 runs)
     #[arg(long)]
     pub full: bool,
+    /// Overlay networks instead: convergence across hosts, the data path over VXLAN, scale
+    #[arg(long)]
+    pub overlay: bool,
+    /// With --overlay: attach → first TCP connect from another host, this many times
+    #[arg(long, default_value_t = 100)]
+    pub overlay_trials: usize,
+    /// With --overlay: hosts for the scale figure (≤ 2 skips it)
+    #[arg(long, default_value_t = 20)]
+    pub overlay_hosts: u8,
+    /// With --overlay: containers per host for the scale figure
+    #[arg(long, default_value_t = 50)]
+    pub overlay_per_host: usize,
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -98,6 +110,17 @@ fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
 
 pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
     let bin = bin.to_path_buf();
+    if args.overlay {
+        return crate::overlay::run(
+            &bin,
+            &crate::overlay::Opts {
+                trials: args.overlay_trials.max(1),
+                throughput_secs: args.throughput_secs,
+                hosts: args.overlay_hosts,
+                per_host: args.overlay_per_host,
+            },
+        );
+    }
     if args.compare {
         let mut sizes = args.sizes.clone().unwrap_or(if args.full { vec![0, 100, 1000] } else { vec![0, 100] });
         sizes.sort();

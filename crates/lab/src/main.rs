@@ -3,11 +3,12 @@
 //! throwaway sandboxes (`netwright-testkit`).
 //!
 //!     cargo run --release -p netwright-lab -- demo
-//!     cargo run --release -p netwright-lab -- bench [--compare] ...
+//!     cargo run --release -p netwright-lab -- bench [--compare | --overlay] ...
 
 mod bench;
 mod compare;
 mod demo;
+mod overlay;
 
 use std::path::PathBuf;
 

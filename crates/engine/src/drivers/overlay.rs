@@ -111,10 +111,12 @@ pub fn ensure(ctx: &Ctx, nl: &mut Netlink, n: &Network) -> Result<u32> {
     if link.master != Some(bridge) || !link.up {
         nl.batch(vec![(Netlink::set_master_msg(link.index, bridge), 0), (Netlink::set_up_msg(link.index), 0)])
             .map_err(|(_, e)| match e.raw_os_error() {
-                Some(libc::EADDRINUSE) => anyhow::anyhow!(
-                    "UDP port {port} on {} is held by another process (another VXLAN tool, or a service): free it, or create the overlay network with --opt port=N",
-                    cfg.advertise
-                ),
+                Some(libc::EADDRINUSE) => crate::error::conflict(format!(
+                    "UDP port {port} (VXLAN of network {}) is held by {}: stop it, or use an overlay network created with --opt port=N",
+                    n.name,
+                    crate::kernel::process::udp_port_holder(port).unwrap_or_else(|| "a kernel socket (another VXLAN device?)".into())
+                ))
+                .into(),
                 _ => anyhow::Error::from(e).context(format!("bringing VXLAN device {name} up")),
             })?;
     }

@@ -25,7 +25,13 @@ pub enum Scope {
 }
 
 /// What differs, one line each (empty: the table is exactly as it should be).
-pub fn drift(ctx: &Ctx, networks: &[Network], ports: &[(Mapping, Ipv4Addr)], scope: Scope) -> Result<Vec<String>> {
+pub fn drift(
+    ctx: &Ctx,
+    networks: &[Network],
+    ports: &[(Mapping, Ipv4Addr)],
+    vteps: &[Ipv4Addr],
+    scope: Scope,
+) -> Result<Vec<String>> {
     let t = table_name(ctx);
     let mut nftc = Nftables::open()?;
     if !nftc.has_table(nft::NFPROTO_IPV4, &t)? {
@@ -46,9 +52,15 @@ pub fn drift(ctx: &Ctx, networks: &[Network], ports: &[(Mapping, Ipv4Addr)], sco
         }
     }
     // Sets and maps, element by element.
-    let d = desired(networks, ports);
-    let mut wanted: Vec<(&str, &Vec<Elem>)> =
-        vec![("bridges", &d.bridges), ("same", &d.same), ("masq", &d.masq), ("internal", &d.internal)];
+    let d = desired(networks, ports, vteps);
+    let mut wanted: Vec<(&str, &Vec<Elem>)> = vec![
+        ("bridges", &d.bridges),
+        ("same", &d.same),
+        ("masq", &d.masq),
+        ("internal", &d.internal),
+        ("vxlan_ports", &d.vxlan_ports),
+        ("vteps", &d.vteps),
+    ];
     if scope == Scope::Full {
         wanted.extend([("pub_ip", &d.pub_ip), ("pub_any", &d.pub_any)]);
     }

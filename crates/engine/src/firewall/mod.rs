@@ -38,6 +38,23 @@ pub struct Desired {
     pub internal: Vec<Elem>,
     pub pub_ip: Vec<Elem>,
     pub pub_any: Vec<Elem>,
+    /// Overlay: the UDP ports VXLAN arrives on, and the cluster VTEPs allowed to send it.
+    pub vxlan_ports: Vec<Elem>,
+    pub vteps: Vec<Elem>,
+}
+
+/// Networks, published ports (mapping, container address) and other hosts' VTEPs.
+pub type Inputs = (Vec<Network>, Vec<(Mapping, Ipv4Addr)>, Vec<Ipv4Addr>);
+
+/// What the firewall reads from the store: networks, published ports, and the VTEPs of the
+/// other hosts' overlay endpoints.
+pub fn inputs(store: &mut Store) -> Result<Inputs> {
+    store.read(|tx| {
+        let mut vteps: Vec<Ipv4Addr> = tx.remote_endpoints()?.into_iter().map(|r| r.vtep).collect();
+        vteps.sort();
+        vteps.dedup();
+        Ok((tx.networks()?, tx.active_ports()?, vteps))
+    })
 }
 
 pub fn option_enabled(n: &Network, keys: &[&str], default: bool) -> bool {
@@ -52,8 +69,16 @@ pub fn icc(n: &Network) -> bool {
     option_enabled(n, &["icc", "com.docker.network.bridge.enable_icc"], true)
 }
 
-pub fn desired(networks: &[Network], ports: &[(Mapping, Ipv4Addr)]) -> Desired {
+pub fn desired(networks: &[Network], ports: &[(Mapping, Ipv4Addr)], vteps: &[Ipv4Addr]) -> Desired {
     let mut d = Desired::default();
+    for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Overlay) {
+        let (_, port) = crate::overlay::network::vni_port(n);
+        let e = Elem { key: port.to_be_bytes().to_vec(), data: None };
+        if !d.vxlan_ports.contains(&e) {
+            d.vxlan_ports.push(e);
+        }
+    }
+    d.vteps = vteps.iter().map(|v| Elem { key: v.octets().to_vec(), data: None }).collect();
     for n in networks.iter().filter(|n| n.driver.is_bridged()) {
         let key = Elem { key: nft::ifname_key(&n.bridge), data: None };
         d.bridges.push(key.clone());
@@ -107,6 +132,14 @@ fn sets() -> Vec<SetSpec> {
         },
         ifname_set("masq"),
         ifname_set("internal"),
+        SetSpec {
+            name: "vxlan_ports".into(),
+            key_type: datatype::INET_SERVICE,
+            key_len: 2,
+            data: None,
+            interval: false,
+        },
+        SetSpec { name: "vteps".into(), key_type: datatype::IPV4_ADDR, key_len: 4, data: None, interval: false },
         SetSpec {
             name: "pub_ip".into(),
             key_type: datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_PROTO, datatype::INET_SERVICE]),
@@ -174,10 +207,24 @@ fn skeleton(b: &mut Batch, t: &str) {
         .add_base_chain(t, "output", "nat", hook::OUTPUT, -100)
         .add_base_chain(t, "postrouting", "nat", hook::POSTROUTING, 100)
         .add_base_chain(t, "forward", "filter", hook::FORWARD, 0)
+        .add_base_chain(t, "input", "filter", hook::INPUT, 0)
         .add_chain(t, USER_CHAIN);
-    for c in ["prerouting", "output", "postrouting", "forward"] {
+    for c in ["prerouting", "output", "postrouting", "forward", "input"] {
         b.flush_chain(t, c);
     }
+    // Overlay: VXLAN frames land straight on a bridge, past every other rule; only the
+    // cluster's VTEPs may send them (udp dport @vxlan_ports ip saddr != @vteps drop).
+    let vxlan_guard = [
+        Expr::Meta { key: meta::L4PROTO, dreg: nft::REG_1 },
+        Expr::Cmp { sreg: nft::REG_1, op: 0, data: vec![nft::IPPROTO_UDP] },
+        Expr::Payload { base: 2, offset: 2, len: 2, dreg: nft::REG_1 },
+        Expr::Lookup { set: "vxlan_ports".into(), sreg: nft::REG_1, dreg: None, invert: false },
+        Expr::Payload { base: 1, offset: 12, len: 4, dreg: nft::REG_1 },
+        Expr::Lookup { set: "vteps".into(), sreg: nft::REG_1, dreg: None, invert: true },
+        Expr::Counter,
+        verdict(nft::NF_DROP),
+    ];
+    b.add_rule(t, "input", "overlay: drop VXLAN from addresses that are not cluster VTEPs", &vxlan_guard);
     for (comment, r) in dnat_rules() {
         b.add_rule(t, "prerouting", comment, &r);
         b.add_rule(t, "output", comment, &r);
@@ -264,8 +311,8 @@ pub fn sync_all(ctx: &Ctx, store: &mut Store) -> Result<()> {
 }
 
 fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
-    let (networks, ports) = store.read(|tx| Ok((tx.networks()?, tx.active_ports()?)))?;
-    let d = desired(&networks, &ports);
+    let (networks, ports, vteps) = inputs(store)?;
+    let d = desired(&networks, &ports, &vteps);
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
     let mut b = Batch::new(nft::NFPROTO_IPV4);
@@ -282,6 +329,8 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
         ("internal", &d.internal),
         ("pub_ip", &d.pub_ip),
         ("pub_any", &d.pub_any),
+        ("vxlan_ports", &d.vxlan_ports),
+        ("vteps", &d.vteps),
     ] {
         if !elems.is_empty() {
             b.add_elems(&t, set, elems);
@@ -290,6 +339,26 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
     commit(&mut nft, &b, "the ip table")?;
     if networks.iter().any(|n| n.driver.is_bridged() && masquerades(n)) {
         enable_forwarding()?;
+    }
+    Ok(())
+}
+
+/// The overlay's VTEP set alone, from the store's mirror: the agent calls this whenever the
+/// other hosts' endpoints change (one flush and one add in one batch, not a rebuild).
+pub fn sync_vteps(ctx: &Ctx, store: &mut Store) -> Result<()> {
+    let _guard = lock(ctx)?;
+    let (_, _, vteps) = inputs(store)?;
+    let t = table_name(ctx);
+    let mut nft = Nftables::open().context("opening nftables netlink")?;
+    let mut b = Batch::new(nft::NFPROTO_IPV4);
+    b.flush_set(&t, "vteps");
+    let elems: Vec<Elem> = vteps.iter().map(|v| Elem { key: v.octets().to_vec(), data: None }).collect();
+    if !elems.is_empty() {
+        b.add_elems(&t, "vteps", &elems);
+    }
+    if commit(&mut nft, &b, "the VTEP set").is_err() {
+        // No table or no set yet (a table from an older netwright): the full rebuild.
+        return sync_locked(ctx, store);
     }
     Ok(())
 }
@@ -314,8 +383,8 @@ fn enable_forwarding() -> Result<()> {
 /// Rebuilds the table if what a command depends on is not there: the table, every rule of
 /// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
-    let networks = store.read(|tx| tx.networks())?;
-    if check::drift(ctx, &networks, &[], check::Scope::Skeleton)?.is_empty() {
+    let (networks, _, vteps) = inputs(store)?;
+    if check::drift(ctx, &networks, &[], &vteps, check::Scope::Skeleton)?.is_empty() {
         return Ok(());
     }
     sync_all(ctx, store)

@@ -51,6 +51,35 @@ pub fn spawn_daemon(arg: &str, root: &std::path::Path, log: &std::path::Path) ->
     Ok(())
 }
 
+/// Who holds UDP `port` in this namespace: "python3 (pid 1234)", or None when no process
+/// does (a kernel socket: another VXLAN device, say). From /proc/net/udp and the fds.
+pub fn udp_port_holder(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let p = u16::from_str_radix(f.get(1)?.split(':').nth(1)?, 16).ok()?;
+            (p == port).then(|| f.get(9).map(|i| i.to_string())).flatten()
+        })
+        .filter(|i| i != "0")
+        .collect();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let t = target.to_string_lossy();
+            if inodes.iter().any(|i| t == format!("socket:[{i}]")) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                return Some(format!("{} (pid {pid})", comm.trim()));
+            }
+        }
+    }
+    None
+}
+
 /// netwright processes working for the state root `root` (their NETWRIGHT_ROOT names
 /// it): (pid, argv). Monitors, the DNS resolver and its supervisor, for benches and tests.
 pub fn of_root(root: &std::path::Path) -> Vec<(i32, Vec<String>)> {

@@ -88,8 +88,8 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     // or a chain, a map or a set flushed (`nft flush map … pub_any`): every rule and every
     // element is read back.
     let table = firewall::table_name(ctx);
-    let active_ports = store.read(|tx| tx.active_ports())?;
-    let fw = firewall::check::drift(ctx, &networks, &active_ports, firewall::check::Scope::Full)?;
+    let (_, active_ports, vteps) = firewall::inputs(store)?;
+    let fw = firewall::check::drift(ctx, &networks, &active_ports, &vteps, firewall::check::Scope::Full)?;
     out.push(if fw.is_empty() {
         ok("firewall", format!("table ip {table} complete (masquerade, published ports, isolation)"))
     } else {

@@ -112,6 +112,10 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
     let mut nets = Vec::new();
     for n in &networks {
         let mut notes = Vec::new();
+        if n.driver == crate::model::Driver::Overlay {
+            let (vni, port) = crate::overlay::network::vni_port(n);
+            notes.push(format!("overlay vni {vni} udp/{port} via {}", crate::drivers::overlay::vxlan_of(n)));
+        }
         if n.driver.is_bridged() {
             if firewall::masquerades(n) {
                 notes.push("masquerade".into())

@@ -255,7 +255,8 @@ impl Agent {
         let changed = sync::mirror_remotes(&mut self.store, remotes)?;
         sync::sync_kernel(&mut self.store, &mut self.nl)?;
         if changed {
-            // Names of other hosts' containers come and go with them.
+            // Their VTEPs may send VXLAN; their names come and go with them.
+            crate::firewall::sync_vteps(&self.ctx, &mut self.store)?;
             let _ = crate::dns::server::sync_now(&self.ctx, false, None);
         }
         Ok(())

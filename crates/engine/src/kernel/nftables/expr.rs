@@ -126,6 +126,8 @@ pub mod ct {
 pub const NFT_CT_STATUS: u32 = 2;
 pub const IPS_DST_NAT: u32 = 0x20;
 pub const RTN_LOCAL: u32 = 2;
+/// IPPROTO_UDP, as `meta l4proto` loads it (one byte).
+pub const IPPROTO_UDP: u8 = 17;
 
 impl Expr {
     pub(super) fn encode(&self) -> Attrs {
