@@ -262,8 +262,24 @@ fn cluster_membership(ctx: &Ctx, cli: &Cli) -> Result<()> {
         if overlay::agent::pid(ctx).is_none() {
             overlay::announce(ctx);
         }
-        if matches!(cli.command, Cmd::Run(_) | Cmd::Attach(_) | Cmd::Network(_)) {
-            let mut store = ctx.store()?;
+        // The agent keeps the mirror current; a command asks etcd itself only when it names
+        // a network this host has not heard of yet (or lists them).
+        let named: &[String] = match &cli.command {
+            Cmd::Run(a) => &a.net.network,
+            Cmd::Attach(a) => &a.net.network,
+            _ => &[],
+        };
+        let mut store = ctx.store()?;
+        let unknown = !named.is_empty()
+            && store.read(|tx| {
+                for n in named.iter().filter(|n| !n.contains(':') && !["host", "none"].contains(&n.as_str())) {
+                    if tx.network(n)?.is_none() {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })?;
+        if unknown || matches!(cli.command, Cmd::Network(_)) {
             overlay::sync::pull_networks(ctx, &mut store)?;
         }
     }

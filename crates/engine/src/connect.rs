@@ -73,8 +73,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
         }
         Ok(())
     })();
-    let overlay: Vec<_> =
-        ep.ip.filter(|_| net.driver == Driver::Overlay).map(|ip| (net.id.clone(), ip)).into_iter().collect();
+    let overlay: Vec<_> = crate::overlay::Held::of(&ep).filter(|_| net.driver == Driver::Overlay).into_iter().collect();
     if let Err(e) = attached {
         store.write(|tx| {
             tx.delete_endpoint(&ep.id)?;
@@ -86,7 +85,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
     trace("connect: interface made");
     store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
     if !overlay.is_empty() {
-        crate::overlay::announce(ctx);
+        crate::overlay::agent::nudge(ctx);
     }
     crate::hostnames::sync_or_warn(ctx, store);
     crate::dns::server::sync_now(ctx, net.serves_names(), Some(&c.id))?;
@@ -142,9 +141,9 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
         }
     }
     trace("disconnect: interface deleted");
-    let overlay = match ep.ip {
-        Some(ip) if store.read(|tx| tx.network(&ep.network_id))?.is_some_and(|n| n.driver == Driver::Overlay) => {
-            vec![(ep.network_id.clone(), ip)]
+    let overlay = match crate::overlay::Held::of(&ep) {
+        Some(h) if store.read(|tx| tx.network(&ep.network_id))?.is_some_and(|n| n.driver == Driver::Overlay) => {
+            vec![h]
         }
         _ => vec![],
     };

@@ -56,6 +56,17 @@ pub fn add_endpoint(
         }
         None => None,
     };
+    let ep_id = random_hex(32);
+    // An overlay endpoint is published with its address claim: what peers need of it.
+    let template = || -> Result<crate::overlay::network::EndpointTemplate> {
+        let c = tx.container(container_id)?.context("the container's row is gone")?;
+        Ok(crate::overlay::network::EndpointTemplate {
+            id: ep_id.clone(),
+            container_id: container_id.to_string(),
+            mac: mac.clone(),
+            names: crate::overlay::network::endpoint_names(&c.name, &c.hostname, aliases),
+        })
+    };
     let ip = match requested_ip {
         Some(ip) if net.driver == Driver::Overlay => {
             ipam::check_requested(net.subnet, net.gateway, ip)?;
@@ -65,10 +76,10 @@ pub fn add_endpoint(
                     net.name
                 )));
             }
-            crate::overlay::network::claim(ctx, tx, net, container_id, Some(ip))?
+            crate::overlay::network::claim(ctx, tx, net, &template()?, Some(ip))?
         }
         // Addresses of an overlay network are the cluster's: claimed in etcd.
-        None if net.driver == Driver::Overlay => crate::overlay::network::claim(ctx, tx, net, container_id, None)?,
+        None if net.driver == Driver::Overlay => crate::overlay::network::claim(ctx, tx, net, &template()?, None)?,
         Some(ip) => {
             ipam::check_requested(net.subnet, net.gateway, ip)?;
             if network::reserved(net).contains(&ip) {
@@ -104,7 +115,6 @@ pub fn add_endpoint(
             "--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"
         ));
     }
-    let ep_id = random_hex(32);
     let ep = Endpoint {
         host_ifname: if net.driver.is_bridged() { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
         id: ep_id,
@@ -314,8 +324,9 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     match made {
         Ok((netns, mnt_template, files_dir)) => {
             if overlay {
-                // Peers learn the endpoint (and its names) before the process starts.
-                crate::overlay::announce(ctx);
+                // Peers learned the endpoint (and its names) with its claim; the agent
+                // publishes anything that could not go that way.
+                crate::overlay::agent::nudge(ctx);
                 trace("setup: overlay peers told");
             }
             Ok(Created { container, netns, mnt_template, files_dir })
@@ -351,12 +362,12 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     }
 }
 
-/// The overlay addresses among a container's endpoints: (network id, address).
-fn held(nets: &[Network], eps: &[Endpoint]) -> Vec<(String, Ipv4Addr)> {
+/// The overlay addresses among a container's endpoints.
+fn held(nets: &[Network], eps: &[Endpoint]) -> Vec<crate::overlay::Held> {
     nets.iter()
         .zip(eps)
         .filter(|(n, _)| n.driver == Driver::Overlay)
-        .filter_map(|(n, e)| Some((n.id.clone(), e.ip?)))
+        .filter_map(|(_, e)| crate::overlay::Held::of(e))
         .collect()
 }
 

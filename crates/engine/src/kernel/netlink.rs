@@ -52,6 +52,10 @@ pub struct Addr {
     pub prefix: u8,
 }
 
+/// Requests per write in [`Netlink::batch`]: their acknowledgements (errors carry the
+/// request back) stay well inside the socket's receive buffer.
+pub const BATCH_CHUNK: usize = 64;
+
 pub struct Netlink {
     sock: Socket,
     seq: u32,
@@ -94,9 +98,33 @@ impl Netlink {
         self.seq
     }
 
-    /// Sends every request in one write and waits for all acknowledgements.
+    /// Sends the requests in as few writes as possible and waits for all acknowledgements.
     /// Returns the first error, tagged with the index of the request that failed.
+    ///
+    /// At most [`BATCH_CHUNK`] requests go out per write: the kernel queues every
+    /// acknowledgement on our socket while it works through the write, and past the
+    /// socket's buffer it drops them (an overlay sync can be hundreds of entries).
     pub fn batch(&mut self, reqs: Vec<(RouteNetlinkMessage, u16)>) -> Result<(), (usize, io::Error)> {
+        let mut first_err: Option<(usize, io::Error)> = None;
+        let mut base = 0;
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
+            let chunk: Vec<_> = reqs.by_ref().take(BATCH_CHUNK).collect();
+            let n = chunk.len();
+            if let Err((i, e)) = self.batch_chunk(chunk)
+                && first_err.is_none()
+            {
+                first_err = Some((base + i, e));
+            }
+            base += n;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn batch_chunk(&mut self, reqs: Vec<(RouteNetlinkMessage, u16)>) -> Result<(), (usize, io::Error)> {
         let mut out = Vec::with_capacity(512 * reqs.len());
         let mut seqs = Vec::with_capacity(reqs.len());
         for (msg, flags) in reqs {

@@ -41,6 +41,24 @@ fn pid_path(ctx: &Ctx) -> PathBuf {
     ctx.root.join("overlay.pid")
 }
 
+/// The agent's current lease id, for commands that publish in their own transaction.
+fn lease_path(ctx: &Ctx) -> PathBuf {
+    ctx.root.join("overlay.lease")
+}
+
+/// The lease a running agent holds (None: no agent, or it is registering again).
+pub fn lease(ctx: &Ctx) -> Option<i64> {
+    pid(ctx)?;
+    std::fs::read_to_string(lease_path(ctx)).ok()?.trim().parse().ok()
+}
+
+/// Asks the agent to publish and converge, without waiting for it.
+pub fn nudge(ctx: &Ctx) {
+    if let Ok(mut s) = UnixStream::connect(sock_path(ctx)) {
+        let _ = s.write_all(b"sync\n");
+    }
+}
+
 enum Msg {
     Events(u64, Vec<Event>, i64),
     Broken(u64, String),
@@ -151,6 +169,7 @@ impl Agent {
     fn start(&mut self, tx: &mpsc::Sender<Msg>) -> Result<()> {
         if self.lease == 0 {
             self.lease = self.kv.grant(LEASE_TTL)?;
+            std::fs::write(lease_path(&self.ctx), self.lease.to_string())?;
         }
         let host = HostRecord {
             id: self.cfg.host_id.clone(),
@@ -278,6 +297,7 @@ impl Agent {
             Ok(false) => {
                 // Expired (cut off longer than the TTL): peers dropped us; register again.
                 eprintln!("netwright-overlay: lease expired; registering again");
+                let _ = std::fs::remove_file(lease_path(&self.ctx));
                 self.lease = 0;
                 self.watching = false;
                 self.generation += 1;
@@ -318,13 +338,15 @@ impl Agent {
         Ok(())
     }
 
-    /// A command asked: publish now, converge, answer "ok" (or the error).
+    /// A command asked: publish now and answer "ok" (or the error); converging this host
+    /// (the mirror, the kernel) follows right after, off the command's clock — the command
+    /// has made its own devices and entries already.
     fn answer(&mut self, s: UnixStream) {
         let mut line = String::new();
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let _ = BufReader::new(&s).read_line(&mut line);
         let result = if self.watching {
-            self.publish().and_then(|_| self.reconcile())
+            self.publish()
         } else {
             Err(anyhow::anyhow!(
                 "etcd at {} is unreachable ({})",
@@ -338,6 +360,7 @@ impl Agent {
         };
         let mut s = s;
         let _ = s.write_all(reply.as_bytes());
+        self.dirty = true;
     }
 }
 
@@ -387,6 +410,7 @@ pub fn stop(ctx: &Ctx) {
     }
     let _ = std::fs::remove_file(pid_path(ctx));
     let _ = std::fs::remove_file(sock_path(ctx));
+    let _ = std::fs::remove_file(lease_path(ctx));
 }
 
 /// The agent's pid, if it runs (for reset, tests and benches).

@@ -195,8 +195,8 @@ pub fn records<T: serde::de::DeserializeOwned>(kvs: &[etcd::KeyValue], prefix: &
     kvs.iter().filter(|kv| kv.key.starts_with(prefix)).filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect()
 }
 
-/// Tells the agent that this host's endpoints changed: it publishes them and converges
-/// before this returns. Best effort — an agent that cannot reach etcd publishes once it can.
+/// Tells the agent that this host's endpoints changed: it publishes what is not published
+/// yet before this returns. Best effort — an agent that cannot reach etcd publishes once it can.
 pub fn announce(ctx: &Ctx) {
     if !Config::joined(ctx) {
         return;
@@ -206,27 +206,41 @@ pub fn announce(ctx: &Ctx) {
     }
 }
 
-/// A container's addresses on overlay networks: (network id, address), to give back.
-pub fn held_by(store: &mut crate::store::Store, container_id: &str) -> Result<Vec<(String, Ipv4Addr)>> {
+/// An address a container of this host holds on an overlay network, and its endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub endpoint_id: String,
+}
+
+impl Held {
+    pub fn of(e: &crate::store::Endpoint) -> Option<Held> {
+        Some(Held { network_id: e.network_id.clone(), ip: e.ip?, endpoint_id: e.id.clone() })
+    }
+}
+
+/// A container's addresses on overlay networks, to give back.
+pub fn held_by(store: &mut crate::store::Store, container_id: &str) -> Result<Vec<Held>> {
     store.read(|tx| {
         let nets = tx.networks()?;
         Ok(tx
             .endpoints_of(container_id)?
-            .into_iter()
+            .iter()
             .filter(|e| nets.iter().any(|n| n.id == e.network_id && n.driver == crate::model::Driver::Overlay))
-            .filter_map(|e| Some((e.network_id, e.ip?)))
+            .filter_map(Held::of)
             .collect())
     })
 }
 
 /// After a container left overlay networks (released, disconnected): its addresses back to
-/// the cluster, its endpoints withdrawn from peers.
-pub fn withdraw(ctx: &Ctx, held: &[(String, Ipv4Addr)], container_id: &str) {
+/// the cluster and its endpoints withdrawn from peers, in one transaction per address.
+pub fn withdraw(ctx: &Ctx, held: &[Held], container_id: &str) {
     if held.is_empty() {
         return;
     }
     network::release(ctx, held, container_id);
-    announce(ctx);
+    agent::nudge(ctx);
 }
 
 /// `cluster join`: records the membership under the state root and starts the agent, which

@@ -208,24 +208,72 @@ pub fn vni_port(n: &Network) -> (u32, u16) {
 /// Claims an address on an overlay network for `container` (inside the store's write
 /// transaction, so the local cursor moves with it): the requested one, or the next free one
 /// that no host holds.
-pub fn claim(ctx: &Ctx, tx: &Tx, net: &Network, container: &str, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+/// What peers will know of an endpoint, less what the claim decides (its address, and the
+/// MAC derived from it unless one was given).
+pub struct EndpointTemplate {
+    pub id: String,
+    pub container_id: String,
+    pub mac: Option<String>,
+    pub names: Vec<String>,
+}
+
+/// The names an endpoint answers to in DNS: the container's name, its hostname, its aliases.
+pub fn endpoint_names(name: &str, hostname: &str, aliases: &[String]) -> Vec<String> {
+    let mut names = vec![name.to_string(), hostname.to_string()];
+    names.extend(aliases.iter().cloned());
+    names.dedup();
+    names
+}
+
+/// Claims an address on an overlay network for `container` (inside the store's write
+/// transaction, so the local cursor moves with it): the requested one, or the next free one
+/// that no host holds. With the agent's lease at hand, the endpoint is published in the same
+/// etcd transaction (peers learn it with one write); else the agent publishes it.
+pub fn claim(
+    ctx: &Ctx,
+    tx: &Tx,
+    net: &Network,
+    ep: &EndpointTemplate,
+    requested: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
     let cl = Cluster::require(ctx)?;
     let what = format!("network {}", net.name);
-    let (held, _) = cl.kv.list(&super::claims_prefix(&net.id)).map_err(|e| cl.unreachable(&what, e))?;
-    let mut taken: HashSet<Ipv4Addr> = held.iter().filter_map(claimed_ip).collect();
     let value = serde_json::to_vec(&Claim {
         host: cl.cfg.host_id.clone(),
-        container: container.into(),
+        container: ep.container_id.clone(),
         at: super::now_secs(),
     })?;
+    let lease = std::cell::Cell::new(super::agent::lease(ctx));
     let try_claim = |ip: Ipv4Addr| -> Result<bool> {
         let key = super::claim_key(&net.id, ip);
-        cl.kv
-            .txn(&[Compare::Absent(key.clone())], &[Op::Put { key, value: value.clone(), lease: 0 }])
-            .map_err(|e| cl.unreachable(&what, e))
+        let mut ops = vec![Op::Put { key: key.clone(), value: value.clone(), lease: 0 }];
+        if let Some(l) = lease.get() {
+            let rec = super::EndpointRecord {
+                id: ep.id.clone(),
+                network_id: net.id.clone(),
+                host: cl.cfg.host_id.clone(),
+                vtep: cl.cfg.advertise,
+                ip,
+                mac: ep.mac.clone().unwrap_or_else(|| ipam::format_mac(ipam::mac_for(ip))),
+                container_id: ep.container_id.clone(),
+                names: ep.names.clone(),
+            };
+            ops.push(Op::Put { key: super::endpoint_key(&rec), value: serde_json::to_vec(&rec)?, lease: l });
+        }
+        match cl.kv.txn(&[Compare::Absent(key.clone())], &ops) {
+            Ok(ok) => Ok(ok),
+            Err(e) if lease.get().is_some() && format!("{e:#}").contains("lease not found") => {
+                // The agent's lease expired a moment ago: claim alone; it publishes later.
+                lease.set(None);
+                cl.kv
+                    .txn(&[Compare::Absent(key.clone())], &[Op::Put { key, value: value.clone(), lease: 0 }])
+                    .map_err(|e| cl.unreachable(&what, e))
+            }
+            Err(e) => Err(cl.unreachable(&what, e)),
+        }
     };
     if let Some(ip) = requested {
-        if taken.contains(&ip) || !try_claim(ip)? {
+        if !try_claim(ip)? {
             bail!(conflict(format!(
                 "address {ip} is already in use on overlay network {} (on some host of the cluster): pick another --ip or leave it out",
                 net.name
@@ -233,8 +281,18 @@ pub fn claim(ctx: &Ctx, tx: &Tx, net: &Network, container: &str, requested: Opti
         }
         return Ok(ip);
     }
+    // First guess from what this host knows (its own endpoints and the agent's mirror of the
+    // others'): one round trip when nobody raced us. Then etcd's own list of claims.
+    let mut taken: HashSet<Ipv4Addr> =
+        tx.remote_endpoints()?.into_iter().filter(|r| r.network_id == net.id).map(|r| r.ip).collect();
+    let mut listed = false;
     let mut cursor = net.cursor;
-    for _ in 0..16 {
+    for attempt in 0..16 {
+        if attempt == 1 {
+            let (held, _) = cl.kv.list(&super::claims_prefix(&net.id)).map_err(|e| cl.unreachable(&what, e))?;
+            taken.extend(held.iter().filter_map(claimed_ip));
+            listed = true;
+        }
         let (ip, next) = ipam::allocate(
             net.subnet,
             &crate::network::reserved(net),
@@ -252,9 +310,11 @@ pub fn claim(ctx: &Ctx, tx: &Tx, net: &Network, container: &str, requested: Opti
             tx.set_cursor(&net.id, next)?;
             return Ok(ip);
         }
-        // Another host took it between our read and our claim.
+        // Another host holds it (or took it between our read and our claim).
         taken.insert(ip);
-        cursor = next;
+        if listed {
+            cursor = next;
+        }
     }
     bail!("network {}: other hosts kept taking the addresses tried; try again", net.name)
 }
@@ -263,18 +323,24 @@ fn claimed_ip(kv: &KeyValue) -> Option<Ipv4Addr> {
     kv.key.rsplit('/').next()?.parse().ok()
 }
 
-/// Gives back addresses a container of this host held (best effort: the agent collects any
-/// it could not give back).
-pub fn release(ctx: &Ctx, held: &[(String, Ipv4Addr)], container: &str) {
+/// Gives back addresses a container of this host held and withdraws its endpoints, one
+/// transaction each (best effort: the agent collects what it could not give back).
+pub fn release(ctx: &Ctx, held: &[super::Held], container: &str) {
     let Ok(Some(cl)) = Cluster::open(ctx) else { return };
-    for (network_id, ip) in held {
-        let key = super::claim_key(network_id, *ip);
-        let Ok(Some(kv)) = cl.kv.get(&key) else { continue };
+    for h in held {
+        let key = super::claim_key(&h.network_id, h.ip);
+        let endpoint = format!("{}{}/{}", super::endpoints_prefix(&h.network_id), cl.cfg.host_id, h.endpoint_id);
+        let Ok(Some(kv)) = cl.kv.get(&key) else {
+            let _ = cl.kv.delete(&endpoint);
+            continue;
+        };
         let ours = serde_json::from_slice::<Claim>(&kv.value)
             .is_ok_and(|c| c.host == cl.cfg.host_id && c.container == container);
+        let mut ops = vec![Op::Delete(endpoint)];
         if ours {
-            let _ = cl.kv.txn(&[Compare::ModRevision(key.clone(), kv.mod_revision)], &[Op::Delete(key)]);
+            ops.push(Op::Delete(key.clone()));
         }
+        let _ = cl.kv.txn(&[Compare::ModRevision(key, kv.mod_revision)], &ops);
     }
 }
 

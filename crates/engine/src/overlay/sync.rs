@@ -100,9 +100,7 @@ pub fn own_endpoints(store: &mut Store, cfg: &super::Config) -> Result<Vec<Endpo
                 if !nets.iter().any(|n| n.id == e.network_id && n.driver == Driver::Overlay) {
                     continue;
                 }
-                let mut names = vec![c.name.clone(), c.hostname.clone()];
-                names.extend(e.aliases.iter().cloned());
-                names.dedup();
+                let names = super::network::endpoint_names(&c.name, &c.hostname, &e.aliases);
                 out.push(EndpointRecord {
                     id: e.id.clone(),
                     network_id: e.network_id.clone(),
