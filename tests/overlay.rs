@@ -210,6 +210,36 @@ fn concurrent_runs_over_three_hosts_get_distinct_addresses_and_churn_leaves_exac
         assert!(doctor.contains("overlay-entries") && !doctor.contains("FAIL"), "{doctor}");
     }
     assert_eq!(expected_entries(&h, 0, "ov").len() + endpoints(&h[0], "ov").len(), 20 + 100);
+    // In use on other hosts: refused, naming them. Once empty everywhere: removed from every
+    // host, with its devices.
+    let (_, err) = h[0].fails(&["network", "rm", "ov"]);
+    assert!(err.contains("in use"), "{err}");
+    let (_, err) = {
+        // h1's own containers gone, the others' not: the error names the other hosts.
+        let ids = h[0].ok(&["ps", "-aq"]);
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids.split_whitespace());
+        h[0].ok(&args);
+        h[0].fails(&["network", "rm", "ov"])
+    };
+    assert!(err.contains("on host(s) h2, h3") && err.lines().count() == 1, "{err}");
+    for x in &h {
+        let ids = x.ok(&["ps", "-aq"]);
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids.split_whitespace());
+        if args.len() > 2 {
+            x.ok(&args);
+        }
+    }
+    h[0].ok(&["network", "rm", "ov"]);
+    for x in &h {
+        assert!(
+            eventually(Duration::from_secs(5), || !x.ok(&["network", "ls"]).contains(" ov ")
+                && !x.links().iter().any(|l| l.name.starts_with("nwx") || l.name.starts_with("nwb"))),
+            "{}: ov or its devices outlived its removal",
+            x.name
+        );
+    }
 }
 
 #[test]

@@ -359,9 +359,20 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
         Ok((net.driver == Driver::Overlay && tx.active_endpoints_on(&net.id)?.is_empty()).then_some(net))
     })?;
     if let Some(net) = overlay {
-        // The cluster's record first (refused while another host has containers on it); a
-        // kill before the local row goes leaves a row the agent drops at its next sync.
+        // The cluster's record first (refused while another host has containers on it). Then
+        // this host's row and devices — which the agent, seeing the deletion, may be removing
+        // at the same moment: both ways end the same. A kill in between leaves a row the agent
+        // drops at its next sync.
         crate::overlay::network::remove(&crate::overlay::Cluster::require(ctx)?, &net.name)?;
+        store.write(|tx| {
+            if tx.network(&net.id)?.is_some() {
+                tx.delete_network(&net.id)?;
+            }
+            Ok(())
+        })?;
+        firewall::sync_all(ctx, store)?;
+        remove_devices(store, nl, &net)?;
+        return Ok(net);
     }
     let net = store.write(|tx| {
         let net = resolve(tx, reference)?;

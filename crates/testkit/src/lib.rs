@@ -205,6 +205,17 @@ impl Sandbox {
             (Netlink::default_route_msg(gw, eth0), NLM_F_CREATE | NLM_F_EXCL),
         ])
         .map_err(|(_, e)| e)?;
+        // A new veth drops what it is given until the kernel has seen its carrier and given
+        // it a queue (link watch, up to a second): a first TCP SYN lost there costs a
+        // second-long retransmission. Wait until both ends run.
+        for _ in 0..300 {
+            let running =
+                |nl: &mut Netlink, name: &str| nl.link_by_name(name).ok().flatten().is_some_and(|l| l.running);
+            if running(&mut host, "eth0") && running(&mut lan, &lan_if) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(Host { name: format!("h{n}"), ns, root, addr, dir: self.dir.clone(), bin: self.bin.clone() })
     }
 

@@ -92,6 +92,7 @@ async fn resolver(ctx: Ctx) -> Result<()> {
                 let text = String::from_utf8_lossy(&line[..n]).into_owned();
                 match text.trim().strip_prefix("sync ") {
                     Some(id) => sync_one(&ctx, &shared, &mut served, id.trim()),
+                    None if text.trim() == "remotes" => sync_remotes(&ctx, &shared),
                     None => sync(&ctx, &shared, &mut served),
                 }
                 let _ = stream.write_all(b"ok\n").await;
@@ -144,6 +145,13 @@ fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Serv
         }
         Err(e) => eprintln!("netwright-dns: cannot serve container {}: {e:#}", &id[..12.min(id.len())]),
     }
+}
+
+/// Re-reads only the other hosts' endpoints (overlay names).
+fn sync_remotes(ctx: &Ctx, shared: &Arc<Shared>) {
+    let Ok(mut store) = ctx.store() else { return };
+    let Ok((nets, remotes)) = store.read(|tx| Ok((tx.networks()?, tx.remote_endpoints()?))) else { return };
+    shared.zone.write().expect("zone lock").set_remotes(&nets, &remotes);
 }
 
 /// Rebuilds the zone from the store and adopts/drops containers to match.
@@ -428,6 +436,16 @@ pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
 
 fn supervisor_alive(ctx: &Ctx) -> bool {
     crate::kernel::process::pid_file_alive(&pid_path(ctx)).is_some()
+}
+
+/// Other hosts' endpoints changed (the overlay agent): the resolver re-reads them alone,
+/// if it runs; nobody waits.
+pub fn remotes_changed(ctx: &Ctx) {
+    if supervisor_alive(ctx)
+        && let Ok(mut s) = UnixStream::connect(socket_path(ctx))
+    {
+        let _ = s.write_all(b"remotes\n");
+    }
 }
 
 /// Asks the resolver to re-read the store and waits until it has (so a new container's

@@ -128,7 +128,11 @@ pub fn ensure(ctx: &Ctx, nl: &mut Netlink, n: &Network) -> Result<u32> {
 fn remove_links(nl: &mut Netlink, n: &Network) -> Result<()> {
     for name in [vxlan_of(n), n.bridge.clone()] {
         if let Some(l) = nl.link_by_name(&name)? {
-            nl.delete_link(l.index).with_context(|| format!("deleting {name}"))?;
+            match nl.delete_link(l.index) {
+                // The agent, removing the same network on the same event, was first.
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                r => r.with_context(|| format!("deleting {name}"))?,
+            }
         }
     }
     Ok(())

@@ -33,6 +33,8 @@ pub struct Link {
     pub master: Option<u32>,
     pub mtu: u32,
     pub up: bool,
+    /// Operationally up (IFF_RUNNING: carrier, and the kernel has activated its queue).
+    pub running: bool,
     pub mac: Option<[u8; 6]>,
 }
 
@@ -584,6 +586,7 @@ fn parse_link(l: LinkMessage) -> Link {
         master: None,
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
+        running: l.header.flags.contains(LinkFlags::Running),
         mac: None,
     };
     for a in l.attributes {

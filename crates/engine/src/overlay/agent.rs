@@ -12,7 +12,7 @@
 //! etcd away: the kernel keeps its entries (running containers keep talking), the agent
 //! retries every half second, and on return re-registers (a new lease if the old expired).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -74,6 +74,15 @@ struct Agent {
     lease: i64,
     /// Everything under PREFIX as of `rev`.
     keys: BTreeMap<String, KeyValue>,
+    /// Other hosts' endpoints by key, kept from the events (no re-parse of all of them per
+    /// event), and what the store and the kernel have of them (`mirrored`).
+    remotes: BTreeMap<String, EndpointRecord>,
+    mirrored: BTreeMap<String, EndpointRecord>,
+    /// Keys under endpoints/ changed since the last reconcile; networks changed.
+    pending: BTreeSet<String>,
+    networks_changed: bool,
+    /// Time for a full kernel comparison (dump and diff) rather than applying changes.
+    full: bool,
     rev: i64,
     /// The current watch's generation: events of an older one are ignored.
     generation: u64,
@@ -105,6 +114,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         ctx: ctx.clone(),
         lease: 0,
         keys: BTreeMap::new(),
+        remotes: BTreeMap::new(),
+        mirrored: store_mirror(ctx)?,
+        pending: BTreeSet::new(),
+        networks_changed: true,
+        full: true,
         rev: 0,
         generation: 0,
         watching: false,
@@ -150,6 +164,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         if a.watching && last_gc.elapsed() >= GC_EVERY {
             last_gc = Instant::now();
+            // Now and then the kernel is compared whole (drift by hand, a missed change).
+            a.full = true;
+            a.dirty = true;
             if let Err(e) = a.collect_claims() {
                 a.note_error(format!("{e:#}"));
             }
@@ -181,6 +198,15 @@ impl Agent {
         let (kvs, rev) = self.kv.list(PREFIX)?;
         self.keys = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         self.rev = rev;
+        self.remotes.clear();
+        let keys: Vec<KeyValue> = self.keys.values().cloned().collect();
+        for kv in keys {
+            self.note_key(&kv.key, Some(&kv.value));
+        }
+        // Whatever the mirror has that etcd no longer does goes too.
+        self.pending.extend(self.mirrored.keys().cloned());
+        self.networks_changed = true;
+        self.full = true;
         self.publish()?;
         self.generation += 1;
         let (g, kv, tx) = (self.generation, self.kv.clone(), tx.clone());
@@ -205,15 +231,34 @@ impl Agent {
         for e in events {
             match e {
                 Event::Put(kv) => {
+                    self.note_key(&kv.key, Some(&kv.value));
                     self.keys.insert(kv.key.clone(), kv);
                 }
                 Event::Delete(k) => {
+                    self.note_key(&k, None);
                     self.keys.remove(&k);
                 }
             }
         }
         self.rev = self.rev.max(rev);
         self.dirty = true;
+    }
+
+    /// Keeps `remotes` and the change marks in step with one key.
+    fn note_key(&mut self, key: &str, value: Option<&[u8]>) {
+        if key.starts_with(&format!("{PREFIX}networks/")) {
+            self.networks_changed = true;
+        } else if key.starts_with(&format!("{PREFIX}endpoints/")) {
+            match value.and_then(|v| serde_json::from_slice::<EndpointRecord>(v).ok()) {
+                Some(r) if r.host != self.cfg.host_id => {
+                    self.remotes.insert(key.to_string(), r);
+                }
+                _ => {
+                    self.remotes.remove(key);
+                }
+            }
+            self.pending.insert(key.to_string());
+        }
     }
 
     fn records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> Vec<T> {
@@ -242,12 +287,16 @@ impl Agent {
             }
             wanted.insert(key);
         }
+        // endpoints/NET/HOST/EP: this host's by the key alone.
+        let prefix = format!("{PREFIX}endpoints/");
+        let mine = format!("/{}/", self.cfg.host_id);
         let stale: Vec<String> = self
-            .records::<EndpointRecord>(&format!("{PREFIX}endpoints/"))
-            .into_iter()
-            .filter(|r| r.host == self.cfg.host_id)
-            .map(|r| super::endpoint_key(&r))
-            .filter(|k| !wanted.contains(k))
+            .keys
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k)
+            .filter(|k| k[prefix.len()..].contains(&mine) && !wanted.contains(*k))
+            .cloned()
             .collect();
         for k in stale {
             self.kv.delete(&k)?;
@@ -256,27 +305,61 @@ impl Agent {
         Ok(())
     }
 
-    /// Store and kernel in step with the keys.
+    /// Store and kernel in step with the keys: only what changed since the last time (one
+    /// store transaction, one netlink batch per network), or everything when `full`.
     fn reconcile(&mut self) -> Result<()> {
         self.dirty = false;
-        let nets = self.records(&format!("{PREFIX}networks/"));
-        let changes = sync::mirror_networks(&self.ctx, &mut self.store, &nets)?;
-        sync::remove_devices(&self.ctx, &mut self.store, &changes.removed)?;
-        if !changes.added.is_empty() {
-            crate::firewall::sync_all(&self.ctx, &mut self.store)?;
+        if std::mem::take(&mut self.networks_changed) {
+            let nets = self.records(&format!("{PREFIX}networks/"));
+            let changes = sync::mirror_networks(&self.ctx, &mut self.store, &nets)?;
+            sync::remove_devices(&self.ctx, &mut self.store, &changes.removed)?;
+            if !changes.added.is_empty() {
+                crate::firewall::sync_all(&self.ctx, &mut self.store)?;
+            }
         }
-        let live_hosts: Vec<HostRecord> = self.records(&format!("{PREFIX}hosts/"));
-        let remotes: Vec<EndpointRecord> = self
-            .records::<EndpointRecord>(&format!("{PREFIX}endpoints/"))
-            .into_iter()
-            .filter(|r| r.host != self.cfg.host_id && live_hosts.iter().any(|h| h.id == r.host))
-            .collect();
-        let changed = sync::mirror_remotes(&mut self.store, remotes)?;
-        sync::sync_kernel(&mut self.store, &mut self.nl)?;
-        if changed {
+        let pending = std::mem::take(&mut self.pending);
+        let (mut gone, mut came) = (Vec::new(), Vec::new());
+        for k in &pending {
+            let (old, new) = (self.mirrored.get(k), self.remotes.get(k));
+            if old == new {
+                continue;
+            }
+            if let Some(o) = old {
+                gone.push(o.clone());
+            }
+            if let Some(n) = new {
+                came.push(n.clone());
+            }
+        }
+        let vteps_before: BTreeSet<_> = self.mirrored.values().map(|r| r.vtep).collect();
+        if !gone.is_empty() || !came.is_empty() {
+            self.store.write(|tx| {
+                for r in &gone {
+                    tx.delete_remote_endpoint(&r.id)?;
+                }
+                for r in &came {
+                    tx.upsert_remote_endpoint(r)?;
+                }
+                Ok(())
+            })?;
+            for k in &pending {
+                match self.remotes.get(k) {
+                    Some(r) => self.mirrored.insert(k.clone(), r.clone()),
+                    None => self.mirrored.remove(k),
+                };
+            }
+        }
+        if std::mem::take(&mut self.full) {
+            sync::sync_kernel(&mut self.store, &mut self.nl)?;
+        } else if !gone.is_empty() || !came.is_empty() {
+            sync::apply_changes(&mut self.store, &mut self.nl, &gone, &came)?;
+        }
+        if !gone.is_empty() || !came.is_empty() {
             // Their VTEPs may send VXLAN; their names come and go with them.
-            crate::firewall::sync_vteps(&self.ctx, &mut self.store)?;
-            let _ = crate::dns::server::sync_now(&self.ctx, false, None);
+            if self.mirrored.values().map(|r| r.vtep).collect::<BTreeSet<_>>() != vteps_before {
+                crate::firewall::sync_vteps(&self.ctx, &mut self.store)?;
+            }
+            crate::dns::server::remotes_changed(&self.ctx);
         }
         Ok(())
     }
@@ -362,6 +445,12 @@ impl Agent {
         let _ = s.write_all(reply.as_bytes());
         self.dirty = true;
     }
+}
+
+/// The store's mirror of other hosts' endpoints, by etcd key.
+fn store_mirror(ctx: &Ctx) -> Result<BTreeMap<String, EndpointRecord>> {
+    let mut store = ctx.store()?;
+    Ok(store.read(|tx| tx.remote_endpoints())?.into_iter().map(|r| (super::endpoint_key(&r), r)).collect())
 }
 
 /// Makes sure the agent runs (when `start`) and has published this host's endpoints and

@@ -18,7 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Past one lost SYN (its retransmission comes after a second), short of a hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(2000);
 const IO_TIMEOUT: Duration = Duration::from_millis(3000);
 
 /// One key as etcd has it.

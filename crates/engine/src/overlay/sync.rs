@@ -14,6 +14,7 @@ use crate::kernel::netlink::Netlink;
 use crate::kernel::vxlan::Entry;
 use crate::model::{Driver, State};
 use crate::store::{Network, Store};
+use netlink_packet_route::RouteNetlinkMessage;
 
 /// What changed in the store's overlay networks.
 #[derive(Debug, Default)]
@@ -198,6 +199,47 @@ pub fn sync_kernel(store: &mut Store, nl: &mut Netlink) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Applies known changes to the VXLAN devices without reading them back: the entries of
+/// endpoints that went are deleted, those that came are written (one batch per network).
+/// Errors of single entries are ignored (a command's own sync may have done them already);
+/// the agent's periodic full sync repairs anything else.
+pub fn apply_changes(
+    store: &mut Store,
+    nl: &mut Netlink,
+    gone: &[EndpointRecord],
+    came: &[EndpointRecord],
+) -> Result<()> {
+    let nets = store.read(|tx| tx.networks())?;
+    let mut by_net: BTreeMap<&str, Vec<(RouteNetlinkMessage, u16)>> = BTreeMap::new();
+    let entry = |r: &EndpointRecord| crate::ipam::parse_mac(&r.mac).map(|mac| Entry { mac, ip: r.ip, vtep: r.vtep });
+    for r in gone {
+        // Not the halves a newcomer reuses (same MAC or same address): those are replaced.
+        let Some(mut e) = entry(r) else { continue };
+        if came.iter().any(|c| c.network_id == r.network_id && c.ip == r.ip) {
+            e.ip = Ipv4Addr::UNSPECIFIED;
+        }
+        if came.iter().any(|c| c.network_id == r.network_id && crate::ipam::parse_mac(&c.mac) == Some(e.mac)) {
+            e.vtep = Ipv4Addr::UNSPECIFIED;
+        }
+        by_net.entry(&r.network_id).or_default().extend(Netlink::vxlan_entry_del(0, &e));
+    }
+    for r in came {
+        let Some(e) = entry(r) else { continue };
+        by_net.entry(&r.network_id).or_default().extend(Netlink::vxlan_entry_add(0, &e));
+    }
+    for (id, mut reqs) in by_net {
+        let Some(n) = nets.iter().find(|n| n.id == id) else { continue };
+        let Some(dev) = nl.link_by_name(&crate::drivers::overlay::vxlan_of(n))? else { continue };
+        for (m, _) in &mut reqs {
+            if let RouteNetlinkMessage::NewNeighbour(x) | RouteNetlinkMessage::DelNeighbour(x) = m {
+                x.header.ifindex = dev.index;
+            }
+        }
+        let _ = nl.batch(reqs);
+    }
+    Ok(())
 }
 
 /// `cluster leave`: this host's overlay networks go from the store and the kernel.

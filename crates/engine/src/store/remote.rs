@@ -22,4 +22,16 @@ impl Tx<'_> {
         }
         Ok(())
     }
+
+    pub fn upsert_remote_endpoint(&self, e: &RemoteEndpoint) -> Result<()> {
+        self.0
+            .prepare_cached("INSERT OR REPLACE INTO remote_endpoints (id, network_id, record) VALUES (?1, ?2, ?3)")?
+            .execute(params![e.id, e.network_id, serde_json::to_string(e)?])?;
+        Ok(())
+    }
+
+    pub fn delete_remote_endpoint(&self, id: &str) -> Result<()> {
+        self.0.prepare_cached("DELETE FROM remote_endpoints WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
 }
