@@ -312,19 +312,21 @@ fn cluster(
             let hosts = overlay::hosts(ctx)?;
             let me = overlay::Config::load(ctx)?.map(|c| c.host_id).unwrap_or_default();
             if format == "json" {
-                for h in &hosts {
+                for (h, up) in &hosts {
+                    let status = if *up { "up" } else { "down" };
                     writeln!(
                         out,
                         "{}",
-                        serde_json::json!({"ID": h.id, "Name": h.name, "VTEP": h.vtep, "MTU": h.mtu, "Status": "up", "Self": h.id == me})
+                        serde_json::json!({"ID": h.id, "Name": h.name, "VTEP": h.vtep, "MTU": h.mtu, "Status": status, "Self": h.id == me})
                     )?;
                 }
             } else {
                 let rows: Vec<Vec<String>> = hosts
                     .iter()
-                    .map(|h| {
+                    .map(|(h, up)| {
                         let name = if h.id == me { format!("{} *", h.name) } else { h.name.clone() };
-                        vec![h.id.clone(), name, h.vtep.to_string(), h.mtu.to_string(), "up".into()]
+                        let status = if *up { "up" } else { "down (lease expired)" };
+                        vec![h.id.clone(), name, h.vtep.to_string(), h.mtu.to_string(), status.into()]
                     })
                     .collect();
                 write!(out, "{}", output::table(&["HOST ID", "NAME", "VTEP", "MTU", "STATUS"], &rows))?;

@@ -128,8 +128,9 @@ fn peers(
     let me = overlay::Config::load(ctx).ok().flatten();
     // Names from etcd when it answers; the mirror has ids and VTEPs either way.
     let hosts = overlay::hosts(ctx).unwrap_or_default();
-    let name_of =
-        |id: &str| hosts.iter().find(|h| h.id == id).map(|h| h.name.clone()).unwrap_or_else(|| id.to_string());
+    let name_of = |id: &str| {
+        hosts.iter().find(|(h, _)| h.id == id).map(|(h, _)| h.name.clone()).unwrap_or_else(|| id.to_string())
+    };
     let mut by_host: std::collections::BTreeMap<String, (String, Vec<serde_json::Value>)> = Default::default();
     if let Some(me) = &me {
         let eps = local

@@ -194,7 +194,11 @@ impl Agent {
             vtep: self.cfg.advertise,
             mtu: self.cfg.mtu,
         };
-        self.kv.put(&super::host_key(&host.id), &serde_json::to_vec(&host)?, self.lease)?;
+        let record = serde_json::to_vec(&host)?;
+        self.kv.put(&super::host_key(&host.id), &record, self.lease)?;
+        if self.keys.get(&super::member_key(&host.id)).is_none_or(|kv| kv.value != record) {
+            self.kv.put(&super::member_key(&host.id), &record, 0)?;
+        }
         let (kvs, rev) = self.kv.list(PREFIX)?;
         self.keys = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         self.rev = rev;

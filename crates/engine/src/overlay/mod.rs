@@ -307,13 +307,30 @@ fn underlay(nl: &mut Netlink, advertise: Option<Ipv4Addr>) -> Result<(Ipv4Addr, 
     Ok((addr, link.name.clone(), link.mtu))
 }
 
-/// `cluster ls`: the hosts registered now (each on a live lease).
-pub fn hosts(ctx: &Ctx) -> Result<Vec<HostRecord>> {
+/// `cluster ls`: every host that joined and has not left, and whether it is up (its lease
+/// lives) — a host that died shows as down, not as gone.
+pub fn hosts(ctx: &Ctx) -> Result<Vec<(HostRecord, bool)>> {
     let cl = Cluster::require(ctx)?;
-    let (kvs, _) = cl.kv.list(&format!("{PREFIX}hosts/")).map_err(|e| cl.unreachable("cluster ls", e))?;
-    let mut v: Vec<HostRecord> = records(&kvs, PREFIX);
-    v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    let (kvs, _) = cl.kv.list(PREFIX).map_err(|e| cl.unreachable("cluster ls", e))?;
+    let up: Vec<HostRecord> = records(&kvs, &format!("{PREFIX}hosts/"));
+    let mut v: Vec<(HostRecord, bool)> = records::<HostRecord>(&kvs, &format!("{PREFIX}members/"))
+        .into_iter()
+        .map(|m| {
+            let live = up.iter().find(|h| h.id == m.id).cloned();
+            (live.clone().unwrap_or(m), live.is_some())
+        })
+        .collect();
+    // Registered before membership records existed (or by a newer agent): up all the same.
+    let extra: Vec<(HostRecord, bool)> =
+        up.into_iter().filter(|h| !v.iter().any(|(m, _)| m.id == h.id)).map(|h| (h, true)).collect();
+    v.extend(extra);
+    v.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.id.cmp(&b.0.id)));
     Ok(v)
+}
+
+/// A host's membership record: not leased, so `cluster ls` can say it is down.
+pub fn member_key(id: &str) -> String {
+    format!("{PREFIX}members/{id}")
 }
 
 /// `cluster leave`: refused while this host's containers use overlay networks; otherwise the
@@ -347,7 +364,7 @@ pub fn leave(ctx: &Ctx, store: &mut crate::store::Store) -> Result<()> {
                 Ok(v) => v.get("host").and_then(|h| h.as_str()) == Some(&cl.cfg.host_id),
                 Err(_) => false,
             };
-            if mine || kv.key == host_key(&cl.cfg.host_id) {
+            if mine || kv.key == host_key(&cl.cfg.host_id) || kv.key == member_key(&cl.cfg.host_id) {
                 let _ = cl.kv.delete(&kv.key);
             }
         }
