@@ -8,7 +8,7 @@ use super::doctor::{Finding, fail, ok};
 use crate::ctx::Ctx;
 use crate::kernel::{netlink::Netlink, netns};
 use crate::model::{Driver, State};
-use crate::overlay::{self, Cluster, OVERHEAD, etcd::Kv};
+use crate::overlay::{self, Cluster, OVERHEAD};
 use crate::store::{Container, Endpoint, Network, Store};
 
 pub(super) fn findings(

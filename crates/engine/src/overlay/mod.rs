@@ -23,6 +23,8 @@
 
 pub mod agent;
 pub mod etcd;
+#[cfg(test)]
+mod fake;
 pub mod network;
 pub mod sync;
 
@@ -90,14 +92,15 @@ impl Config {
 /// A joined host: its configuration and its etcd.
 pub struct Cluster {
     pub cfg: Config,
-    pub kv: Gateway,
+    /// etcd (the JSON gateway; an in-memory fake in unit tests).
+    pub kv: Box<dyn Kv>,
 }
 
 impl Cluster {
     /// This root's cluster, or a clear error saying how to join one.
     pub fn require(ctx: &Ctx) -> Result<Cluster> {
         match Config::load(ctx)? {
-            Some(cfg) => Ok(Cluster { kv: Gateway::new(&cfg.etcd)?, cfg }),
+            Some(cfg) => Ok(Cluster { kv: Box::new(Gateway::new(&cfg.etcd)?), cfg }),
             None => bail!(invalid(
                 "overlay networks need a cluster: run `netwright cluster join --etcd http://HOST:2379` on each host (or pass --etcd)"
             )),
@@ -106,7 +109,7 @@ impl Cluster {
 
     pub fn open(ctx: &Ctx) -> Result<Option<Cluster>> {
         Ok(match Config::load(ctx)? {
-            Some(cfg) => Some(Cluster { kv: Gateway::new(&cfg.etcd)?, cfg }),
+            Some(cfg) => Some(Cluster { kv: Box::new(Gateway::new(&cfg.etcd)?), cfg }),
             None => None,
         })
     }

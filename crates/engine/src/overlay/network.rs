@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 
-use super::etcd::{Compare, KeyValue, Kv, Op};
+use super::etcd::{Compare, KeyValue, Op};
 use super::{Claim, Cluster, DEFAULT_PORT, NetworkRecord, OVERHEAD, PREFIX};
 use crate::ctx::{Ctx, now_nanos, random_hex};
 use crate::error::{conflict, invalid, not_found, unsupported};
@@ -349,5 +349,96 @@ pub fn lookup(cl: &Cluster, name: &str) -> Result<NetworkRecord> {
     match cl.kv.get(&super::network_key(name)).map_err(|e| cl.unreachable("network", e))? {
         Some(kv) => Ok(serde_json::from_slice(&kv.value).context("reading the network's record")?),
         None => bail!(not_found(format!("network {name} not found in the cluster"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::fake::FakeKv;
+    use crate::overlay::{Config, HostRecord, host_key};
+
+    fn host(id: &str, fake: FakeKv) -> Cluster {
+        let cfg = Config {
+            etcd: "http://192.0.2.1:2379".into(),
+            advertise: "192.168.1.10".parse().unwrap(),
+            dev: "eth0".into(),
+            mtu: 1500,
+            host_id: id.into(),
+            host_name: id.into(),
+        };
+        Cluster { cfg, kv: Box::new(fake) }
+    }
+
+    fn req<'a>(name: &'a str, subnet: Option<&str>, opts: &[(&str, &str)]) -> Request<'a> {
+        Request {
+            name,
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            gateway: None,
+            ip_range: None,
+            internal: false,
+            mtu: None,
+            options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            local_used: vec![],
+        }
+    }
+
+    fn err(r: Result<NetworkRecord>) -> String {
+        format!("{:#}", r.expect_err("should fail"))
+    }
+
+    #[test]
+    fn create_claims_name_vni_and_subnet_cluster_wide() {
+        let cl = host("h1", FakeKv::default());
+        let a = create(&cl, &req("a", Some("10.9.0.0/24"), &[])).unwrap();
+        assert_eq!((a.vni, a.port, a.mtu), (4096, DEFAULT_PORT, 1450), "first VNI, 4789, 1500 − 50");
+        let b = create(&cl, &req("b", None, &[("vni", "5000")])).unwrap();
+        assert_eq!(b.vni, 5000);
+        assert!(!ipam::overlaps(&a.subnet, &b.subnet), "a default pool that does not overlap a");
+        assert!(err(create(&cl, &req("a", Some("10.10.0.0/24"), &[]))).contains("already exists in the cluster"));
+        assert!(
+            err(create(&cl, &req("c", None, &[("vni", "5000")]))).contains("VNI 5000 is used by overlay network b")
+        );
+        assert!(err(create(&cl, &req("c", Some("10.9.0.128/25"), &[]))).contains("overlaps overlay network a"));
+        // The next automatic VNI skips the taken ones.
+        assert_eq!(create(&cl, &req("c", None, &[])).unwrap().vni, 4097);
+    }
+
+    #[test]
+    fn the_smallest_underlay_in_the_cluster_sets_the_mtu() {
+        let cl = host("h1", FakeKv::default());
+        let small = HostRecord { id: "h2".into(), name: "h2".into(), vtep: "192.168.2.10".parse().unwrap(), mtu: 1400 };
+        let lease = cl.kv.grant(10).unwrap();
+        cl.kv.put(&host_key("h2"), &serde_json::to_vec(&small).unwrap(), lease).unwrap();
+        assert_eq!(create(&cl, &req("a", None, &[])).unwrap().mtu, 1350);
+    }
+
+    #[test]
+    fn remove_is_refused_while_another_host_holds_addresses() {
+        let cl = host("h1", FakeKv::default());
+        let rec = create(&cl, &req("a", Some("10.9.0.0/24"), &[])).unwrap();
+        let claim = serde_json::to_vec(&Claim { host: "h2".into(), container: "c".into(), at: 0 }).unwrap();
+        cl.kv.put(&super::super::claim_key(&rec.id, "10.9.0.2".parse().unwrap()), &claim, 0).unwrap();
+        let e = format!("{:#}", remove(&cl, "a").unwrap_err());
+        assert!(e.contains("in use by 1 container(s) on host(s) h2"), "{e}");
+        cl.kv.delete(&super::super::claim_key(&rec.id, "10.9.0.2".parse().unwrap())).unwrap();
+        remove(&cl, "a").unwrap();
+        assert!(
+            cl.kv.list(PREFIX).unwrap().0.iter().all(|kv| kv.key == super::super::netgen_key()),
+            "only netgen left"
+        );
+        // The VNI is free again.
+        assert_eq!(create(&cl, &req("b", None, &[])).unwrap().vni, 4096);
+    }
+
+    #[test]
+    fn options_are_checked_before_anything_is_written() {
+        assert!(check_option("vni", "0").is_err());
+        assert!(check_option("vni", "16777216").is_err());
+        assert!(check_option("vni", "16777215").is_ok());
+        assert!(check_option("port", "0").is_err());
+        let e = format!("{:#}", check_option("encrypted", "true").unwrap_err());
+        assert!(e.contains("no IPsec AEAD"), "{e}");
+        assert!(check_option("colour", "blue").is_err());
     }
 }

@@ -7,7 +7,6 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 
-use super::etcd::Kv;
 use super::{Cluster, EndpointRecord, NetworkRecord, PREFIX};
 use crate::ctx::Ctx;
 use crate::kernel::netlink::Netlink;
