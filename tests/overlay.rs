@@ -60,6 +60,13 @@ fn three_hosts_share_a_network_names_mtu_and_egress() {
         assert!(ip.starts_with("10.77.0."), "{ip}");
     }
     assert!(ips[0] != ips[1] && ips[1] != ips[2] && ips[0] != ips[2], "{ips:?}");
+    // --ip on any host; the same address on another host is refused, naming it in use.
+    serve(&h[1], "fixed", "ov", &["--ip", "10.77.0.200"]);
+    let (_, err) =
+        h[2].fails(&["run", "-d", "--name", "clash", "--network", "ov", "--ip", "10.77.0.200", "--", "sleep", "9"]);
+    assert!(err.contains("10.77.0.200 is already in use") && err.lines().count() == 1, "{err}");
+    let reply = h[2].send_from("s3", "10.77.0.200", 7000, "fixed").expect("s3 -> fixed on h2");
+    assert!(reply.ends_with(&format!("fixed from {}", ips[2])), "{reply}");
     // 2. TCP between every pair, by name and by alias; no NAT between them.
     for (i, a) in h.iter().enumerate() {
         for j in 0..3 {
@@ -97,7 +104,9 @@ fn three_hosts_share_a_network_names_mtu_and_egress() {
     let peers = doc[0]["Peers"].as_array().expect("Peers").clone();
     assert_eq!(peers.len(), 3, "{peers:?}");
     assert!(
-        peers.iter().any(|p| p["Name"] == "h2" && p["IP"] == "192.168.2.10" && p["Endpoints"][0]["Name"] == "s2"),
+        peers.iter().any(|p| p["Name"] == "h2"
+            && p["IP"] == "192.168.2.10"
+            && p["Endpoints"].as_array().unwrap().iter().any(|e| e["Name"] == "s2")),
         "{peers:?}"
     );
     // VXLAN from an address that is not a cluster VTEP (the LAN router) is dropped before it
@@ -396,6 +405,12 @@ fn overlay_bad_input_is_one_clear_line() {
     assert!(code != 0 && err.contains("cluster join") && err.lines().count() == 1, "{err}");
     let url = sb.start_etcd().unwrap();
     let h = sb.host(1).unwrap();
+    let (_, err) = h.fails(&["cluster", "join", "--etcd", &url, "--advertise", "10.1.1.1"]);
+    assert!(err.contains("10.1.1.1 is not an address of this host") && err.lines().count() == 1, "{err}");
+    let (_, err) = h.fails(&["cluster", "join", "--etcd", "http://192.168.1.1:2999"]);
+    assert!(err.contains("does not answer") && err.lines().count() == 1, "{err}");
+    let (_, err) = h.fails(&["cluster", "ls"]);
+    assert!(err.contains("cluster join"), "not joined yet: {err}");
     h.ok(&["--etcd", &url, "network", "ls"]);
     assert!(h.ok(&["cluster", "ls"]).contains(&h.addr.to_string()), "--etcd on any command joins");
     h.ok(&["network", "create", "-d", "overlay", "--subnet", "10.82.0.0/24", "--opt", "vni=5000", "ov"]);
