@@ -67,6 +67,8 @@ pub struct TracedPacket {
 
 enum End {
     Ctr(Box<Container>, Vec<(Endpoint, Network)>),
+    /// A container on another host of an overlay network (the store's mirror of etcd).
+    Remote(Box<crate::model::RemoteEndpoint>),
     Host,
     Ip(Ipv4Addr),
 }
@@ -84,6 +86,13 @@ fn end(store: &mut Store, s: &str) -> Result<End> {
     if let Some(ip) = s.strip_prefix("lan:") {
         return Ok(End::Ip(ip.parse().with_context(|| format!("{s:?}: expected lan:IP"))?));
     }
+    let remote = |tx: &crate::store::Tx| -> Result<Option<crate::model::RemoteEndpoint>> {
+        let ip = s.parse::<Ipv4Addr>().ok();
+        Ok(tx
+            .remote_endpoints()?
+            .into_iter()
+            .find(|r| Some(r.ip) == ip || r.names.iter().any(|n| n.eq_ignore_ascii_case(s))))
+    };
     let (c, eps) = store.read(|tx| {
         let c = match s.parse::<Ipv4Addr>() {
             Ok(ip) => {
@@ -93,9 +102,11 @@ fn end(store: &mut Store, s: &str) -> Result<End> {
                     None => return Ok((None, vec![])),
                 }
             }
-            Err(_) => Some(tx.container(s)?.with_context(|| {
-                format!("no such container: {s}; SRC and DST are a container, host, an IP or lan:IP")
-            })?),
+            Err(_) => match tx.container(s)? {
+                Some(c) => Some(c),
+                None if remote(tx)?.is_some() => return Ok((None, vec![])),
+                None => bail!("no such container: {s}; SRC and DST are a container, host, an IP or lan:IP"),
+            },
         };
         let mut eps = Vec::new();
         if let Some(c) = &c {
@@ -109,7 +120,10 @@ fn end(store: &mut Store, s: &str) -> Result<End> {
     })?;
     Ok(match c {
         Some(c) => End::Ctr(Box::new(c), eps),
-        None => End::Ip(s.parse()?),
+        None => match store.read(|tx| remote(tx))? {
+            Some(r) => End::Remote(Box::new(r)),
+            None => End::Ip(s.parse()?),
+        },
     })
 }
 
@@ -210,6 +224,7 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: Option<D
     let dst_ip = match &dst_end {
         End::Host => uplink_ip.context("the host has no default route: cannot tell its address")?,
         End::Ip(ip) => *ip,
+        End::Remote(r) => r.ip,
         End::Ctr(d, deps) => {
             // The address on a network the source shares, else the first one.
             let shared = match &src_end {
@@ -223,6 +238,11 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: Option<D
         }
     };
     let mut result = match &src_end {
+        End::Remote(r) => bail!(
+            "{} is a container on another host (VTEP {}): run the trace there, or trace from a container here",
+            r.names.first().cloned().unwrap_or_default(),
+            r.vtep
+        ),
         End::Ctr(c, seps) => {
             if c.state != State::Running {
                 bail!("container {} is not running", c.name);
@@ -410,6 +430,9 @@ fn from_container(
     };
     b.hop(c.name.clone(), link);
     if on_link {
+        if let End::Remote(r) = dst_end {
+            return across_hosts(b, host, net, r);
+        }
         let End::Ctr(d, deps) = dst_end else {
             b.hop(net.name.clone(), format!("{dst_ip} is on-link on {}", net.name));
             return Ok(b.delivered());
@@ -506,6 +529,54 @@ fn from_container(
         End::Ctr(d, _) => finish(b, d, port, proto),
         _ => Ok(b.delivered()),
     }
+}
+
+/// On-link to a container on another host: the bridge hands the frame to the VXLAN port,
+/// whose forwarding entry (written from etcd) names the remote VTEP.
+fn across_hosts(mut b: Builder, host: &mut Netlink, net: &Network, r: &crate::model::RemoteEndpoint) -> Result<Trace> {
+    let vx = crate::drivers::overlay::vxlan_of(net);
+    let (vni, udp) = crate::overlay::network::vni_port(net);
+    let name = r.names.first().cloned().unwrap_or_else(|| r.container_id.clone());
+    let Some(dev) = host.link_by_name(&vx)? else {
+        return Ok(b.blocked(format!("the VXLAN device {vx} is missing"), "netwright reconcile"));
+    };
+    let learned = match crate::ipam::parse_mac(&r.mac) {
+        Some(mac) => host.fdb_port(mac)? == Some(dev.index),
+        None => false,
+    };
+    b.hop(
+        format!("bridge {}", net.bridge),
+        if learned {
+            format!("FDB: {} is behind port {vx} (another host)", r.mac)
+        } else {
+            format!("{} not learned yet: flooded to the local ports and {vx}", r.mac)
+        },
+    );
+    let entry = host.vxlan_entries(dev.index)?.into_iter().find(|e| e.ip == r.ip);
+    match entry {
+        Some(e) if e.vtep == r.vtep && crate::ipam::format_mac(e.mac) == r.mac => b.hop(
+            format!("{vx} (VNI {vni})"),
+            format!(
+                "ARP for {} answered here from the neighbour table ({}); FDB {} → dst {} (permanent, from etcd)",
+                r.ip, r.mac, r.mac, r.vtep
+            ),
+        ),
+        _ => {
+            return Ok(b.blocked(
+                format!(
+                    "{vx} has no forwarding entry for {} ({}) at {}: peers' changes have not reached this host",
+                    r.ip, r.mac, r.vtep
+                ),
+                "netwright reconcile   (restarts the overlay agent and rewrites the entries)",
+            ));
+        }
+    }
+    b.hop("underlay", format!("encapsulated: outer IPv4 + UDP to {}:{udp} (+50 bytes; inner MTU {})", r.vtep, net.mtu));
+    b.hop(
+        format!("host {}", r.vtep),
+        format!("decapsulated into {}'s bridge there, delivered to {name} ({})", net.name, r.ip),
+    );
+    Ok(b.delivered())
 }
 
 fn finish(mut b: Builder, d: &Container, port: Option<u16>, proto: Proto) -> Result<Trace> {

@@ -17,6 +17,7 @@ pub(super) fn run_probe(
     let table = trace_table(ctx);
     let mut filter = Filter { proto: proto.number(), daddr: Some(dst), dport: Some(port), ..Default::default() };
     let (connected, events) = match src {
+        End::Remote(r) => bail!("{} is on another host: trace from there (or from a container here)", r.ip),
         End::Ip(from) => {
             filter.saddr = Some(*from);
             let mut tracer = Tracer::arm(&table, &filter)?;
