@@ -2,8 +2,8 @@
 //!
 //! A LAN namespace stands for the outside world, a host namespace (eth0 192.168.1.10)
 //! runs netwright; three containers — web, kv and api — join the default bridge and
-//! talk to each other with real packets. Everything is read back from the kernel and
-//! torn down at the end.
+//! talk to each other with real packets; then a second host and etcd carry an overlay
+//! network across both. Everything is read back from the kernel and torn down at the end.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -104,10 +104,12 @@ pub fn run(bin: &Path) -> Result<i32> {
     let sb = demo.sb;
     let dir = sb.dir.clone();
     drop(sb);
-    println!("\n[5] Clean up");
+    println!("\n[6] Clean up");
     println!("  sandbox removed: {} ({})", dir.display(), if dir.exists() { "STILL THERE" } else { "gone" });
     result?;
-    println!("\nDone: egress NAT, a published port and the bridge carried real packets; nothing was left behind.");
+    println!(
+        "\nDone: egress NAT, a published port, the bridge and an overlay across two hosts carried real packets; nothing was left behind."
+    );
     Ok(0)
 }
 
@@ -235,5 +237,66 @@ fn steps(d: &Demo) -> Result<()> {
     let names: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
     println!("  island (--network none) has only: {}", names.join(", "));
     d.nw(&["rm", "-f", "web", "kv", "api", "echo", "sidecar", "island"])?;
+    overlay(d)
+}
+
+/// `netwright` on one host of the multi-host part, echoed with the host's name.
+fn on(h: &sandbox::Host, args: &[&str]) -> Result<String> {
+    println!("  [{}] $ netwright {}", h.name, args.iter().map(|a| short(a)).collect::<Vec<_>>().join(" "));
+    let out = h.netwright(args).stdin(Stdio::null()).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for l in stdout.lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        println!("    {l}");
+    }
+    if !out.status.success() {
+        bail!("`netwright {}` on {} failed", args.join(" "), h.name);
+    }
+    Ok(stdout)
+}
+
+/// The seed's multi-host mode: a second host, etcd, one overlay network across both.
+fn overlay(d: &Demo) -> Result<()> {
+    println!("\n[5] Two hosts, one network: VXLAN, with etcd as the control plane");
+    if std::process::Command::new("etcd").arg("--version").output().is_err() {
+        println!("  skipped: etcd is not installed (apt install etcd-server)");
+        return Ok(());
+    }
+    let url = d.sb.start_etcd()?;
+    let (h1, h2) = (d.sb.host(1)?, d.sb.host(2)?);
+    println!(
+        "  etcd runs in the LAN namespace at {url}; h2 (eth0 {}) is a second host, routed through the LAN",
+        h2.addr
+    );
+    for h in [&h1, &h2] {
+        on(h, &["cluster", "join", "--etcd", &url, "--name", &h.name])?;
+    }
+    on(&h1, &["network", "create", "-d", "overlay", "--subnet", "10.77.0.0/24", "ov"])?;
+    on(&h2, &["network", "ls"])?;
+    let tcp = d.sb.script("tcp.py");
+    on(&h2, &["run", "-d", "--name", "far", "--network", "ov", "--", "python3", &tcp, "serve", "7000"])?;
+    on(&h1, &["run", "-d", "--name", "near", "--network", "ov", "--", "sleep", "300"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let out = h1.netwright(["exec", "near", "--", "python3", &tcp, "send", "far", "7000", "across"]).output()?;
+        if out.status.success() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("    near (h1) -> far (h2) by name, over VXLAN: far answered \"{reply}\"");
+    let far = h2.netwright(["inspect", "--format", "{{.NetworkSettings.Networks.ov.IPAddress}}", "far"]).output()?;
+    let far = String::from_utf8_lossy(&far.stdout).trim().to_string();
+    for size in ["1422", "1472"] {
+        let ok = h1
+            .netwright(["exec", "near", "--", "ping", "-c1", "-W2", "-M", "do", "-s", size, &far])
+            .output()?
+            .status
+            .success();
+        println!("    ping -M do -s {size} {far}: {}", if ok { "crosses" } else { "does not fit" });
+    }
+    println!("    (1422 + 28 = 1450 = 1500 − 50: 20 outer IPv4 + 8 UDP + 8 VXLAN + 14 inner Ethernet)");
+    on(&h1, &["trace", "near", "far:7000"])?;
+    on(&h1, &["rm", "-f", "near"])?;
+    on(&h2, &["rm", "-f", "far"])?;
     Ok(())
 }
