@@ -235,6 +235,42 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
         Cmd::OverlayAgent => netwright_engine::overlay::agent::run(&ctx)?,
+        Cmd::Conntrack { container, format } => {
+            use netwright_engine::observe::conntrack as ct;
+            let mut store = ctx.store()?;
+            let t = ct::read(&mut store, container.as_deref())?;
+            if format == "json" {
+                let (count, max) = t.fill;
+                writeln!(out, "{}", serde_json::json!({"Connections": t.conns, "Count": count, "Max": max}))?;
+            } else {
+                let rows: Vec<Vec<String>> = t
+                    .conns
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            ct::proto_name(c.proto),
+                            if c.state.is_empty() { "-".into() } else { c.state.clone() },
+                            c.original.to_string(),
+                            c.reply.to_string(),
+                            ct::nat(c).into(),
+                            format!("{}s", c.timeout),
+                        ]
+                    })
+                    .collect();
+                write!(out, "{}", output::table(&["PROTO", "STATE", "ORIGINAL", "REPLY", "NAT", "EXPIRES"], &rows))?;
+                let (count, max) = t.fill;
+                let pct = if max > 0 { count as f64 * 100.0 / max as f64 } else { 0.0 };
+                writeln!(
+                    out,
+                    "table: {count} of {max} entries ({pct:.1} %){}",
+                    if pct >= 90.0 {
+                        " — nearly full: new connections will be dropped (raise net.netfilter.nf_conntrack_max)"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
+        }
         Cmd::Cluster(c) => cluster(&ctx, c, cli.etcd.as_deref(), cli.advertise, out)?,
     }
     Ok(0)

@@ -186,6 +186,12 @@ pub enum Cmd {
     },
     /// Podman's network backend protocol (netavark 1.4): setup, teardown, version
     Netavark(crate::frontends::netavark::NetavarkArgs),
+    /// Tracked connections (a container's, if named) with both tuples and their NAT, and the table's fill level
+    Conntrack {
+        container: Option<String>,
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
     /// Hosts sharing overlay networks through etcd: join, ls, leave
     #[command(subcommand)]
     Cluster(ClusterCmd),

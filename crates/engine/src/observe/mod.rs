@@ -1,6 +1,7 @@
 //! Observe: read live kernel state back over netlink, per namespace, and describe it.
 //! (The demo's "what was created" listing; the seed of `topology`.)
 
+pub mod conntrack;
 pub mod doctor;
 mod doctor_overlay;
 pub mod topology;

@@ -94,7 +94,7 @@ impl Nftables {
         Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024] })
     }
 
-    fn header(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) {
+    pub(crate) fn header(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) {
         let len = 16 + 4 + attrs.len();
         out.extend_from_slice(&(len as u32).to_ne_bytes());
         out.extend_from_slice(&ty.to_ne_bytes());
