@@ -69,6 +69,15 @@ fn topology_shows_everything_and_marks_drift() {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
     assert!(!text.contains("MISSING") && !text.contains("STRAY"), "{text}");
+    // Under a network's last port the tree's line ends: no stray `│  │` continuation.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.starts_with("│  └─") {
+            for below in lines[i + 1..].iter().take_while(|b| !b.starts_with("├─") && !b.starts_with("└─")) {
+                assert!(!below.starts_with("│  │"), "stray `│  │` under the last port:\n{text}");
+            }
+        }
+    }
     for (format, names) in
         [("dot", vec!["api", "web", "mv", "island", "side"]), ("mermaid", vec!["api", "web", "mv", "island", "side"])]
     {

@@ -70,6 +70,11 @@ fn seed_flows_are_delivered_and_faults_blocked_as_real_packets_say() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verdict: DELIVERED") && out.contains("masquerade") && out.contains("(agrees)"), "{out}");
     assert!(out.contains("kernel trace") && out.contains("\"egress: masquerade") && out.contains("SYN ACK"), "{out}");
+    // A container to its own address: turned around over lo inside its namespace, and the
+    // probe's real connection agrees.
+    let (code, out) = trace(&sb, &["--probe", "far", "far:7000"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("over lo") && out.contains("verdict: DELIVERED") && out.contains("(agrees)"), "{out}");
     // Flow 2: LAN client → host:8080 → api:80, DNAT; the test sends the real packet.
     let (code, out) = trace(&sb, &["lan:192.168.1.100", "host:8080"]);
     assert_eq!(code, 0, "{out}");

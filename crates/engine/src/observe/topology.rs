@@ -222,7 +222,10 @@ pub fn text(t: &Topology) -> String {
             missing
         );
         for (k, a) in n.attached.iter().enumerate() {
-            let branch = if k + 1 == n.attached.len() { "└─" } else { "├─" };
+            let last = k + 1 == n.attached.len();
+            let branch = if last { "└─" } else { "├─" };
+            // Under the last port the tree's line ends: no stray `│` below it.
+            let cont = if last { "│        " } else { "│  │     " };
             let link = if a.host_veth.is_empty() {
                 format!("{} (macvlan)", a.ifname)
             } else {
@@ -237,13 +240,13 @@ pub fn text(t: &Topology) -> String {
                 if a.present { "" } else { "  ⚠ MISSING in the kernel" }
             );
             if !a.names.is_empty() {
-                let _ = writeln!(o, "│  │     DNS: {}", a.names.join(", "));
+                let _ = writeln!(o, "{cont}DNS: {}", a.names.join(", "));
             }
             if !a.ports.is_empty() {
-                let _ = writeln!(o, "│  │     published: {}", a.ports.join(", "));
+                let _ = writeln!(o, "{cont}published: {}", a.ports.join(", "));
             }
             if !a.limits.is_empty() {
-                let _ = writeln!(o, "│  │     bandwidth: {}", a.limits.join(", "));
+                let _ = writeln!(o, "{cont}bandwidth: {}", a.limits.join(", "));
             }
         }
     }

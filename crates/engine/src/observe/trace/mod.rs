@@ -273,37 +273,50 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: Option<D
                 .and_then(|i| inside.links().ok()?.into_iter().find(|l| l.index == i))
                 .map(|l| l.name)
                 .unwrap_or_default();
-            let Some((ep, net)) = seps.iter().find(|(e, _)| e.ifname == ifname) else {
-                return Ok(b.blocked(
-                    format!("{} has no route to {dst_ip}", c.name),
-                    "connect it to a network (netwright network connect NET CONTAINER)",
-                ));
-            };
-            b.hop(
-                c.name.clone(),
-                format!(
-                    "route lookup for {dst_ip}: {} via {} ({})",
-                    r.gateway.map(|g| format!("gateway {g}")).unwrap_or_else(|| "on-link".into()),
-                    ep.ifname,
-                    ep.ip.expect("active")
-                ),
-            );
-            from_container(
-                b,
-                &w,
-                &mut host_nl,
-                c,
-                ep,
-                net,
-                r.gateway.is_none(),
-                &dst_end,
-                dst_ip,
-                port,
-                proto,
-                table_ok,
-                forwarding,
-                uplink_ip,
-            )?
+            if ifname == "lo" || seps.iter().any(|(e, _)| e.ip == Some(dst_ip)) {
+                // Its own address (or 127.0.0.0/8): the kernel turns the packet around inside
+                // the namespace; no veth, bridge or rule is on the path.
+                b.hop(
+                    c.name.clone(),
+                    format!("route lookup for {dst_ip}: local, over lo inside {}'s namespace", c.name),
+                );
+                match &dst_end {
+                    End::Ctr(d, _) => finish(b, d, port, proto)?,
+                    _ => finish(b, c, port, proto)?,
+                }
+            } else {
+                let Some((ep, net)) = seps.iter().find(|(e, _)| e.ifname == ifname) else {
+                    return Ok(b.blocked(
+                        format!("{} has no route to {dst_ip}", c.name),
+                        "connect it to a network (netwright network connect NET CONTAINER)",
+                    ));
+                };
+                b.hop(
+                    c.name.clone(),
+                    format!(
+                        "route lookup for {dst_ip}: {} via {} ({})",
+                        r.gateway.map(|g| format!("gateway {g}")).unwrap_or_else(|| "on-link".into()),
+                        ep.ifname,
+                        ep.ip.expect("active")
+                    ),
+                );
+                from_container(
+                    b,
+                    &w,
+                    &mut host_nl,
+                    c,
+                    ep,
+                    net,
+                    r.gateway.is_none(),
+                    &dst_end,
+                    dst_ip,
+                    port,
+                    proto,
+                    table_ok,
+                    forwarding,
+                    uplink_ip,
+                )?
+            }
         }
         End::Host => {
             let r = host_nl.route_get(dst_ip)?;
