@@ -105,8 +105,17 @@ fn published_ports_answer_from_lan_host_localhost_and_hairpin() {
             && port.contains("80/tcp -> 127.0.0.1:9090"),
         "{port}"
     );
-    // Removing the container removes exactly its map elements.
+    // Each element names its owner (the seed's "iptables forensics"), as published and
+    // after a rebuild of the whole table.
     let t = table(&sb);
+    let owned = |sb: &Sandbox| nft(sb, &["list", "map", "ip", &t, "pub_any"]);
+    let maps = owned(&sb);
+    assert!(maps.lines().any(|l| l.contains("8080") && l.contains("comment \"container api\"")), "{maps}");
+    sb.ok(&["reconcile"]);
+    assert!(owned(&sb).contains("comment \"container api\""), "{}", owned(&sb));
+    let bridges = nft(&sb, &["list", "set", "ip", &t, "bridges"]);
+    assert!(bridges.contains("comment \"network bridge\""), "{bridges}");
+    // Removing the container removes exactly its map elements.
     sb.ok(&["rm", "-f", "api"]);
     let maps = nft(&sb, &["list", "map", "ip", &t, "pub_any"]) + &nft(&sb, &["list", "map", "ip", &t, "pub_ip"]);
     assert!(!maps.contains("8080") && !maps.contains("9090"), "{maps}");

@@ -123,7 +123,7 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
     let mut rebuild = false;
     if let (Some(ip), true) = (ep.ip, ep.ifname == "eth0" && !ports.is_empty()) {
         // Already gone (a disconnect killed after this step): rebuilt once the store agrees.
-        rebuild = firewall::publish(ctx, store, &ports, ip, false).is_err();
+        rebuild = firewall::publish(ctx, store, &ports, ip, "", false).is_err();
     }
     trace("disconnect: ports unpublished");
     if ep.host_ifname.is_empty() {

@@ -310,7 +310,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             trace("setup: firewall checked");
         }
         if let Some(ip) = endpoints.first().and_then(|e| e.ip).filter(|_| !mappings.is_empty()) {
-            firewall::publish(ctx, store, &mappings, ip, true)?;
+            firewall::publish(ctx, store, &mappings, ip, &container.name, true)?;
             trace("setup: ports published");
         }
         // The embedded resolver must listen in the namespace before the process starts.
@@ -336,7 +336,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 crate::overlay::network::release(ctx, &held(&nets, &endpoints), &container.id);
             }
             let unpublished = match endpoints.first().and_then(|e| e.ip) {
-                Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
+                Some(ip) => firewall::publish(ctx, store, &mappings, ip, "", false).is_ok(),
                 None => mappings.is_empty(),
             };
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));

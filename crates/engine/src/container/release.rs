@@ -26,7 +26,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     let (mappings, ip) =
         store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
     let unpublished = match ip {
-        Some(ip) => firewall::publish(ctx, store, &mappings, ip, false).is_ok(),
+        Some(ip) => firewall::publish(ctx, store, &mappings, ip, "", false).is_ok(),
         None => mappings.is_empty(),
     };
     trace("release: ports unpublished");

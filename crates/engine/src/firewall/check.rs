@@ -12,7 +12,6 @@ use anyhow::Result;
 use super::{USER_CHAIN, desired, sets, skeleton, table_name};
 use crate::ctx::Ctx;
 use crate::kernel::nftables::{self as nft, Batch, Elem, Nftables};
-use crate::ports::Mapping;
 use crate::store::Network;
 
 /// How much to read back.
@@ -28,7 +27,7 @@ pub enum Scope {
 pub fn drift(
     ctx: &Ctx,
     networks: &[Network],
-    ports: &[(Mapping, Ipv4Addr)],
+    ports: &[super::Published],
     vteps: &[Ipv4Addr],
     scope: Scope,
 ) -> Result<Vec<String>> {

@@ -43,8 +43,11 @@ pub struct Desired {
     pub vteps: Vec<Elem>,
 }
 
-/// Networks, published ports (mapping, container address) and other hosts' VTEPs.
-pub type Inputs = (Vec<Network>, Vec<(Mapping, Ipv4Addr)>, Vec<Ipv4Addr>);
+/// A published port: the mapping, its container's address and the container's name.
+pub type Published = (Mapping, Ipv4Addr, String);
+
+/// Networks, published ports and other hosts' VTEPs.
+pub type Inputs = (Vec<Network>, Vec<Published>, Vec<Ipv4Addr>);
 
 /// What the firewall reads from the store: networks, published ports, and the VTEPs of the
 /// other hosts' overlay endpoints.
@@ -69,20 +72,23 @@ pub fn icc(n: &Network) -> bool {
     option_enabled(n, &["icc", "com.docker.network.bridge.enable_icc"], true)
 }
 
-pub fn desired(networks: &[Network], ports: &[(Mapping, Ipv4Addr)], vteps: &[Ipv4Addr]) -> Desired {
+pub fn desired(networks: &[Network], ports: &[Published], vteps: &[Ipv4Addr]) -> Desired {
     let mut d = Desired::default();
     for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Overlay) {
         let (_, port) = crate::overlay::network::vni_port(n);
-        let e = Elem { key: port.to_be_bytes().to_vec(), data: None };
+        let e = Elem::new(port.to_be_bytes().to_vec(), None).with_comment(format!("overlay VXLAN port ({})", n.name));
         if !d.vxlan_ports.contains(&e) {
             d.vxlan_ports.push(e);
         }
     }
-    d.vteps = vteps.iter().map(|v| Elem { key: v.octets().to_vec(), data: None }).collect();
+    d.vteps = vteps.iter().map(|v| Elem::new(v.octets().to_vec(), None).with_comment("cluster VTEP")).collect();
     for n in networks.iter().filter(|n| n.driver.is_bridged()) {
-        let key = Elem { key: nft::ifname_key(&n.bridge), data: None };
+        let key = Elem::new(nft::ifname_key(&n.bridge), None).with_comment(format!("network {}", n.name));
         d.bridges.push(key.clone());
-        d.same.push(Elem { key: [nft::ifname_key(&n.bridge), nft::ifname_key(&n.bridge)].concat(), data: None });
+        d.same.push(
+            Elem::new([nft::ifname_key(&n.bridge), nft::ifname_key(&n.bridge)].concat(), None)
+                .with_comment(format!("network {}", n.name)),
+        );
         if masquerades(n) {
             d.masq.push(key.clone());
         }
@@ -90,8 +96,9 @@ pub fn desired(networks: &[Network], ports: &[(Mapping, Ipv4Addr)], vteps: &[Ipv
             d.internal.push(key);
         }
     }
-    for (m, ip) in ports {
+    for (m, ip, owner) in ports {
         let (set, e) = port_elem(m, *ip);
+        let e = e.with_comment(format!("container {owner}"));
         if set == "pub_ip" { d.pub_ip.push(e) } else { d.pub_any.push(e) }
     }
     d
@@ -112,7 +119,7 @@ pub fn port_elem(m: &Mapping, container_ip: Ipv4Addr) -> (&'static str, Elem) {
     key.extend(pad4(&m.host_port.to_be_bytes()));
     let mut data = container_ip.octets().to_vec();
     data.extend(pad4(&m.container_port.to_be_bytes()));
-    (if m.host_ip.is_some() { "pub_ip" } else { "pub_any" }, Elem { key, data: Some(data) })
+    (if m.host_ip.is_some() { "pub_ip" } else { "pub_any" }, Elem::new(key, Some(data)))
 }
 
 fn ifname_set(name: &str) -> SetSpec {
@@ -352,7 +359,8 @@ pub fn sync_vteps(ctx: &Ctx, store: &mut Store) -> Result<()> {
     let mut nft = Nftables::open().context("opening nftables netlink")?;
     let mut b = Batch::new(nft::NFPROTO_IPV4);
     b.flush_set(&t, "vteps");
-    let elems: Vec<Elem> = vteps.iter().map(|v| Elem { key: v.octets().to_vec(), data: None }).collect();
+    let elems: Vec<Elem> =
+        vteps.iter().map(|v| Elem::new(v.octets().to_vec(), None).with_comment("cluster VTEP")).collect();
     if !elems.is_empty() {
         b.add_elems(&t, "vteps", &elems);
     }
@@ -391,7 +399,8 @@ pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
 }
 
 /// Adds (or removes) one container's published ports: map elements only.
-pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr, add: bool) -> Result<()> {
+/// `owner`: the container's name, the elements' comment (what `nft list` shows).
+pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr, owner: &str, add: bool) -> Result<()> {
     if mappings.is_empty() {
         return Ok(());
     }
@@ -402,7 +411,12 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr,
     let mut by_set: Vec<(&str, Vec<Elem>)> = vec![("pub_ip", vec![]), ("pub_any", vec![])];
     for m in mappings {
         let (set, e) = port_elem(m, ip);
-        by_set.iter_mut().find(|(s, _)| *s == set).expect("two sets").1.push(e);
+        by_set
+            .iter_mut()
+            .find(|(s, _)| *s == set)
+            .expect("two sets")
+            .1
+            .push(e.with_comment(format!("container {owner}")));
     }
     for (set, elems) in &by_set {
         if elems.is_empty() {

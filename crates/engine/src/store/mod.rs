@@ -508,15 +508,17 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Every published port with the address of its container (first endpoint).
-    pub fn active_ports(&self) -> Result<Vec<(Mapping, Ipv4Addr)>> {
+    /// Every published port with the address of its container (first endpoint) and the
+    /// container's name.
+    pub fn active_ports(&self) -> Result<Vec<(Mapping, Ipv4Addr, String)>> {
         let mut st = self.0.prepare_cached(
-            "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip FROM ports p
-             JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0' WHERE e.ip IS NOT NULL",
+            "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip, c.name FROM ports p
+             JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0'
+             JOIN containers c ON c.id = p.container_id WHERE e.ip IS NOT NULL",
         )?;
         let rows = st.query_map([], |r| {
             let ip: String = r.get(4)?;
-            Ok((mapping_from_row(r)?, ip.parse().map_err(|_| bad_column("ip"))?))
+            Ok((mapping_from_row(r)?, ip.parse().map_err(|_| bad_column("ip"))?, r.get(5)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -14,10 +14,53 @@ pub struct SetSpec {
 }
 
 /// One set element: key bytes and, for a map, data bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug)]
 pub struct Elem {
     pub key: Vec<u8>,
     pub data: Option<Vec<u8>>,
+    /// Shown by `nft list` (`comment "web"`): who the element is for. Not compared: two
+    /// elements are the same element whatever their comments say.
+    pub comment: Option<String>,
+}
+
+impl PartialEq for Elem {
+    fn eq(&self, other: &Elem) -> bool {
+        self.key == other.key && self.data == other.data
+    }
+}
+
+impl Eq for Elem {}
+
+impl std::hash::Hash for Elem {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key.hash(h);
+        self.data.hash(h);
+    }
+}
+
+impl Elem {
+    pub fn new(key: Vec<u8>, data: Option<Vec<u8>>) -> Elem {
+        Elem { key, data, comment: None }
+    }
+
+    pub fn with_comment(mut self, comment: impl Into<String>) -> Elem {
+        self.comment = Some(comment.into());
+        self
+    }
+}
+
+/// NFTA_SET_ELEM_USERDATA: where nft keeps an element's comment.
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// NFTNL_UDATA_SET_ELEM_COMMENT: the comment's type in that userdata (type, length, value).
+const UDATA_SET_ELEM_COMMENT: u8 = 0;
+
+/// nft's userdata for an element comment: one TLV holding the NUL-terminated text.
+fn elem_comment(c: &str) -> Vec<u8> {
+    let mut text: Vec<u8> = c.bytes().take(126).collect();
+    text.push(0);
+    let mut v = vec![UDATA_SET_ELEM_COMMENT, text.len() as u8];
+    v.extend(text);
+    v
 }
 
 /// A batch of changes, committed atomically or not at all.
@@ -156,6 +199,9 @@ impl Batch {
                 let mut el = Attrs::new().nested(1, Attrs::new().bytes(1, &e.key));
                 if let Some(d) = &e.data {
                     el = el.nested(2, Attrs::new().bytes(1, d));
+                }
+                if let Some(c) = e.comment.as_ref().filter(|_| msg == NFT_MSG_NEWSETELEM) {
+                    el = el.bytes(NFTA_SET_ELEM_USERDATA, &elem_comment(c));
                 }
                 list = list.nested(1, el);
             }

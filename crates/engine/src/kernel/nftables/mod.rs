@@ -313,7 +313,7 @@ impl Nftables {
                     }
                     // NFT_SET_ELEM_INTERVAL_END
                     if let (Some(key), 0) = (key, flags & 1) {
-                        elems.push(Elem { key, data });
+                        elems.push(Elem::new(key, data));
                     }
                 }
             }
