@@ -97,6 +97,13 @@ fn topology_shows_everything_and_marks_drift() {
     for n in ["api", "web", "mv", "island", "side"] {
         assert!(texts.contains(n), "SVG names {n}: {texts}");
     }
+    // The layers the text form has: veths, MACs, DNS names, published ports, and the uplink
+    // linked to the bridges it NATs.
+    let mac = api["NetworkSettings"]["Networks"]["app"]["MacAddress"].as_str().unwrap().to_string();
+    for want in [veth.as_str(), mac.as_str(), &bridge, "DNS: api", "published: 0.0.0.0:8080->80/tcp", "uplink"] {
+        assert!(texts.contains(want), "SVG lacks {want:?}: {texts}");
+    }
+    assert!(svg.matches("stroke=\"#c63\"").count() >= 2, "uplink → bridge links: {svg}");
     let json: serde_json::Value = serde_json::from_str(&sb.ok(&["topology", "--format", "json"])).unwrap();
     assert_eq!(json["networks"].as_array().unwrap().len(), 3);
     // Drift is marked: a veth deleted by hand, a stray device with netwright's name.

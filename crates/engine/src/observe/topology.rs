@@ -321,59 +321,111 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A self-contained SVG: host interfaces on the left, networks in the middle, containers
-/// on the right, lines for every attachment.
+/// A self-contained SVG in layers, as the seed documents draw it: the host's interfaces
+/// (the uplink linked through netwright's firewall to every bridge it NATs), each network's
+/// bridge with its gateway, the host ends of the veth pairs, and the containers with their
+/// address, MAC, DNS names and published ports. Rows follow the attachments, so lines
+/// seldom cross; readable at 50 containers (the picture grows downwards).
 pub fn svg(t: &Topology) -> String {
-    let (w, row) = (900, 46);
+    const ROW: usize = 72;
+    const TOP: usize = 70;
+    let (xh, xb, xv, xc) = (10, 340, 640, 880);
     let host: Vec<&Iface> = t.host.iter().filter(|i| i.name != "lo").collect();
-    let ctrs: Vec<(String, String)> = t
-        .networks
-        .iter()
-        .flat_map(|n| n.attached.iter().map(|a| (a.container.clone(), a.ip.clone())))
-        .chain(t.others.iter().cloned())
-        .collect();
-    let mut uniq: Vec<String> = Vec::new();
-    for (c, _) in &ctrs {
-        if !uniq.contains(c) {
-            uniq.push(c.clone());
+    // One row per attachment (grouped by network); a network sits at its first one.
+    let mut att_rows: Vec<(usize, &Attached)> = Vec::new();
+    let mut net_row = Vec::new();
+    for (k, n) in t.networks.iter().enumerate() {
+        net_row.push(att_rows.len().max(net_row.last().map(|r: &usize| r + 1).unwrap_or(0)));
+        for a in &n.attached {
+            att_rows.push((k, a));
         }
     }
-    let rows = host.len().max(t.networks.len()).max(uniq.len()).max(1);
-    let h = 40 + rows * row + 20;
+    // Containers: one box each, in the order they first appear.
+    let mut ctrs: Vec<String> = Vec::new();
+    for (_, a) in &att_rows {
+        if !ctrs.contains(&a.container) {
+            ctrs.push(a.container.clone());
+        }
+    }
+    let others_from = ctrs.len();
+    let rows = [host.len(), att_rows.len(), ctrs.len() + t.others.len(), net_row.last().map(|r| r + 1).unwrap_or(0), 1]
+        .into_iter()
+        .max()
+        .unwrap_or(1);
+    let (w, h) = (xc + 330, TOP + rows * ROW + 40);
+    let y = |i: usize| TOP + i * ROW;
     let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"12\">\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"monospace\" font-size=\"11\">\n"
     );
     o.push_str("<text x=\"10\" y=\"20\" font-size=\"14\">netwright topology</text>\n");
-    let y = |i: usize| 40 + i * row;
-    let boxed = |o: &mut String, x: usize, yy: usize, label: &str, sub: &str, fill: &str| {
+    for (x, title) in [(xh, "host interfaces"), (xb, "networks (bridges)"), (xv, "veth host ends"), (xc, "containers")]
+    {
+        let _ = writeln!(o, "<text x=\"{x}\" y=\"50\" fill=\"#777\">{title}</text>");
+    }
+    let line = |o: &mut String, x1: usize, y1: usize, x2: usize, y2: usize, color: &str| {
+        let _ = writeln!(o, "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" stroke=\"{color}\"/>");
+    };
+    let boxed = |o: &mut String, x: usize, yy: usize, wd: usize, lines: &[String], fill: &str| {
         let _ = writeln!(
             o,
-            "<rect x=\"{x}\" y=\"{yy}\" width=\"250\" height=\"36\" rx=\"6\" fill=\"{fill}\" stroke=\"#333\"/>"
+            "<rect x=\"{x}\" y=\"{yy}\" width=\"{wd}\" height=\"{}\" rx=\"6\" fill=\"{fill}\" stroke=\"#333\"/>",
+            ROW - 12
         );
-        let _ = writeln!(o, "<text x=\"{}\" y=\"{}\">{}</text>", x + 8, yy + 15, esc(label));
-        let _ = writeln!(o, "<text x=\"{}\" y=\"{}\" fill=\"#555\">{}</text>", x + 8, yy + 30, esc(sub));
+        for (i, l) in lines.iter().take(4).enumerate() {
+            let color = if i == 0 { "#000" } else { "#555" };
+            let _ = writeln!(o, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>", x + 6, yy + 14 + i * 13, esc(l));
+        }
     };
-    for (k, n) in t.networks.iter().enumerate() {
-        for a in &n.attached {
-            if let Some(j) = uniq.iter().position(|c| *c == a.container) {
-                let _ = writeln!(
-                    o,
-                    "<line x1=\"570\" y1=\"{}\" x2=\"630\" y2=\"{}\" stroke=\"#36c\"/>",
-                    y(k) + 18,
-                    y(j) + 18
-                );
+    // Links first, boxes over them.
+    let uplink = t.default_route.as_deref().and_then(|r| r.split(" dev ").nth(1)).unwrap_or("");
+    if let Some(u) = host.iter().position(|i| i.name == uplink) {
+        for (k, n) in t.networks.iter().enumerate() {
+            if n.driver != "macvlan" {
+                line(&mut o, xh + 290, y(u) + 30, xb, y(net_row[k]) + 30, "#c63");
             }
         }
     }
+    for (r, (k, a)) in att_rows.iter().enumerate() {
+        line(&mut o, xb + 250, y(net_row[*k]) + 30, xv, y(r) + 30, "#36c");
+        if let Some(c) = ctrs.iter().position(|c| *c == a.container) {
+            line(&mut o, xv + 200, y(r) + 30, xc, y(c) + 30, "#36c");
+        }
+    }
     for (k, i) in host.iter().enumerate() {
-        boxed(&mut o, 10, y(k), &format!("{} ({})", i.name, i.kind), &i.addrs.join(" "), "#eef");
+        let mut l = vec![format!("{} ({})", i.name, i.kind), i.addrs.join(" "), format!("mtu {}", i.mtu)];
+        if i.name == uplink {
+            l.push(format!("uplink — NAT by table ip {}", t.firewall_table));
+        }
+        boxed(&mut o, xh, y(k), 290, &l, "#eef");
     }
     for (k, n) in t.networks.iter().enumerate() {
-        boxed(&mut o, 320, y(k), &format!("{} {}", n.driver, n.name), &n.subnet, "#efe");
+        let l = vec![
+            format!("{} {} — {}", n.driver, n.name, n.device),
+            format!("{} gw {}", n.subnet, n.gateway),
+            n.notes.join(", "),
+        ];
+        boxed(&mut o, xb, y(net_row[k]), 250, &l, if n.present { "#efe" } else { "#fcc" });
     }
-    for (k, c) in uniq.iter().enumerate() {
-        let sub = ctrs.iter().filter(|(n, _)| n == c).map(|(_, ip)| ip.as_str()).collect::<Vec<_>>().join(" ");
-        boxed(&mut o, 630, y(k), c, &sub, "#fee");
+    for (r, (_, a)) in att_rows.iter().enumerate() {
+        let host_end = if a.host_veth.is_empty() { "(macvlan: no host end)".to_string() } else { a.host_veth.clone() };
+        let l = vec![host_end, format!("⇄ {} in {}", a.ifname, a.container), a.limits.join(", ")];
+        boxed(&mut o, xv, y(r), 200, &l, if a.present { "#fff" } else { "#fcc" });
+    }
+    for (c, name) in ctrs.iter().enumerate() {
+        let mut l = vec![name.clone()];
+        for (_, a) in att_rows.iter().filter(|(_, a)| a.container == *name) {
+            l.push(format!("{} {} {}", a.ifname, a.ip, a.mac));
+            if !a.names.is_empty() {
+                l.push(format!("DNS: {}", a.names.join(", ")));
+            }
+            if !a.ports.is_empty() {
+                l.push(format!("published: {}", a.ports.join(", ")));
+            }
+        }
+        boxed(&mut o, xc, y(c), 320, &l, "#fee");
+    }
+    for (j, (name, mode)) in t.others.iter().enumerate() {
+        boxed(&mut o, xc, y(others_from + j), 320, &[name.clone(), mode.clone()], "#f4f4f4");
     }
     o.push_str("</svg>\n");
     o
