@@ -77,7 +77,7 @@ impl NetworkDriver for OverlayDriver {
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
-        remove_links(nl, n)
+        remove_devices(nl, n)
     }
 }
 
@@ -125,7 +125,8 @@ pub fn ensure(ctx: &Ctx, nl: &mut Netlink, n: &Network) -> Result<u32> {
     Ok(bridge)
 }
 
-fn remove_links(nl: &mut Netlink, n: &Network) -> Result<()> {
+/// Removes an overlay network's devices from this host (its VXLAN port, then its bridge).
+pub fn remove_devices(nl: &mut Netlink, n: &Network) -> Result<()> {
     for name in [vxlan_of(n), n.bridge.clone()] {
         if let Some(l) = nl.link_by_name(&name)? {
             match nl.delete_link(l.index) {
@@ -136,9 +137,4 @@ fn remove_links(nl: &mut Netlink, n: &Network) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Removes an overlay network's devices from this host.
-pub fn remove_devices(_: &Ctx, nl: &mut Netlink, n: &Network) -> Result<()> {
-    remove_links(nl, n)
 }

@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 use super::etcd::{Compare, KeyValue, Op};
 use super::{Claim, Cluster, DEFAULT_PORT, NetworkRecord, OVERHEAD, PREFIX};
 use crate::ctx::{Ctx, now_nanos, random_hex};
-use crate::error::{conflict, invalid, not_found, unsupported};
+use crate::error::{conflict, invalid, unsupported};
 use crate::ipam;
 use crate::store::{Network, Tx};
 
@@ -341,14 +341,6 @@ pub fn release(ctx: &Ctx, held: &[super::Held], container: &str) {
             ops.push(Op::Delete(key.clone()));
         }
         let _ = cl.kv.txn(&[Compare::ModRevision(key, kv.mod_revision)], &ops);
-    }
-}
-
-/// The record of an overlay network by name, from etcd (for a host that has not mirrored it).
-pub fn lookup(cl: &Cluster, name: &str) -> Result<NetworkRecord> {
-    match cl.kv.get(&super::network_key(name)).map_err(|e| cl.unreachable("network", e))? {
-        Some(kv) => Ok(serde_json::from_slice(&kv.value).context("reading the network's record")?),
-        None => bail!(not_found(format!("network {name} not found in the cluster"))),
     }
 }
 

@@ -68,7 +68,7 @@ pub fn remove_devices(ctx: &Ctx, store: &mut Store, removed: &[Network]) -> Resu
     }
     let mut nl = Netlink::open()?;
     for n in removed {
-        crate::drivers::overlay::remove_devices(ctx, &mut nl, n)?;
+        crate::drivers::overlay::remove_devices(&mut nl, n)?;
     }
     crate::firewall::sync_all(ctx, store)
 }
