@@ -116,10 +116,7 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut c = Command::new(&self.bin);
-        c.args(args).env("NETWRIGHT_ROOT", &self.root);
-        enter_on_exec(&mut c, &self.host);
-        c
+        netwright_in(&self.bin, &self.root, &self.host, args)
     }
 
     /// A command run inside the LAN namespace (a server or client "outside").
@@ -271,17 +268,12 @@ impl Host {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut c = Command::new(&self.bin);
-        c.args(args).env("NETWRIGHT_ROOT", &self.root);
-        enter_on_exec(&mut c, &self.ns);
-        c
+        netwright_in(&self.bin, &self.root, &self.ns, args)
     }
 
     /// A command run in this host's namespace, outside any container.
     pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        enter_on_exec(&mut c, &self.ns);
-        c
+        Sandbox::in_ns_cmd(&self.ns, program)
     }
 
     pub fn script(&self, name: &str) -> String {
@@ -292,6 +284,18 @@ impl Host {
     pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         run_in(&self.ns, f)
     }
+}
+
+/// `netwright ARGS` with state root `root`, run inside namespace `ns`.
+fn netwright_in<I, S>(bin: &Path, root: &Path, ns: &OwnedFd, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = Command::new(bin);
+    c.args(args).env("NETWRIGHT_ROOT", root);
+    enter_on_exec(&mut c, ns);
+    c
 }
 
 const OWNER: &str = "owner.pid";
