@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::{USER_CHAIN, desired, sets, skeleton, table_name};
 use crate::ctx::Ctx;
-use crate::kernel::nftables::{self as nft, Batch, Elem, Nftables};
+use crate::kernel::nftables::{self as nft, Batch, Nftables};
 use crate::store::Network;
 
 /// How much to read back.
@@ -52,17 +52,8 @@ pub fn drift(
     }
     // Sets and maps, element by element.
     let d = desired(networks, ports, vteps);
-    let mut wanted: Vec<(&str, &Vec<Elem>)> = vec![
-        ("bridges", &d.bridges),
-        ("same", &d.same),
-        ("masq", &d.masq),
-        ("internal", &d.internal),
-        ("vxlan_ports", &d.vxlan_ports),
-        ("vteps", &d.vteps),
-    ];
-    if scope == Scope::Full {
-        wanted.extend([("pub_ip", &d.pub_ip), ("pub_any", &d.pub_any)]);
-    }
+    // The published-port maps (one element per port) only for a full check.
+    let wanted = d.by_set().into_iter().filter(|(set, _)| scope == Scope::Full || !set.starts_with("pub_"));
     for (set, elems) in wanted {
         debug_assert!(sets().iter().any(|s| s.name == set));
         let live = match nftc.set_elems(nft::NFPROTO_IPV4, &t, set) {

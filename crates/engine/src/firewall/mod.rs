@@ -46,6 +46,23 @@ pub struct Desired {
 /// A published port: the mapping, its container's address and the container's name.
 pub type Published = (Mapping, Ipv4Addr, String);
 
+impl Desired {
+    /// Every set and map by name with what it should hold: the per-network and overlay sets
+    /// first, the published-port maps last.
+    pub fn by_set(&self) -> [(&'static str, &Vec<Elem>); 8] {
+        [
+            ("bridges", &self.bridges),
+            ("same", &self.same),
+            ("masq", &self.masq),
+            ("internal", &self.internal),
+            ("vxlan_ports", &self.vxlan_ports),
+            ("vteps", &self.vteps),
+            ("pub_ip", &self.pub_ip),
+            ("pub_any", &self.pub_any),
+        ]
+    }
+}
+
 /// Networks, published ports and other hosts' VTEPs.
 pub type Inputs = (Vec<Network>, Vec<Published>, Vec<Ipv4Addr>);
 
@@ -329,16 +346,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
         b.flush_set(&t, &s.name);
     }
     skeleton(&mut b, &t);
-    for (set, elems) in [
-        ("bridges", &d.bridges),
-        ("same", &d.same),
-        ("masq", &d.masq),
-        ("internal", &d.internal),
-        ("pub_ip", &d.pub_ip),
-        ("pub_any", &d.pub_any),
-        ("vxlan_ports", &d.vxlan_ports),
-        ("vteps", &d.vteps),
-    ] {
+    for (set, elems) in d.by_set() {
         if !elems.is_empty() {
             b.add_elems(&t, set, elems);
         }
