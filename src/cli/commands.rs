@@ -140,15 +140,19 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Port { container } => {
             let mut store = ctx.store()?;
             let c = container::find(&mut store, &container)?;
-            for m in store.read(|tx| tx.ports_of(&c.id))? {
-                writeln!(
-                    out,
-                    "{}/{} -> {}:{}",
-                    m.container_port,
-                    m.proto.as_str(),
-                    m.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                    m.host_port
-                )?;
+            let (ports, eps) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?)))?;
+            let dual = eps.first().is_some_and(|e| e.ip6.is_some());
+            for m in ports {
+                // Docker's form: one line per family for a port published on both.
+                let hosts = match m.host_ip {
+                    None if dual => vec!["0.0.0.0".to_string(), "[::]".to_string()],
+                    None => vec!["0.0.0.0".to_string()],
+                    Some(std::net::IpAddr::V6(a)) => vec![format!("[{a}]")],
+                    Some(a) => vec![a.to_string()],
+                };
+                for h in hosts {
+                    writeln!(out, "{}/{} -> {h}:{}", m.container_port, m.proto.as_str(), m.host_port)?;
+                }
             }
         }
         Cmd::Trace { src, dst, probe, wait, format } => {

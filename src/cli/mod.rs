@@ -275,6 +275,9 @@ pub enum NetworkCmd {
         container: String,
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address on a dual-stack network
+        #[arg(long)]
+        ip6: Option<String>,
         #[arg(long = "alias")]
         alias: Vec<String>,
     },
@@ -293,12 +296,20 @@ pub struct NetworkCreateArgs {
     pub name: String,
     #[arg(short, long, default_value = "bridge")]
     pub driver: String,
+    /// Subnet in CIDR form; give one IPv4 and, with --ipv6, one IPv6 subnet
     #[arg(long)]
-    pub subnet: Option<String>,
+    pub subnet: Vec<String>,
+    /// Gateway of a subnet (one per family)
     #[arg(long)]
-    pub gateway: Option<String>,
+    pub gateway: Vec<String>,
     #[arg(long = "ip-range")]
     pub ip_range: Option<String>,
+    /// Enable IPv6: dual stack (an IPv6 subnet is picked from fd00::/8 unless given)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ipv6: Option<bool>,
+    /// IPv4 on the network (IPv6-only networks are not supported yet)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ipv4: Option<bool>,
     /// Restrict external access to the network
     #[arg(long)]
     pub internal: bool,
@@ -340,6 +351,9 @@ pub struct NetArgs {
     /// IPv4 address on the network
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address on the network (a dual-stack network)
+    #[arg(long)]
+    pub ip6: Option<String>,
     /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp]
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,
@@ -375,6 +389,7 @@ impl NetArgs {
             name: self.name,
             networks: self.network,
             ip: self.ip,
+            ip6: self.ip6,
             hostname: self.hostname,
             publish: self.publish,
             aliases: self.network_alias,

@@ -9,6 +9,19 @@ use netwright_engine::Engine;
 use netwright_engine::kernel::netlink::Netlink;
 use netwright_engine::network::{self, CreateSpec};
 
+/// Docker's repeated `--subnet`/`--gateway`: at most one value per family, told apart by
+/// the colon of IPv6.
+fn by_family(flag: &str, values: &[String]) -> Result<(Option<String>, Option<String>)> {
+    let (v6, v4): (Vec<&String>, Vec<&String>) = values.iter().partition(|v| v.contains(':'));
+    if v4.len() > 1 || v6.len() > 1 {
+        anyhow::bail!(netwright_engine::error::invalid(format!(
+            "{flag} given {} times for one family: give at most one IPv4 and one IPv6 value",
+            v4.len().max(v6.len())
+        )));
+    }
+    Ok((v4.first().map(|s| s.to_string()), v6.first().map(|s| s.to_string())))
+}
+
 pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Result<()> {
     let ctx = &engine.ctx;
     let mut store = engine.store()?;
@@ -16,11 +29,21 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
     network::ensure_default(ctx, &mut store, &mut nl, false)?;
     match cmd {
         NetworkCmd::Create(a) => {
+            if a.ipv4 == Some(false) {
+                anyhow::bail!(netwright_engine::error::invalid(
+                    "--ipv4=false: IPv6-only networks are not supported yet; create a dual-stack network with --ipv6"
+                ));
+            }
+            let (subnet, subnet6) = by_family("--subnet", &a.subnet)?;
+            let (gateway, gateway6) = by_family("--gateway", &a.gateway)?;
             let n = engine.network_create(&CreateSpec {
                 name: a.name,
                 driver: a.driver,
-                subnet: a.subnet,
-                gateway: a.gateway,
+                subnet,
+                gateway,
+                ipv6: a.ipv6.unwrap_or(false),
+                subnet6,
+                gateway6,
                 ip_range: a.ip_range,
                 internal: a.internal,
                 options: a.opt,
@@ -78,9 +101,11 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 return Err(e);
             }
         }
-        NetworkCmd::Connect { network, container, ip, alias } => {
+        NetworkCmd::Connect { network, container, ip, ip6, alias } => {
             let ip = ip.map(|s| netwright_engine::ipam::parse_ip("--ip", &s)).transpose()?;
-            let req = netwright_engine::container::EndpointRequest { ip, aliases: Some(alias), ..Default::default() };
+            let ip6 = ip6.map(|s| netwright_engine::ipam::parse_ip6("--ip6", &s)).transpose()?;
+            let req =
+                netwright_engine::container::EndpointRequest { ip, ip6, aliases: Some(alias), ..Default::default() };
             engine.connect(&network, &container, req)?;
         }
         NetworkCmd::Disconnect { network, container } => {

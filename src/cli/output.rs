@@ -119,7 +119,7 @@ pub fn network_row(n: &Network) -> Vec<String> {
 pub fn network_ls_json(n: &Network) -> Value {
     json!({
         "ID": &n.id[..12], "Name": n.name, "Driver": n.driver, "Scope": scope(n),
-        "IPv6": "false", "Internal": n.internal.to_string(), "CreatedAt": rfc3339(n.created), "Labels": "",
+        "IPv6": n.subnet6.is_some().to_string(), "Internal": n.internal.to_string(), "CreatedAt": rfc3339(n.created), "Labels": "",
     })
 }
 
@@ -132,13 +132,17 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
             json!({
                 "Name": c.name, "EndpointID": e.id, "MacAddress": e.mac,
                 "IPv4Address": e.ip.map(|ip| format!("{ip}/{}", n.subnet.prefix_len())).unwrap_or_default(),
-                "IPv6Address": "",
+                "IPv6Address": e.ip6.zip(n.subnet6).map(|(ip, s)| format!("{ip}/{}", s.prefix_len())).unwrap_or_default(),
             }),
         );
     }
     let mut ipam = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
     if let Some(r) = n.ip_range {
         ipam["IPRange"] = json!(r.to_string());
+    }
+    let mut ipam_config = vec![ipam];
+    if let (Some(s6), Some(g6)) = (n.subnet6, n.gateway6) {
+        ipam_config.push(json!({"Subnet": s6.to_string(), "Gateway": g6.to_string()}));
     }
     let mut options = serde_json::Map::new();
     let mut extra = json!({});
@@ -156,8 +160,8 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
     }
     json!({
         "Name": n.name, "Id": n.id, "Created": rfc3339(n.created), "Scope": scope(n), "Driver": n.driver,
-        "EnableIPv4": true, "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": {}, "Config": [ipam]},
+        "EnableIPv4": true, "EnableIPv6": n.subnet6.is_some(),
+        "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
         "Internal": n.internal, "Attachable": false, "Ingress": false,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
         "Containers": containers, "Options": options, "Labels": {}, "Netwright": extra,
@@ -176,7 +180,17 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
             entry.as_array_mut().expect("array").push(json!({"HostIp": host_ip, "HostPort": m.host_port.to_string()}));
         };
         push(&mut bindings, ip.clone().unwrap_or_default());
-        push(&mut live, ip.unwrap_or_else(|| "0.0.0.0".into()));
+        // Docker lists a port published on both families twice: 0.0.0.0 and ::.
+        let dual = eps.first().is_some_and(|(e, _)| e.ip6.is_some());
+        match ip {
+            Some(ip) => push(&mut live, ip),
+            None => {
+                push(&mut live, "0.0.0.0".into());
+                if dual {
+                    push(&mut live, "::".into());
+                }
+            }
+        }
     }
     let dir = ctx.container_dir(&c.id);
     let mut networks = serde_json::Map::new();
@@ -196,14 +210,28 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
         networks.insert(
             n.name.clone(),
             json!({
-                "IPAMConfig": e.requested_ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+                "IPAMConfig": (e.requested_ip.is_some() || e.requested_ip6.is_some()).then(|| {
+                    let mut c = json!({});
+                    if let Some(ip) = e.requested_ip {
+                        c["IPv4Address"] = json!(ip.to_string());
+                    }
+                    if let Some(ip) = e.requested_ip6 {
+                        c["IPv6Address"] = json!(ip.to_string());
+                    }
+                    c
+                }),
                 "Links": null, "Aliases": aliases,
                 "MacAddress": if active { e.mac.clone() } else { String::new() },
                 "NetworkID": n.id, "EndpointID": if active { e.id.clone() } else { String::new() },
                 "Gateway": if active { n.gateway.to_string() } else { String::new() },
                 "IPAddress": e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 "IPPrefixLen": if active { n.subnet.prefix_len() } else { 0 },
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "IPv6Gateway": match (active, e.ip6, n.gateway6) {
+                    (true, Some(_), Some(g)) => g.to_string(),
+                    _ => String::new(),
+                },
+                "GlobalIPv6Address": e.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": e.ip6.and(n.subnet6).map_or(0, |s| s.prefix_len()),
                 "DNSNames": dns_names,
                 "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname, "Bridge": n.bridge},
             }),

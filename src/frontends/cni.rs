@@ -178,7 +178,7 @@ fn request(conf: &Value, network: &str, ifname: &str) -> Result<EndpointRequest>
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    Ok(EndpointRequest { ip, mac, ifname: Some(ifname.to_string()), aliases: Some(aliases) })
+    Ok(EndpointRequest { ip, ip6: None, mac, ifname: Some(ifname.to_string()), aliases: Some(aliases) })
 }
 
 fn publish(conf: &Value) -> Vec<String> {

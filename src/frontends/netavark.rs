@@ -252,21 +252,26 @@ fn setup(engine: &Engine, netns: &Path, opts: &NetworkOptions) -> Result<Value> 
 
 /// What Podman decided for one network: its addresses, MAC, interface name and aliases.
 fn request(per: &PerNetwork) -> Result<EndpointRequest> {
-    let ips: Vec<Ipv4Addr> = per
+    let all: Vec<std::net::IpAddr> = per
         .static_ips
         .iter()
         .flatten()
-        .filter_map(|s| match s.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(v4)) => Some(Ok(v4)),
-            Ok(std::net::IpAddr::V6(_)) => None, // IPv6 is not networked yet
-            Err(_) => Some(Err(anyhow!("static IP {s:?} is not an IP address"))),
-        })
+        .map(|s| s.parse::<std::net::IpAddr>().map_err(|_| anyhow!("static IP {s:?} is not an IP address")))
         .collect::<Result<_>>()?;
-    if ips.len() > 1 {
-        bail!("interface {}: netwright takes one IPv4 address per network, got {}", per.interface_name, ips.len());
+    let ips: Vec<Ipv4Addr> =
+        all.iter().filter_map(|a| if let std::net::IpAddr::V4(v) = a { Some(*v) } else { None }).collect();
+    let ips6: Vec<std::net::Ipv6Addr> =
+        all.iter().filter_map(|a| if let std::net::IpAddr::V6(v) = a { Some(*v) } else { None }).collect();
+    if ips.len() > 1 || ips6.len() > 1 {
+        bail!(
+            "interface {}: netwright takes one address per family per network, got {}",
+            per.interface_name,
+            all.len()
+        );
     }
     Ok(EndpointRequest {
         ip: ips.first().copied(),
+        ip6: ips6.first().copied(),
         mac: per.static_mac.clone(),
         ifname: Some(per.interface_name.clone()),
         aliases: Some(per.aliases.clone().unwrap_or_default()),

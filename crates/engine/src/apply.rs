@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 
@@ -27,14 +27,21 @@ pub struct LiveLink {
     /// The master's name (a bridge port's bridge).
     pub master: Option<String>,
     pub up: bool,
-    pub addrs: Vec<(Ipv4Addr, u8)>,
+    pub addrs: Vec<(IpAddr, u8)>,
 }
 
 /// One change that brings the kernel closer to the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Create (or fix: address, up) a network's bridge.
-    EnsureBridge { name: String, network: String, gateway: Ipv4Addr, prefix: u8, mtu: u32 },
+    EnsureBridge {
+        name: String,
+        network: String,
+        gateway: Ipv4Addr,
+        prefix: u8,
+        gateway6: Option<(Ipv6Addr, u8)>,
+        mtu: u32,
+    },
     /// Create an overlay network's VXLAN device, or make it a port of its bridge again, up.
     EnsureVxlan { name: String, network: String, bridge: String, vni: u32, port: u16, mtu: u32 },
     /// Make a container's veth a port of its bridge again (its bridge was re-created).
@@ -82,9 +89,11 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
     for d in &desired.links {
         let have = by_name.get(d.name.as_str());
         match &d.kind {
-            DesiredKind::Bridge { network, gateway, prefix } => {
+            DesiredKind::Bridge { network, gateway, prefix, gateway6 } => {
                 let ok = have.is_some_and(|l| {
-                    l.up && l.kind.as_deref() == Some("bridge") && l.addrs.contains(&(*gateway, *prefix))
+                    l.up && l.kind.as_deref() == Some("bridge")
+                        && l.addrs.contains(&(IpAddr::V4(*gateway), *prefix))
+                        && gateway6.is_none_or(|(g, p)| l.addrs.contains(&(IpAddr::V6(g), p)))
                 });
                 if !ok {
                     bridges.push(Action::EnsureBridge {
@@ -92,6 +101,7 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
                         network: network.clone(),
                         gateway: *gateway,
                         prefix: *prefix,
+                        gateway6: *gateway6,
                         mtu: d.mtu,
                     });
                 }
@@ -177,22 +187,21 @@ impl Kernel for NetlinkKernel<'_> {
                 kind: l.kind.clone(),
                 master: l.master.and_then(|m| names.get(&m).cloned()),
                 up: l.up,
-                addrs: addrs
-                    .iter()
-                    .filter(|a| a.index == l.index)
-                    .filter_map(|a| match a.addr {
-                        IpAddr::V4(v4) => Some((v4, a.prefix)),
-                        IpAddr::V6(_) => None,
-                    })
-                    .collect(),
+                addrs: addrs.iter().filter(|a| a.index == l.index).map(|a| (a.addr, a.prefix)).collect(),
             })
             .collect())
     }
 
     fn apply(&mut self, action: &Action) -> Result<()> {
         match action {
-            Action::EnsureBridge { name, gateway, prefix, mtu, .. } => {
-                let plan = plan::BridgePlan { name: name.clone(), gateway: *gateway, prefix: *prefix, mtu: *mtu };
+            Action::EnsureBridge { name, gateway, prefix, gateway6, mtu, .. } => {
+                let plan = plan::BridgePlan {
+                    name: name.clone(),
+                    gateway: *gateway,
+                    prefix: *prefix,
+                    gateway6: *gateway6,
+                    mtu: *mtu,
+                };
                 bridge::ensure_bridge(self.nl, &plan).map(drop)
             }
             Action::EnsureVxlan { network, .. } => {
@@ -264,7 +273,7 @@ mod tests {
                         kind: Some("bridge".into()),
                         master: None,
                         up: true,
-                        addrs: vec![(*gateway, *prefix)],
+                        addrs: vec![(IpAddr::V4(*gateway), *prefix)],
                     });
                 }
                 Action::Enslave { port, bridge, .. } => {

@@ -121,9 +121,9 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
         return store.write(|tx| tx.end_intent(Kind::Disconnect, endpoint_id));
     };
     let mut rebuild = false;
-    if let (Some(ip), true) = (ep.ip, ep.ifname == "eth0" && !ports.is_empty()) {
+    if let (Some(to), true) = (ep.target(), ep.ifname == "eth0" && !ports.is_empty()) {
         // Already gone (a disconnect killed after this step): rebuilt once the store agrees.
-        rebuild = firewall::publish(ctx, store, &ports, ip, "", false).is_err();
+        rebuild = firewall::publish(ctx, store, &ports, to, "", false).is_err();
     }
     trace("disconnect: ports unpublished");
     if ep.host_ifname.is_empty() {

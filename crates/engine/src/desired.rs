@@ -81,6 +81,8 @@ pub(crate) mod tests {
             subnet: "10.1.0.0/24".parse().unwrap(),
             gateway: "10.1.0.1".parse().unwrap(),
             ip_range: None,
+            subnet6: None,
+            gateway6: None,
             bridge: plan::bridge_name("ab12", id),
             mtu: 1500,
             internal: false,
@@ -125,6 +127,8 @@ pub(crate) mod tests {
             host_ifname: plan::host_veth_name("ab12", id),
             ip: Some(ip.parse().unwrap()),
             requested_ip: None,
+            ip6: None,
+            requested_ip6: None,
             mac: String::new(),
             aliases: vec![],
         }
@@ -155,7 +159,12 @@ pub(crate) mod tests {
         let web = d.get(&plan::bridge_name("ab12", "aaaaaaaaaaaa")).expect("web's bridge");
         assert_eq!(
             web.kind,
-            DesiredKind::Bridge { network: "web".into(), gateway: "10.1.0.1".parse().unwrap(), prefix: 24 }
+            DesiredKind::Bridge {
+                network: "web".into(),
+                gateway: "10.1.0.1".parse().unwrap(),
+                prefix: 24,
+                gateway6: None
+            }
         );
         assert!(matches!(d.get(&plan::bridge_name("ab12", "cccccccccccc")).unwrap().kind, DesiredKind::Shim { .. }));
         match &d.get(&plan::host_veth_name("ab12", "e1e1e1e1e1e1")).unwrap().kind {

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// A network's driver: which kernel objects carry its containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +114,9 @@ pub struct Network {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ip_range: Option<Ipv4Net>,
+    /// Dual stack (`--ipv6`): the IPv6 subnet and its gateway on the bridge.
+    pub subnet6: Option<Ipv6Net>,
+    pub gateway6: Option<Ipv6Addr>,
     pub bridge: String,
     pub mtu: u32,
     pub internal: bool,
@@ -209,8 +212,18 @@ pub struct Endpoint {
     pub host_ifname: String,
     pub ip: Option<Ipv4Addr>,
     pub requested_ip: Option<Ipv4Addr>,
+    /// On a dual-stack network: the IPv6 address (None once released, as `ip`).
+    pub ip6: Option<Ipv6Addr>,
+    pub requested_ip6: Option<Ipv6Addr>,
     pub mac: String,
     pub aliases: Vec<String>,
+}
+
+impl Endpoint {
+    /// Where its published ports lead (while it has an address).
+    pub fn target(&self) -> Option<crate::firewall::Target> {
+        self.ip.map(|ip| crate::firewall::Target { ip, ip6: self.ip6 })
+    }
 }
 
 /// Both serialize as Docker spells them ("bridge", "container:ID").
@@ -261,24 +274,30 @@ impl Proto {
 /// One published port as installed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mapping {
-    /// None: every address of the host.
-    pub host_ip: Option<Ipv4Addr>,
+    /// None: every address of the host, both families (`-p 8080:80`). `0.0.0.0` or `::`:
+    /// every address of that family only, as Docker reads `-p 0.0.0.0:8080:80`.
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
 }
 
 impl fmt::Display for Mapping {
-    /// Docker's `ps` form: 0.0.0.0:8080->80/tcp
+    /// Docker's `ps` form: 0.0.0.0:8080->80/tcp, [::]:8080->80/tcp
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}->{}/{}",
-            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            self.host_port,
-            self.container_port,
-            self.proto.as_str()
-        )
+        let ip = match self.host_ip {
+            None => "0.0.0.0".to_string(),
+            Some(IpAddr::V4(a)) => a.to_string(),
+            Some(IpAddr::V6(a)) => format!("[{a}]"),
+        };
+        write!(f, "{ip}:{}->{}/{}", self.host_port, self.container_port, self.proto.as_str())
+    }
+}
+
+impl Mapping {
+    /// Does it publish on this family's addresses (IPv6: true; IPv4: false)?
+    pub fn on_family(&self, v6: bool) -> bool {
+        self.host_ip.is_none_or(|ip| ip.is_ipv6() == v6)
     }
 }
 

@@ -28,6 +28,10 @@ pub struct CreateSpec {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
+    /// Dual stack (`--ipv6`): an IPv6 subnet (given, or a ULA /64 picked) and gateway.
+    pub ipv6: bool,
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
     pub internal: bool,
     pub options: Vec<String>,
     /// A front end's own identity for the network (Podman's): its id and its bridge's name
@@ -119,8 +123,27 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         )));
     };
     let (mtu, mut options) = parse_options(driver, &spec.options)?;
+    let subnet6 = spec.subnet6.as_deref().map(|s| ipam::parse_cidr6("--subnet", s)).transpose()?;
+    let gateway6 = spec.gateway6.as_deref().map(|s| ipam::parse_ip6("--gateway", s)).transpose()?;
+    if !spec.ipv6 && (subnet6.is_some() || gateway6.is_some()) {
+        bail!(invalid("an IPv6 --subnet or --gateway needs --ipv6: add --ipv6 for a dual-stack network".to_string()));
+    }
+    if subnet6.is_none() && gateway6.is_some() {
+        bail!(invalid("an IPv6 --gateway needs an IPv6 --subnet: give the subnet it belongs to".to_string()));
+    }
     if driver == Driver::Overlay {
+        if spec.ipv6 {
+            bail!(invalid(
+                "--ipv6 is not supported on overlay networks yet: their VXLAN underlay and etcd records are IPv4"
+                    .to_string()
+            ));
+        }
         return create_overlay(ctx, store, nl, spec, mtu, options);
+    }
+    if driver == Driver::Macvlan && spec.ipv6 && subnet6.is_none() {
+        bail!(invalid(
+            "a dual-stack macvlan network lives on the LAN's IPv6 prefix: give it as a second --subnet".to_string()
+        ));
     }
     let is_macvlan = driver == Driver::Macvlan;
     let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
@@ -175,6 +198,34 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
             )?,
         };
         let gateway = ipam::validate(subnet, gateway, ip_range)?;
+        let (subnet6, gateway6) = match spec.ipv6 {
+            false => (None, None),
+            true => {
+                let used6: Vec<ipnet::Ipv6Net> = tx.networks()?.iter().filter_map(|n| n.subnet6).collect();
+                let s6 = match subnet6 {
+                    Some(s6) => {
+                        if let Some(other) = tx
+                            .networks()?
+                            .iter()
+                            .find(|n| n.subnet6.is_some_and(|o| ipam::overlaps6(&o, &s6)) && !is_macvlan)
+                        {
+                            bail!(conflict(format!(
+                                "IPv6 subnet {s6} overlaps network {} ({}): pick another subnet",
+                                other.name,
+                                other.subnet6.expect("filtered")
+                            )));
+                        }
+                        s6
+                    }
+                    None => ipam::random_ula(&used6, || {
+                        let mut g = [0u8; 5];
+                        rand::fill(&mut g[..]);
+                        g
+                    }),
+                };
+                (Some(s6), Some(ipam::validate6(s6, gateway6, subnet)?))
+            }
+        };
         let id = spec.id.clone().unwrap_or_else(|| random_hex(64));
         if let Some(b) = &spec.bridge
             && tx.networks()?.iter().any(|n| &n.bridge == b)
@@ -206,6 +257,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
             builtin: false,
             created: now_nanos(),
             cursor: 0,
+            subnet6,
+            gateway6,
         };
         tx.insert_network(&net)?;
         Ok(net)
@@ -333,6 +386,8 @@ pub fn ensure_default(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, kernel: bo
             builtin: true,
             created: now_nanos(),
             cursor: 0,
+            subnet6: None,
+            gateway6: None,
         };
         tx.insert_network(&net)?;
         Ok(net)

@@ -3,7 +3,7 @@
 //! compare this with live state and apply the difference.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::ipam;
 use crate::store::{Endpoint, Network};
@@ -38,6 +38,8 @@ pub struct BridgePlan {
     pub name: String,
     pub gateway: Ipv4Addr,
     pub prefix: u8,
+    /// Dual stack: the IPv6 gateway address and prefix.
+    pub gateway6: Option<(Ipv6Addr, u8)>,
     pub mtu: u32,
 }
 
@@ -49,6 +51,10 @@ pub struct EndpointPlan {
     pub addr: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// Dual stack: the IPv6 address and prefix, and the IPv6 gateway (None on a macvlan
+    /// network whose LAN router was not given).
+    pub addr6: Option<(Ipv6Addr, u8)>,
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: u32,
     /// Only the first network's endpoint carries the default route.
     pub default_route: bool,
@@ -57,7 +63,18 @@ pub struct EndpointPlan {
 }
 
 pub fn network(n: &Network) -> BridgePlan {
-    BridgePlan { name: n.bridge.clone(), gateway: n.gateway, prefix: n.subnet.prefix_len(), mtu: n.mtu }
+    BridgePlan {
+        name: n.bridge.clone(),
+        gateway: n.gateway,
+        prefix: n.subnet.prefix_len(),
+        gateway6: gateway6(n),
+        mtu: n.mtu,
+    }
+}
+
+/// The IPv6 gateway address with the subnet's prefix, on a dual-stack network.
+pub fn gateway6(n: &Network) -> Option<(Ipv6Addr, u8)> {
+    Some((n.gateway6?, n.subnet6?.prefix_len()))
 }
 
 pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) -> EndpointPlan {
@@ -68,6 +85,8 @@ pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) 
         addr,
         prefix: n.subnet.prefix_len(),
         gateway: n.gateway,
+        addr6: e.ip6.zip(n.subnet6).map(|(a, s)| (a, s.prefix_len())),
+        gateway6: n.gateway6,
         mtu: n.mtu,
         default_route: default_route && !n.internal,
         isolated: !crate::firewall::icc(n),
@@ -85,7 +104,7 @@ pub struct DesiredLink {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DesiredKind {
     /// A network's bridge, up, carrying the gateway address.
-    Bridge { network: String, gateway: Ipv4Addr, prefix: u8 },
+    Bridge { network: String, gateway: Ipv4Addr, prefix: u8, gateway6: Option<(Ipv6Addr, u8)> },
     /// The host end of a running container's veth pair: a port of `bridge`, up. If it is
     /// gone, the pair is re-made into the container's namespace (`endpoint` says how).
     HostVeth { bridge: String, container_id: String, container: String, endpoint: EndpointPlan },

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A raw DNS query for netwright's tests: dnsq.py NAME [TYPE] [SERVER] [tcp]
 
-Prints the response code, then one answer per line (A: address, PTR: name).
+Prints the response code, then one answer per line (A, AAAA: address, PTR: name).
 Exit 0 on any answer, 2 when no answer arrived within 4 s."""
 import random
 import socket
@@ -68,6 +68,8 @@ def main():
         off += 10
         if rtype == 1:
             print(socket.inet_ntoa(msg[off:off + 4]))
+        elif rtype == 28:
+            print(socket.inet_ntop(socket.AF_INET6, msg[off:off + 16]))
         elif rtype == 12:
             print(read_name(msg, off)[0])
         off += rdlen

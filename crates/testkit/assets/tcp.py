@@ -9,11 +9,31 @@ import socketserver
 import sys
 
 
+def dual_stack():
+    """Both families on one socket where the namespace has IPv6 (:: with V6ONLY off)."""
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+def peer_name(addr):
+    # An IPv4 client on the dual-stack socket shows as ::ffff:a.b.c.d.
+    return addr[0].removeprefix("::ffff:")
+
+
 def serve(port, proto):
     name = socket.gethostname().encode()
+    six = dual_stack()
     if proto == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", port))
+        s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
+        if six:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::" if six else "0.0.0.0", port))
         print(f"serving udp/{port}", flush=True)
         while True:
             data, peer = s.recvfrom(65535)
@@ -23,10 +43,18 @@ def serve(port, proto):
         def handle(self):
             data = self.request.recv(65535)
             # The peer's address as the server sees it: tests check NAT with it.
-            self.request.sendall(name + b" " + data + b" from " + self.client_address[0].encode())
+            self.request.sendall(name + b" " + data + b" from " + peer_name(self.client_address).encode())
 
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    with socketserver.ThreadingTCPServer(("0.0.0.0", port), Handler) as srv:
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        address_family = socket.AF_INET6 if six else socket.AF_INET
+
+        def server_bind(self):
+            if six:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    with Server(("::" if six else "0.0.0.0", port), Handler) as srv:
         print(f"serving tcp/{port}", flush=True)
         srv.serve_forever()
 
@@ -34,7 +62,7 @@ def serve(port, proto):
 def send(host, port, msg, proto):
     try:
         if proto == "udp":
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(3)
             s.sendto(msg.encode(), (host, port))
             print(s.recvfrom(65535)[0].decode())

@@ -29,6 +29,10 @@ pub const LAN_ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
 pub const LAN_SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 100);
 pub const HOST_ETH0: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
 pub const INTERNET_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The sandbox's IPv6 LAN (see [`Sandbox::enable_ipv6`]): router, server and the host.
+pub const LAN6_ROUTER: &str = "2001:db8:1::1";
+pub const LAN6_SERVER: &str = "2001:db8:1::100";
+pub const HOST6_ETH0: &str = "2001:db8:1::10";
 
 const TCP_PY: &str = include_str!("../assets/tcp.py");
 const KV_PY: &str = include_str!("../assets/kv.py");
@@ -108,6 +112,42 @@ impl Sandbox {
 
     pub fn script(&self, name: &str) -> String {
         self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Gives the LAN IPv6 too: lan0 2001:db8:1::1 (router) and ::100 (server), the host's
+    /// eth0 2001:db8:1::10/64 with a default route via ::1. The host's eth0 is left with
+    /// accept_ra=1, as an uplink configured by SLAAC would be.
+    pub fn enable_ipv6(&self) -> Result<()> {
+        let sysctl = |dev: &str, key: &str, v: &str| {
+            fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/{key}"), v)
+                .with_context(|| format!("setting {key} on {dev}"))
+        };
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("constant");
+        netns::within(&self.lan, || -> Result<()> {
+            sysctl("lan0", "accept_ra", "0")?;
+            sysctl("lan0", "disable_ipv6", "0")?;
+            let mut nl = Netlink::open()?;
+            let lan0 = nl.link_by_name("lan0")?.context("lan0")?.index;
+            nl.batch(vec![
+                (Netlink::add_addr6_msg(lan0, v6(LAN6_ROUTER), 64), NLM_F_CREATE | NLM_F_EXCL),
+                (Netlink::add_addr6_msg(lan0, v6(LAN6_SERVER), 64), NLM_F_CREATE | NLM_F_EXCL),
+            ])
+            .map_err(|(_, e)| e)?;
+            Ok(())
+        })??;
+        netns::within(&self.host, || -> Result<()> {
+            sysctl("eth0", "accept_ra", "1")?;
+            sysctl("eth0", "disable_ipv6", "0")?;
+            let mut nl = Netlink::open()?;
+            let eth0 = nl.link_by_name("eth0")?.context("eth0")?.index;
+            nl.batch(vec![
+                (Netlink::add_addr6_msg(eth0, v6(HOST6_ETH0), 64), NLM_F_CREATE | NLM_F_EXCL),
+                (Netlink::default_route6_msg(v6(LAN6_ROUTER), eth0), NLM_F_CREATE | NLM_F_EXCL),
+            ])
+            .map_err(|(_, e)| e)?;
+            Ok(())
+        })??;
+        Ok(())
     }
 
     /// `netwright ARGS` inside the host namespace with the sandbox's state root.

@@ -2,7 +2,6 @@
 //! files, its namespace and its interfaces. On any failure, what was done is undone.
 
 use std::fs;
-use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -110,6 +109,26 @@ pub fn add_endpoint(
             ip
         }
     };
+    let ip6 = match (net.subnet6.zip(net.gateway6), req.ip6) {
+        (None, Some(ip6)) => bail!(invalid(format!(
+            "--ip6 {ip6}: network {} has no IPv6 subnet (create a network with --ipv6)",
+            net.name
+        ))),
+        (None, None) => None,
+        (Some((subnet6, gw6)), Some(ip6)) => {
+            ipam::check_requested6(subnet6, gw6, ip6)?;
+            if tx.ip6_taken(&net.id, ip6)? {
+                bail!(conflict(format!(
+                    "address {ip6} is already in use on network {}: pick another --ip6 or leave it out",
+                    net.name
+                )));
+            }
+            Some(ip6)
+        }
+        (Some((subnet6, gw6)), None) => {
+            Some(ipam::allocate6(subnet6, net.subnet, ip, gw6, |a| tx.ip6_taken(&net.id, a))?)
+        }
+    };
     if net.builtin && !aliases.is_empty() {
         bail!(invalid(
             "--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"
@@ -123,6 +142,8 @@ pub fn add_endpoint(
         ifname: ifname.to_string(),
         ip: Some(ip),
         requested_ip,
+        ip6,
+        requested_ip6: req.ip6,
         mac: mac.unwrap_or_else(|| ipam::format_mac(ipam::mac_for(ip))),
         aliases: aliases.to_vec(),
     };
@@ -154,12 +175,13 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         network::ensure_default(ctx, store, &mut host_nl, true)?;
     }
     let requested_ip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
+    let requested_ip6 = spec.ip6.as_deref().map(|s| ipam::parse_ip6("--ip6", s)).transpose()?;
     let port_reqs = ports::parse_all(&spec.publish)?;
     // A runtime that reserves its host ports itself (Podman holds them open) is trusted.
     for r in port_reqs.iter().filter(|r| r.host_port.is_some() && !spec.runtime_reserves_ports) {
         let p = r.host_port.expect("filtered");
         if let Err(e) = ports::host_port_free(r.host_ip, p, r.proto) {
-            let ip = r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let ip = r.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string());
             if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
                 bail!(invalid(format!("cannot publish on {ip}: it is not an address of this host")));
             }
@@ -284,6 +306,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             let req = EndpointRequest {
                 // --ip applies to the first network, as in Docker.
                 ip: given.ip.or(if i == 0 { requested_ip } else { None }),
+                ip6: given.ip6.or(if i == 0 { requested_ip6 } else { None }),
                 mac: given.mac,
                 ifname: Some(given.ifname.unwrap_or_else(|| format!("eth{i}"))),
                 // Aliases name the container on its user-defined networks.
@@ -309,8 +332,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             firewall::ensure(ctx, store)?;
             trace("setup: firewall checked");
         }
-        if let Some(ip) = endpoints.first().and_then(|e| e.ip).filter(|_| !mappings.is_empty()) {
-            firewall::publish(ctx, store, &mappings, ip, &container.name, true)?;
+        if let Some(to) = endpoints.first().and_then(|e| e.target()).filter(|_| !mappings.is_empty()) {
+            firewall::publish(ctx, store, &mappings, to, &container.name, true)?;
             trace("setup: ports published");
         }
         // The embedded resolver must listen in the namespace before the process starts.
@@ -335,8 +358,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             if overlay {
                 crate::overlay::network::release(ctx, &held(&nets, &endpoints), &container.id);
             }
-            let unpublished = match endpoints.first().and_then(|e| e.ip) {
-                Some(ip) => firewall::publish(ctx, store, &mappings, ip, "", false).is_ok(),
+            let unpublished = match endpoints.first().and_then(|e| e.target()) {
+                Some(to) => firewall::publish(ctx, store, &mappings, to, "", false).is_ok(),
                 None => mappings.is_empty(),
             };
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));

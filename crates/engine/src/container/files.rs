@@ -27,6 +27,9 @@ pub(crate) fn write(ctx: &Ctx, c: &Container, eps: &[Endpoint], spec: &Spec, emb
         if let Some(ip) = ep.ip {
             hosts.push_str(&format!("{ip}\t{}\n", c.hostname));
         }
+        if let Some(ip6) = ep.ip6 {
+            hosts.push_str(&format!("{ip6}\t{}\n", c.hostname));
+        }
     }
     fs::write(dir.join("hosts"), hosts)?;
     fs::write(dir.join("hostname"), format!("{}\n", c.hostname))?;

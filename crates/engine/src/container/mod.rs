@@ -31,6 +31,8 @@ pub struct Spec {
     pub name: Option<String>,
     pub networks: Vec<String>,
     pub ip: Option<String>,
+    /// --ip6: the first network's IPv6 address (a dual-stack network).
+    pub ip6: Option<String>,
     pub hostname: Option<String>,
     pub cmd: Vec<String>,
     pub detach: bool,
@@ -65,6 +67,8 @@ pub struct Spec {
 #[derive(Debug, Clone, Default)]
 pub struct EndpointRequest {
     pub ip: Option<std::net::Ipv4Addr>,
+    /// On a dual-stack network (`--ip6`); default: follows the IPv4 address.
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// "aa:bb:cc:dd:ee:ff"; default 02:42 + the address.
     pub mac: Option<String>,
     /// The interface inside the container; default eth0, eth1, ... in order.

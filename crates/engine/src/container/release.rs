@@ -23,10 +23,10 @@ use crate::store::{Container, State, Store};
 pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
     // Rules before links: a DNAT must never point at an address that is gone.
     trace("release: start");
-    let (mappings, ip) =
-        store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.ip))))?;
-    let unpublished = match ip {
-        Some(ip) => firewall::publish(ctx, store, &mappings, ip, "", false).is_ok(),
+    let (mappings, to) =
+        store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.target()))))?;
+    let unpublished = match to {
+        Some(to) => firewall::publish(ctx, store, &mappings, to, "", false).is_ok(),
         None => mappings.is_empty(),
     };
     trace("release: ports unpublished");

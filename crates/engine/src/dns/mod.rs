@@ -8,10 +8,10 @@
 pub mod server;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::store::{Container, Endpoint, Network, State};
@@ -22,19 +22,19 @@ pub const TTL: u32 = 600;
 #[derive(Debug, Clone, Default)]
 struct Contribution {
     networks: Vec<String>,
-    records: Vec<(String, Ipv4Addr, Vec<String>)>,
+    records: Vec<(String, IpAddr, Vec<String>)>,
 }
 
 /// Everything the resolver knows, indexed for O(1) answers; updated per container.
 #[derive(Debug, Default)]
 pub struct Zone {
     by_container: HashMap<String, Contribution>,
-    /// name → (network, address, container)
-    names: HashMap<String, Vec<(String, Ipv4Addr, String)>>,
+    /// name → (network, address, container): a dual-stack container's name has both.
+    names: HashMap<String, Vec<(String, IpAddr, String)>>,
     /// address → (network, primary name)
-    addrs: HashMap<Ipv4Addr, Vec<(String, String)>>,
+    addrs: HashMap<IpAddr, Vec<(String, String)>>,
     /// container → its own --dns upstreams.
-    pub upstreams_of: HashMap<String, Vec<Ipv4Addr>>,
+    pub upstreams_of: HashMap<String, Vec<IpAddr>>,
     /// container → gateways where it also expects the resolver (networks whose front end
     /// writes the gateway into resolv.conf, as Podman does with aardvark-dns).
     pub dns_gateways: HashMap<String, Vec<Ipv4Addr>>,
@@ -78,12 +78,14 @@ impl Zone {
             let mut names = vec![normalize(&c.name), normalize(&c.hostname)];
             names.extend(e.aliases.iter().map(|a| normalize(a)));
             names.dedup();
-            for n in &names {
-                self.names.entry(n.clone()).or_default().push((e.network_id.clone(), ip, c.id.clone()));
-            }
-            self.addrs.entry(ip).or_default().push((e.network_id.clone(), names[0].clone()));
             contribution.networks.push(e.network_id.clone());
-            contribution.records.push((e.network_id.clone(), ip, names));
+            for ip in std::iter::once(IpAddr::V4(ip)).chain(e.ip6.map(IpAddr::V6)) {
+                for n in &names {
+                    self.names.entry(n.clone()).or_default().push((e.network_id.clone(), ip, c.id.clone()));
+                }
+                self.addrs.entry(ip).or_default().push((e.network_id.clone(), names[0].clone()));
+                contribution.records.push((e.network_id.clone(), ip, names.clone()));
+            }
             if let Some(n) = networks.iter().find(|n| n.id == e.network_id)
                 && n.options.get(DNS_AT_GATEWAY).is_some_and(|v| v == "true")
             {
@@ -133,15 +135,16 @@ impl Zone {
             let mut names: Vec<String> = r.names.iter().map(|n| normalize(n)).collect();
             names.dedup();
             let Some(primary) = names.first().cloned() else { continue };
+            let ip = IpAddr::V4(r.ip);
             for n in &names {
-                self.names.entry(n.clone()).or_default().push((r.network_id.clone(), r.ip, id.clone()));
+                self.names.entry(n.clone()).or_default().push((r.network_id.clone(), ip, id.clone()));
             }
-            self.addrs.entry(r.ip).or_default().push((r.network_id.clone(), primary));
+            self.addrs.entry(ip).or_default().push((r.network_id.clone(), primary));
             // Recorded like a container's, so `remove` takes it out the same way; it never
             // asks, so it gets no resolver (see `served`).
             self.by_container.insert(
                 id.clone(),
-                Contribution { networks: vec![], records: vec![(r.network_id.clone(), r.ip, names)] },
+                Contribution { networks: vec![], records: vec![(r.network_id.clone(), ip, names)] },
             );
             self.remote_ids.push(id);
         }
@@ -156,9 +159,9 @@ impl Zone {
         self.by_container.get(id).is_some_and(|c| !c.networks.is_empty())
     }
 
-    /// Addresses for `name` as seen by `asker`: None when no container anywhere has the
-    /// name (ask upstream), Some(empty) when it exists only on other networks.
-    pub fn lookup(&self, asker: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
+    /// Addresses (both families) for `name` as seen by `asker`: None when no container
+    /// anywhere has the name (ask upstream), Some(empty) when it exists only on other networks.
+    pub fn lookup(&self, asker: &str, name: &str) -> Option<Vec<IpAddr>> {
         let mine = &self.by_container.get(asker)?.networks;
         let found = self.names.get(&normalize(name))?;
         let mut ips = Vec::new();
@@ -171,7 +174,7 @@ impl Zone {
     }
 
     /// The container name for an address on a network the asker shares.
-    pub fn reverse(&self, asker: &str, ip: Ipv4Addr) -> Option<String> {
+    pub fn reverse(&self, asker: &str, ip: IpAddr) -> Option<String> {
         let mine = &self.by_container.get(asker)?.networks;
         self.addrs.get(&ip)?.iter().find(|(n, _)| mine.contains(n)).map(|(_, name)| name.clone())
     }
@@ -182,16 +185,27 @@ impl Zone {
     }
 }
 
-/// 4.3.2.1.in-addr.arpa → 1.2.3.4
-fn ptr_address(name: &str) -> Option<Ipv4Addr> {
-    let rest = normalize(name);
-    let rest = rest.strip_suffix(".in-addr.arpa")?;
+/// 4.3.2.1.in-addr.arpa → 1.2.3.4; 32 nibbles of ….ip6.arpa → the IPv6 address.
+fn ptr_address(name: &str) -> Option<IpAddr> {
+    let name = normalize(name);
+    if let Some(rest) = name.strip_suffix(".ip6.arpa") {
+        let nibbles: Vec<u8> = rest
+            .split('.')
+            .map(|p| (p.len() == 1).then(|| u8::from_str_radix(p, 16).ok()).flatten())
+            .collect::<Option<_>>()?;
+        if nibbles.len() != 32 {
+            return None;
+        }
+        let v = nibbles.iter().rev().fold(0u128, |acc, n| (acc << 4) | *n as u128);
+        return Some(IpAddr::V6(Ipv6Addr::from(v)));
+    }
+    let rest = name.strip_suffix(".in-addr.arpa")?;
     let mut o: Vec<u8> = rest.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
     if o.len() != 4 {
         return None;
     }
     o.reverse();
-    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+    Some(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])))
 }
 
 /// What to do with a query.
@@ -242,15 +256,23 @@ pub fn answer(zone: &Zone, asker: &str, query: &Message, rotate: usize) -> Decis
         t => match zone.lookup(asker, &qname) {
             None => return Decision::Forward,
             Some(ips) if ips.is_empty() => reply.metadata.response_code = ResponseCode::NXDomain,
-            Some(mut ips) => {
+            Some(ips) => {
                 reply.metadata.authoritative = true;
-                // AAAA (and anything else) for an IPv4-only container: NOERROR, no data.
-                if t == RecordType::A {
-                    let n = ips.len();
-                    ips.rotate_left(rotate % n);
-                    for ip in ips {
-                        reply.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))));
-                    }
+                // AAAA for an IPv4-only container (and any other type): NOERROR, no data.
+                let mut rdata: Vec<RData> = ips
+                    .into_iter()
+                    .filter_map(|ip| match (t, ip) {
+                        (RecordType::A, IpAddr::V4(a)) => Some(RData::A(A(a))),
+                        (RecordType::AAAA, IpAddr::V6(a)) => Some(RData::AAAA(AAAA(a))),
+                        _ => None,
+                    })
+                    .collect();
+                if !rdata.is_empty() {
+                    let n = rdata.len();
+                    rdata.rotate_left(rotate % n);
+                }
+                for r in rdata {
+                    reply.add_answer(Record::from_rdata(q.name().clone(), TTL, r));
                 }
             }
         },
@@ -288,10 +310,10 @@ pub fn answer_fast(zone: &Zone, asker: &str, q: &[u8], rotate: usize, out: &mut 
     if qclass != 1 || !(qtype == 1 || qtype == 28) {
         return false;
     }
-    let Some(mut ips) = zone.lookup(asker, &name).filter(|ips| !ips.is_empty()) else { return false };
-    if qtype != 1 {
-        ips.clear(); // AAAA for an IPv4-only container: NOERROR, no data
-    } else {
+    let Some(ips) = zone.lookup(asker, &name).filter(|ips| !ips.is_empty()) else { return false };
+    // Only the asked family (AAAA for an IPv4-only container: NOERROR, no data).
+    let mut ips: Vec<IpAddr> = ips.into_iter().filter(|ip| ip.is_ipv6() == (qtype == 28)).collect();
+    if !ips.is_empty() {
         let n = ips.len();
         ips.rotate_left(rotate % n);
     }
@@ -304,10 +326,14 @@ pub fn answer_fast(zone: &Zone, asker: &str, q: &[u8], rotate: usize, out: &mut 
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(&q[12..end]);
     for ip in ips {
-        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+        let (ty, data) = match ip {
+            IpAddr::V4(a) => (1u8, a.octets().to_vec()),
+            IpAddr::V6(a) => (28u8, a.octets().to_vec()),
+        };
+        out.extend_from_slice(&[0xc0, 0x0c, 0, ty, 0, 1]);
         out.extend_from_slice(&TTL.to_be_bytes());
-        out.extend_from_slice(&[0, 4]);
-        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(&data);
     }
     true
 }
@@ -342,6 +368,8 @@ mod tests {
             builtin,
             created: 0,
             cursor: 0,
+            subnet6: None,
+            gateway6: None,
         }
     }
 
@@ -379,6 +407,8 @@ mod tests {
             host_ifname: String::new(),
             ip: Some(ip.parse().unwrap()),
             requested_ip: None,
+            ip6: None,
+            requested_ip6: None,
             mac: String::new(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
         }
@@ -403,6 +433,11 @@ mod tests {
         assert_eq!(z.lookup("web", "example.com"), None, "unknown: forward");
         assert_eq!(z.lookup("plain", "web"), None, "default-network containers have no embedded DNS");
         assert_eq!(z.reverse("web", "10.0.0.3".parse().unwrap()).as_deref(), Some("db"));
+        assert_eq!(
+            ptr_address("b.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa."),
+            Some("fd00:1::b".parse().unwrap())
+        );
+        assert_eq!(ptr_address("4.3.2.1.in-addr.arpa"), Some("1.2.3.4".parse().unwrap()));
         assert_eq!(z.reverse("web", "10.0.1.2".parse().unwrap()), None);
         assert_eq!(ptr_address("3.0.0.10.in-addr.arpa."), Some("10.0.0.3".parse().unwrap()));
     }

@@ -45,7 +45,7 @@ fn pid_path(ctx: &Ctx) -> PathBuf {
 
 struct Shared {
     zone: RwLock<Zone>,
-    host_upstreams: RwLock<Vec<Ipv4Addr>>,
+    host_upstreams: RwLock<Vec<std::net::IpAddr>>,
     rotate: AtomicUsize,
 }
 
@@ -181,7 +181,7 @@ fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
 
 /// The host's upstream resolvers (the resolver runs in the host namespace, so loopback
 /// ones such as systemd-resolved's 127.0.0.53 work from here).
-fn host_upstreams() -> Vec<Ipv4Addr> {
+fn host_upstreams() -> Vec<std::net::IpAddr> {
     std::fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .lines()
@@ -247,7 +247,7 @@ fn redirect(udp_port: u16, tcp_port: u16, gateways: &[Ipv4Addr]) -> Result<()> {
                 Expr::Cmp { sreg: nft::REG_1, op: 0, data: 53u16.to_be_bytes().to_vec() },
                 Expr::ImmediateData { dreg: nft::REG32_00, data: DNS_IP.octets().to_vec() },
                 Expr::ImmediateData { dreg: nft::REG32_00 + 1, data: port.to_be_bytes().to_vec() },
-                Expr::Dnat { reg_addr: nft::REG32_00, reg_port: nft::REG32_00 + 1 },
+                Expr::Dnat { family: nft::NFPROTO_IPV4, reg_addr: nft::REG32_00, reg_port: nft::REG32_00 + 1 },
             ],
         );
     }
@@ -356,7 +356,7 @@ async fn respond(query: &[u8], id: &str, shared: &Shared) -> Option<Vec<u8>> {
 
 /// Forwards to the container's --dns servers, or the host's; SERVFAIL if none answers.
 async fn forward_for(query: &[u8], msg: &Message, id: &str, shared: &Shared) -> Vec<u8> {
-    let upstreams: Vec<Ipv4Addr> = {
+    let upstreams: Vec<std::net::IpAddr> = {
         let zone = shared.zone.read().expect("zone lock");
         match zone.upstreams_of.get(id).filter(|u| !u.is_empty()) {
             Some(u) => u.clone(),
@@ -370,11 +370,12 @@ async fn forward_for(query: &[u8], msg: &Message, id: &str, shared: &Shared) -> 
 }
 
 /// Asks each upstream in turn over UDP, retrying over TCP when the answer is truncated.
-async fn forward(query: &[u8], upstreams: &[Ipv4Addr]) -> Option<Vec<u8>> {
+async fn forward(query: &[u8], upstreams: &[std::net::IpAddr]) -> Option<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(3);
     for up in upstreams {
         let addr = SocketAddr::from((*up, 53));
-        let Ok(sock) = UdpSocket::bind("0.0.0.0:0").await else { continue };
+        let any = if up.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let Ok(sock) = UdpSocket::bind(any).await else { continue };
         if sock.send_to(query, addr).await.is_err() {
             continue;
         }

@@ -35,8 +35,14 @@ impl NetworkDriver for BridgeDriver {
                 }
                 Ok(())
             }
+            k if crate::firewall::GATEWAY_MODE6.contains(&k) => {
+                if value != "nat" && value != "routed" {
+                    bail!(invalid(format!("option {key}={value}: use nat (masquerade, the default) or routed")));
+                }
+                Ok(())
+            }
             _ => bail!(invalid(format!(
-                "unknown network option {key:?}: bridge networks take mtu, masquerade, icc, egress_rate, ingress_rate, host_names"
+                "unknown network option {key:?}: bridge networks take mtu, masquerade, icc, gateway_mode_ipv6, egress_rate, ingress_rate, host_names"
             ))),
         }
     }
@@ -51,7 +57,12 @@ impl NetworkDriver for BridgeDriver {
         vec![DesiredLink {
             name: n.bridge.clone(),
             mtu: n.mtu,
-            kind: DesiredKind::Bridge { network: n.name.clone(), gateway: n.gateway, prefix: n.subnet.prefix_len() },
+            kind: DesiredKind::Bridge {
+                network: n.name.clone(),
+                gateway: n.gateway,
+                prefix: n.subnet.prefix_len(),
+                gateway6: plan::gateway6(n),
+            },
         }]
     }
 
@@ -100,6 +111,13 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
     }
     // REPLACE makes the address add idempotent: one round trip, no dump needed.
     let mut reqs = vec![(Netlink::add_addr_msg(link.index, plan.gateway, plan.prefix), NLM_F_CREATE | NLM_F_REPLACE)];
+    if let Some((gw6, prefix6)) = plan.gateway6 {
+        // IPv6 is off on a new device only where a namespace says so by default; the
+        // bridge needs it on for its gateway address.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", plan.name), "0");
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/accept_ra", plan.name), "0");
+        reqs.push((Netlink::add_addr6_msg(link.index, gw6, prefix6), NLM_F_CREATE | NLM_F_REPLACE));
+    }
     if !link.up {
         reqs.push((Netlink::set_up_msg(link.index), 0));
     }
@@ -136,15 +154,26 @@ pub fn attach(
         isolated: plan.isolated,
     })
     .map_err(|e| explain_veth_error(e, plan))?;
-    configure_inside(ctr, plan)
+    configure_inside(ctr, ns, plan)
 }
 
 /// Address, up, lo up and default route for an interface already inside the container:
-/// one netlink batch.
-pub fn configure_inside(ctr: &mut Netlink, plan: &EndpointPlan) -> Result<()> {
+/// one netlink batch. Dual stack: the IPv6 address too (no DAD, no router advertisements:
+/// the address and the route are netwright's, usable at once).
+pub fn configure_inside(ctr: &mut Netlink, ns: &OwnedFd, plan: &EndpointPlan) -> Result<()> {
     let inner = ctr
         .link_by_name(&plan.ifname)?
         .with_context(|| format!("{} did not appear inside the container", plan.ifname))?;
+    if plan.addr6.is_some() {
+        let conf = format!("/proc/sys/net/ipv6/conf/{}", plan.ifname);
+        netns::within(ns, || -> std::io::Result<()> {
+            std::fs::write(format!("{conf}/accept_ra"), "0")?;
+            // No DAD on the link-local address either: usable the moment the process starts.
+            std::fs::write(format!("{conf}/accept_dad"), "0")?;
+            std::fs::write(format!("{conf}/disable_ipv6"), "0")
+        })?
+        .with_context(|| format!("turning IPv6 on for {} inside the container", plan.ifname))?;
+    }
     let mut reqs = vec![
         (Netlink::add_addr_msg(inner.index, plan.addr, plan.prefix), NLM_F_CREATE | NLM_F_EXCL),
         (Netlink::set_up_msg(inner.index), 0),
@@ -152,6 +181,12 @@ pub fn configure_inside(ctr: &mut Netlink, plan: &EndpointPlan) -> Result<()> {
     ];
     if plan.default_route {
         reqs.push((Netlink::default_route_msg(plan.gateway, inner.index), NLM_F_CREATE | NLM_F_EXCL));
+    }
+    if let Some((addr6, prefix6)) = plan.addr6 {
+        reqs.push((Netlink::add_addr6_msg(inner.index, addr6, prefix6), NLM_F_CREATE | NLM_F_EXCL));
+        if let (true, Some(gw6)) = (plan.default_route, plan.gateway6) {
+            reqs.push((Netlink::default_route6_msg(gw6, inner.index), NLM_F_CREATE | NLM_F_EXCL));
+        }
     }
     ctr.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring {} inside the container", plan.ifname))?;
     Ok(())

@@ -125,7 +125,7 @@ pub fn attach(host: &mut Netlink, ctr: &mut Netlink, ns: &OwnedFd, n: &Network, 
     let (parent_idx, _, _) = ensure_parent(host, parent(n))?;
     host.create_macvlan(&plan.ifname, parent_idx, mode(n), Some(ns.as_raw_fd()), Some(plan.mac), plan.mtu)
         .with_context(|| format!("creating a macvlan of {} for the container", parent(n)))?;
-    bridge::configure_inside(ctr, plan)
+    bridge::configure_inside(ctr, ns, plan)
 }
 
 /// The host-side shim, when asked for: macvlan + /32 address + route to the range.

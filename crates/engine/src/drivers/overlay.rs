@@ -46,6 +46,7 @@ impl NetworkDriver for OverlayDriver {
                     network: n.name.clone(),
                     gateway: n.gateway,
                     prefix: n.subnet.prefix_len(),
+                    gateway6: None,
                 },
             },
             DesiredLink {

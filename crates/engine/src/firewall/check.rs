@@ -9,9 +9,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
-use super::{USER_CHAIN, desired, sets, skeleton, table_name};
+use super::{Family, USER_CHAIN, desired, sets, skeleton, table_name};
 use crate::ctx::Ctx;
-use crate::kernel::nftables::{self as nft, Batch, Nftables};
+use crate::kernel::nftables::{Batch, Nftables};
 use crate::store::Network;
 
 /// How much to read back.
@@ -23,7 +23,7 @@ pub enum Scope {
     Full,
 }
 
-/// What differs, one line each (empty: the table is exactly as it should be).
+/// What differs, one line each (empty: the tables are exactly as they should be).
 pub fn drift(
     ctx: &Ctx,
     networks: &[Network],
@@ -33,44 +33,56 @@ pub fn drift(
 ) -> Result<Vec<String>> {
     let t = table_name(ctx);
     let mut nftc = Nftables::open()?;
-    if !nftc.has_table(nft::NFPROTO_IPV4, &t)? {
-        return Ok(vec![format!("table ip {t} is missing: no masquerade, no published ports, no isolation")]);
-    }
     let mut out = Vec::new();
-    // Rules, by chain and comment (the admin's chain is theirs, never checked).
-    let mut want = Batch::new(nft::NFPROTO_IPV4);
-    skeleton(&mut want, &t);
-    let mut have: HashMap<(String, Option<String>), usize> = HashMap::new();
-    for r in nftc.rules(nft::NFPROTO_IPV4, &t)?.into_iter().filter(|r| r.chain != USER_CHAIN) {
-        *have.entry((r.chain, r.comment)).or_default() += 1;
-    }
-    for (chain, comment) in want.rules() {
-        match have.get_mut(&(chain.clone(), comment.clone())) {
-            Some(n) if *n > 0 => *n -= 1,
-            _ => out.push(format!("rule missing in chain {chain}: {}", comment.unwrap_or_default())),
+    for family in [Family::V4, Family::V6] {
+        let f = family.nfproto();
+        if family == Family::V6 && !super::wants_v6(networks) {
+            continue;
         }
-    }
-    // Sets and maps, element by element.
-    let d = desired(networks, ports, vteps);
-    // The published-port maps (one element per port) only for a full check.
-    let wanted = d.by_set().into_iter().filter(|(set, _)| scope == Scope::Full || !set.starts_with("pub_"));
-    for (set, elems) in wanted {
-        debug_assert!(sets().iter().any(|s| s.name == set));
-        let live = match nftc.set_elems(nft::NFPROTO_IPV4, &t, set) {
-            Ok(l) => l,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                out.push(format!("set {set} is missing"));
-                continue;
+        if !nftc.has_table(f, &t)? {
+            out.push(match family {
+                Family::V4 => format!("table ip {t} is missing: no masquerade, no published ports, no isolation"),
+                Family::V6 => format!("table ip6 {t} is missing: no IPv6 masquerade, published ports or isolation"),
+            });
+            continue;
+        }
+        // Rules, by chain and comment (the admin's chain is theirs, never checked).
+        let mut want = Batch::new(f);
+        skeleton(&mut want, &t, family);
+        let mut have: HashMap<(String, Option<String>), usize> = HashMap::new();
+        for r in nftc.rules(f, &t)?.into_iter().filter(|r| r.chain != USER_CHAIN) {
+            *have.entry((r.chain, r.comment)).or_default() += 1;
+        }
+        // Named by family only where both tables exist, so IPv4-only hosts read as before.
+        let prefix = if family == Family::V6 { "ip6 " } else { "" };
+        for (chain, comment) in want.rules() {
+            match have.get_mut(&(chain.clone(), comment.clone())) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => out.push(format!("{prefix}rule missing in chain {chain}: {}", comment.unwrap_or_default())),
             }
-            Err(e) => return Err(e.into()),
-        };
-        let missing = elems.iter().filter(|e| !live.contains(e)).count();
-        let stale = live.iter().filter(|e| !elems.contains(e)).count();
-        if missing > 0 {
-            out.push(format!("{set}: {missing} of {} element(s) missing", elems.len()));
         }
-        if stale > 0 {
-            out.push(format!("{set}: {stale} element(s) the store does not have"));
+        // Sets and maps, element by element.
+        let d = desired(networks, ports, vteps, family);
+        // The published-port maps (one element per port) only for a full check.
+        let wanted = d.by_set(family).into_iter().filter(|(set, _)| scope == Scope::Full || !set.starts_with("pub_"));
+        for (set, elems) in wanted {
+            debug_assert!(sets(family).iter().any(|s| s.name == set));
+            let live = match nftc.set_elems(f, &t, set) {
+                Ok(l) => l,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    out.push(format!("{prefix}set {set} is missing"));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let missing = elems.iter().filter(|e| !live.contains(e)).count();
+            let stale = live.iter().filter(|e| !elems.contains(e)).count();
+            if missing > 0 {
+                out.push(format!("{prefix}{set}: {missing} of {} element(s) missing", elems.len()));
+            }
+            if stale > 0 {
+                out.push(format!("{prefix}{set}: {stale} element(s) the store does not have"));
+            }
         }
     }
     Ok(out)

@@ -12,7 +12,7 @@
 pub mod check;
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow};
 
@@ -27,6 +27,53 @@ pub fn table_name(ctx: &Ctx) -> String {
     format!("netwright-{}", ctx.tag)
 }
 
+/// The two tables: `ip netwright-<tag>` always, `ip6 netwright-<tag>` while a network is
+/// dual-stack. Same skeleton, same set names; what differs is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => nft::NFPROTO_IPV4,
+            Family::V6 => nft::NFPROTO_IPV6,
+        }
+    }
+
+    /// nft's name of the family ("table ip6 …").
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    fn addr_len(self) -> u32 {
+        match self {
+            Family::V4 => 4,
+            Family::V6 => 16,
+        }
+    }
+
+    fn addr_type(self) -> u32 {
+        match self {
+            Family::V4 => datatype::IPV4_ADDR,
+            Family::V6 => datatype::IPV6_ADDR,
+        }
+    }
+
+    /// Offset of the destination address in the network header.
+    fn daddr_offset(self) -> u32 {
+        match self {
+            Family::V4 => 16,
+            Family::V6 => 24,
+        }
+    }
+}
+
 /// What the sets should hold, computed from the store (pure).
 #[derive(Debug, Default, PartialEq)]
 pub struct Desired {
@@ -38,28 +85,39 @@ pub struct Desired {
     pub internal: Vec<Elem>,
     pub pub_ip: Vec<Elem>,
     pub pub_any: Vec<Elem>,
-    /// Overlay: the UDP ports VXLAN arrives on, and the cluster VTEPs allowed to send it.
+    /// Overlay (IPv4 table only): the UDP ports VXLAN arrives on, and the cluster VTEPs
+    /// allowed to send it.
     pub vxlan_ports: Vec<Elem>,
     pub vteps: Vec<Elem>,
 }
 
-/// A published port: the mapping, its container's address and the container's name.
-pub type Published = (Mapping, Ipv4Addr, String);
+/// Where a published port's traffic goes: the container's addresses on its first network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub ip: Ipv4Addr,
+    /// On a dual-stack network: IPv6 traffic to the port goes here.
+    pub ip6: Option<Ipv6Addr>,
+}
+
+/// A published port: the mapping, its container's addresses and the container's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub mapping: Mapping,
+    pub to: Target,
+    pub owner: String,
+}
 
 impl Desired {
-    /// Every set and map by name with what it should hold: the per-network and overlay sets
-    /// first, the published-port maps last.
-    pub fn by_set(&self) -> [(&'static str, &Vec<Elem>); 8] {
-        [
-            ("bridges", &self.bridges),
-            ("same", &self.same),
-            ("masq", &self.masq),
-            ("internal", &self.internal),
-            ("vxlan_ports", &self.vxlan_ports),
-            ("vteps", &self.vteps),
-            ("pub_ip", &self.pub_ip),
-            ("pub_any", &self.pub_any),
-        ]
+    /// Every set and map of `family`'s table by name with what it should hold: the
+    /// per-network and overlay sets first, the published-port maps last.
+    pub fn by_set(&self, family: Family) -> Vec<(&'static str, &Vec<Elem>)> {
+        let mut v =
+            vec![("bridges", &self.bridges), ("same", &self.same), ("masq", &self.masq), ("internal", &self.internal)];
+        if family == Family::V4 {
+            v.extend([("vxlan_ports", &self.vxlan_ports), ("vteps", &self.vteps)]);
+        }
+        v.extend([("pub_ip", &self.pub_ip), ("pub_any", &self.pub_any)]);
+        v
     }
 }
 
@@ -85,20 +143,39 @@ pub fn masquerades(n: &Network) -> bool {
     !n.internal && option_enabled(n, &["masquerade", "com.docker.network.bridge.enable_ip_masquerade"], true)
 }
 
+/// Docker's option names for how IPv6 leaves a network: `nat` (masquerade, the default,
+/// right for ULA subnets) or `routed` (a routable prefix the LAN routes back to the host).
+pub const GATEWAY_MODE6: [&str; 2] = ["gateway_mode_ipv6", "com.docker.network.bridge.gateway_mode_ipv6"];
+
+/// Does the network's IPv6 traffic leave the host masqueraded?
+pub fn masquerades6(n: &Network) -> bool {
+    n.subnet6.is_some()
+        && masquerades(n)
+        && GATEWAY_MODE6.iter().find_map(|k| n.options.get(*k)).is_none_or(|v| v == "nat")
+}
+
 pub fn icc(n: &Network) -> bool {
     option_enabled(n, &["icc", "com.docker.network.bridge.enable_icc"], true)
 }
 
-pub fn desired(networks: &[Network], ports: &[Published], vteps: &[Ipv4Addr]) -> Desired {
+/// Is there a dual-stack bridged network (and so an ip6 table)?
+pub fn wants_v6(networks: &[Network]) -> bool {
+    networks.iter().any(|n| n.driver.is_bridged() && n.subnet6.is_some())
+}
+
+pub fn desired(networks: &[Network], ports: &[Published], vteps: &[Ipv4Addr], family: Family) -> Desired {
     let mut d = Desired::default();
-    for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Overlay) {
-        let (_, port) = crate::overlay::network::vni_port(n);
-        let e = Elem::new(port.to_be_bytes().to_vec(), None).with_comment(format!("overlay VXLAN port ({})", n.name));
-        if !d.vxlan_ports.contains(&e) {
-            d.vxlan_ports.push(e);
+    if family == Family::V4 {
+        for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Overlay) {
+            let (_, port) = crate::overlay::network::vni_port(n);
+            let e =
+                Elem::new(port.to_be_bytes().to_vec(), None).with_comment(format!("overlay VXLAN port ({})", n.name));
+            if !d.vxlan_ports.contains(&e) {
+                d.vxlan_ports.push(e);
+            }
         }
+        d.vteps = vteps.iter().map(|v| Elem::new(v.octets().to_vec(), None).with_comment("cluster VTEP")).collect();
     }
-    d.vteps = vteps.iter().map(|v| Elem::new(v.octets().to_vec(), None).with_comment("cluster VTEP")).collect();
     for n in networks.iter().filter(|n| n.driver.is_bridged()) {
         let key = Elem::new(nft::ifname_key(&n.bridge), None).with_comment(format!("network {}", n.name));
         d.bridges.push(key.clone());
@@ -106,46 +183,66 @@ pub fn desired(networks: &[Network], ports: &[Published], vteps: &[Ipv4Addr]) ->
             Elem::new([nft::ifname_key(&n.bridge), nft::ifname_key(&n.bridge)].concat(), None)
                 .with_comment(format!("network {}", n.name)),
         );
-        if masquerades(n) {
+        let masq = match family {
+            Family::V4 => masquerades(n),
+            Family::V6 => masquerades6(n),
+        };
+        if masq {
             d.masq.push(key.clone());
         }
         if n.internal {
             d.internal.push(key);
         }
     }
-    for (m, ip, owner) in ports {
-        let (set, e) = port_elem(m, *ip);
-        let e = e.with_comment(format!("container {owner}"));
+    for p in ports {
+        let Some((set, e)) = port_elem(&p.mapping, p.to, family) else { continue };
+        let e = e.with_comment(format!("container {}", p.owner));
         if set == "pub_ip" { d.pub_ip.push(e) } else { d.pub_any.push(e) }
     }
     d
 }
 
-/// The map element for one mapping: key (host address?, proto, port) → (container ip, port).
-pub fn port_elem(m: &Mapping, container_ip: Ipv4Addr) -> (&'static str, Elem) {
+/// The map element for one mapping in `family`'s table: key (host address?, proto, port)
+/// → (container address, port). None: the mapping does not publish on that family (an
+/// address of the other one), or the container has no address of it.
+pub fn port_elem(m: &Mapping, to: Target, family: Family) -> Option<(&'static str, Elem)> {
+    if !m.on_family(family == Family::V6) {
+        return None;
+    }
+    let container: IpAddr = match family {
+        Family::V4 => IpAddr::V4(to.ip),
+        Family::V6 => IpAddr::V6(to.ip6?),
+    };
     let pad4 = |b: &[u8]| {
         let mut v = b.to_vec();
         v.resize(4, 0);
         v
     };
+    let octets = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    // 0.0.0.0 and :: publish on every address of their family, as no address does.
+    let host_ip = m.host_ip.filter(|ip| !ip.is_unspecified());
     let mut key = Vec::new();
-    if let Some(ip) = m.host_ip {
-        key.extend_from_slice(&ip.octets());
+    if let Some(ip) = host_ip {
+        key.extend(octets(ip));
     }
     key.extend(pad4(&[m.proto.number()]));
     key.extend(pad4(&m.host_port.to_be_bytes()));
-    let mut data = container_ip.octets().to_vec();
+    let mut data = octets(container);
     data.extend(pad4(&m.container_port.to_be_bytes()));
-    (if m.host_ip.is_some() { "pub_ip" } else { "pub_any" }, Elem::new(key, Some(data)))
+    Some((if host_ip.is_some() { "pub_ip" } else { "pub_any" }, Elem::new(key, Some(data))))
 }
 
 fn ifname_set(name: &str) -> SetSpec {
     SetSpec { name: name.into(), key_type: datatype::IFNAME, key_len: 16, data: None, interval: false }
 }
 
-fn sets() -> Vec<SetSpec> {
-    let data = Some((datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_SERVICE]), 8));
-    vec![
+fn sets(family: Family) -> Vec<SetSpec> {
+    let a = family.addr_len();
+    let data = Some((datatype::concat(&[family.addr_type(), datatype::INET_SERVICE]), a + 4));
+    let mut v = vec![
         ifname_set("bridges"),
         SetSpec {
             name: "same".into(),
@@ -156,18 +253,24 @@ fn sets() -> Vec<SetSpec> {
         },
         ifname_set("masq"),
         ifname_set("internal"),
-        SetSpec {
-            name: "vxlan_ports".into(),
-            key_type: datatype::INET_SERVICE,
-            key_len: 2,
-            data: None,
-            interval: false,
-        },
-        SetSpec { name: "vteps".into(), key_type: datatype::IPV4_ADDR, key_len: 4, data: None, interval: false },
+    ];
+    if family == Family::V4 {
+        v.extend([
+            SetSpec {
+                name: "vxlan_ports".into(),
+                key_type: datatype::INET_SERVICE,
+                key_len: 2,
+                data: None,
+                interval: false,
+            },
+            SetSpec { name: "vteps".into(), key_type: datatype::IPV4_ADDR, key_len: 4, data: None, interval: false },
+        ]);
+    }
+    v.extend([
         SetSpec {
             name: "pub_ip".into(),
-            key_type: datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_PROTO, datatype::INET_SERVICE]),
-            key_len: 12,
+            key_type: datatype::concat(&[family.addr_type(), datatype::INET_PROTO, datatype::INET_SERVICE]),
+            key_len: a + 8,
             data,
             interval: false,
         },
@@ -178,7 +281,8 @@ fn sets() -> Vec<SetSpec> {
             data,
             interval: false,
         },
-    ]
+    ]);
+    v
 }
 
 fn in_set(key: u32, set: &str, invert: bool) -> [Expr; 2] {
@@ -198,17 +302,20 @@ fn verdict(code: i32) -> Expr {
 }
 
 /// DNAT through the two port maps: exact host address first, then any local address.
-fn dnat_rules() -> Vec<(&'static str, Vec<Expr>)> {
+/// Registers: the address takes one 32-bit register per 4 bytes, the port the next.
+fn dnat_rules(family: Family) -> Vec<(&'static str, Vec<Expr>)> {
     let r = nft::REG32_00;
+    let words = family.addr_len() / 4;
+    let f = family.nfproto();
     vec![
         (
             "published port: DNAT to the container (map pub_ip: host address . proto . port)",
             vec![
-                Expr::Payload { base: 1, offset: 16, len: 4, dreg: r },
-                Expr::Meta { key: meta::L4PROTO, dreg: r + 1 },
-                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 2 },
+                Expr::Payload { base: 1, offset: family.daddr_offset(), len: family.addr_len(), dreg: r },
+                Expr::Meta { key: meta::L4PROTO, dreg: r + words },
+                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + words + 1 },
                 Expr::Lookup { set: "pub_ip".into(), sreg: r, dreg: Some(r), invert: false },
-                Expr::Dnat { reg_addr: r, reg_port: r + 1 },
+                Expr::Dnat { family: f, reg_addr: r, reg_port: r + words },
             ],
         ),
         (
@@ -219,14 +326,16 @@ fn dnat_rules() -> Vec<(&'static str, Vec<Expr>)> {
                 Expr::Meta { key: meta::L4PROTO, dreg: r },
                 Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
                 Expr::Lookup { set: "pub_any".into(), sreg: r, dreg: Some(r), invert: false },
-                Expr::Dnat { reg_addr: r, reg_port: r + 1 },
+                Expr::Dnat { family: f, reg_addr: r, reg_port: r + words },
             ],
         ),
     ]
 }
 
-/// The ip-family skeleton: chains and their rules, in order.
-fn skeleton(b: &mut Batch, t: &str) {
+/// The skeleton: chains and their rules, in order. The IPv6 table has the same rules but
+/// the overlay's guard (VXLAN runs over IPv4) and the 127.0.0.1 rule ([::1] cannot be
+/// forwarded by the kernel: `-p` refuses it).
+fn skeleton(b: &mut Batch, t: &str, family: Family) {
     b.add_base_chain(t, "prerouting", "nat", hook::PREROUTING, -100)
         .add_base_chain(t, "output", "nat", hook::OUTPUT, -100)
         .add_base_chain(t, "postrouting", "nat", hook::POSTROUTING, 100)
@@ -248,8 +357,10 @@ fn skeleton(b: &mut Batch, t: &str) {
         Expr::Counter,
         verdict(nft::NF_DROP),
     ];
-    b.add_rule(t, "input", "overlay: drop VXLAN from addresses that are not cluster VTEPs", &vxlan_guard);
-    for (comment, r) in dnat_rules() {
+    if family == Family::V4 {
+        b.add_rule(t, "input", "overlay: drop VXLAN from addresses that are not cluster VTEPs", &vxlan_guard);
+    }
+    for (comment, r) in dnat_rules(family) {
         b.add_rule(t, "prerouting", comment, &r);
         b.add_rule(t, "output", comment, &r);
     }
@@ -272,7 +383,9 @@ fn skeleton(b: &mut Batch, t: &str) {
     .chain(in_set(meta::OIFNAME, "bridges", false))
     .chain([Expr::Masquerade])
     .collect();
-    b.add_rule(t, "postrouting", "the host reached a published port on 127.0.0.1: masquerade", &localhost);
+    if family == Family::V4 {
+        b.add_rule(t, "postrouting", "the host reached a published port on 127.0.0.1: masquerade", &localhost);
+    }
     // Egress: from a masquerading network's bridge to anywhere but a bridge.
     let egress: Vec<Expr> = in_set(meta::IIFNAME, "masq", false)
         .into_iter()
@@ -336,24 +449,38 @@ pub fn sync_all(ctx: &Ctx, store: &mut Store) -> Result<()> {
 
 fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
     let (networks, ports, vteps) = inputs(store)?;
-    let d = desired(&networks, &ports, &vteps);
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
-    let mut b = Batch::new(nft::NFPROTO_IPV4);
-    b.add_table(&t);
-    for s in sets() {
-        b.add_set(&t, &s);
-        b.flush_set(&t, &s.name);
-    }
-    skeleton(&mut b, &t);
-    for (set, elems) in d.by_set() {
-        if !elems.is_empty() {
-            b.add_elems(&t, set, elems);
+    for family in [Family::V4, Family::V6] {
+        if family == Family::V6 && !wants_v6(&networks) {
+            // No dual-stack network (any more): no ip6 table.
+            if nft.has_table(family.nfproto(), &t)? {
+                let mut b = Batch::new(family.nfproto());
+                b.del_table(&t);
+                commit(&mut nft, &b, "removing the ip6 table")?;
+            }
+            continue;
         }
+        let d = desired(&networks, &ports, &vteps, family);
+        let mut b = Batch::new(family.nfproto());
+        b.add_table(&t);
+        for s in sets(family) {
+            b.add_set(&t, &s);
+            b.flush_set(&t, &s.name);
+        }
+        skeleton(&mut b, &t, family);
+        for (set, elems) in d.by_set(family) {
+            if !elems.is_empty() {
+                b.add_elems(&t, set, elems);
+            }
+        }
+        commit(&mut nft, &b, &format!("the {} table", family.label()))?;
     }
-    commit(&mut nft, &b, "the ip table")?;
     if networks.iter().any(|n| n.driver.is_bridged() && masquerades(n)) {
         enable_forwarding()?;
+    }
+    if wants_v6(&networks) {
+        enable_forwarding6()?;
     }
     Ok(())
 }
@@ -365,7 +492,7 @@ pub fn sync_vteps(ctx: &Ctx, store: &mut Store) -> Result<()> {
     let (_, _, vteps) = inputs(store)?;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
-    let mut b = Batch::new(nft::NFPROTO_IPV4);
+    let mut b = Batch::new(Family::V4.nfproto());
     b.flush_set(&t, "vteps");
     let elems: Vec<Elem> =
         vteps.iter().map(|v| Elem::new(v.octets().to_vec(), None).with_comment("cluster VTEP")).collect();
@@ -396,6 +523,42 @@ fn enable_forwarding() -> Result<()> {
     Ok(())
 }
 
+/// IPv6 forwarding, for dual-stack networks. `all.forwarding=1` turns a host into a router,
+/// and a router ignores router advertisements unless accept_ra is 2: an uplink configured by
+/// SLAAC (accept_ra=1) would lose its default route when its lease ends. So, as a careful
+/// admin does, every interface with accept_ra=1 gets 2 first — said aloud, as forwarding is.
+fn enable_forwarding6() -> Result<()> {
+    let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(path).unwrap_or_default().trim() == "1" {
+        return Ok(());
+    }
+    let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
+    let mut kept = Vec::new();
+    for dir in std::fs::read_dir("/proc/sys/net/ipv6/conf").into_iter().flatten().flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        let ra = dir.path().join("accept_ra");
+        if name != "all" && std::fs::read_to_string(&ra).unwrap_or_default().trim() == "1" {
+            std::fs::write(&ra, "2").with_context(|| format!("setting net.ipv6.conf.{name}.accept_ra=2"))?;
+            kept.push(name);
+        }
+    }
+    std::fs::write(path, "1").context("enabling net.ipv6.conf.all.forwarding")?;
+    if !quiet {
+        eprintln!(
+            "netwright: set net.ipv6.conf.all.forwarding=1 so containers can reach beyond their bridge over IPv6"
+        );
+        let real: Vec<&String> = kept.iter().filter(|n| *n != "default" && *n != "lo").collect();
+        if !real.is_empty() {
+            let list: Vec<&str> = real.iter().map(|s| s.as_str()).collect();
+            eprintln!(
+                "netwright: set accept_ra=2 on {} so they keep taking router advertisements while the host forwards",
+                list.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Rebuilds the table if what a command depends on is not there: the table, every rule of
 /// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
@@ -406,48 +569,55 @@ pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
     sync_all(ctx, store)
 }
 
-/// Adds (or removes) one container's published ports: map elements only.
+/// Adds (or removes) one container's published ports: map elements only, in each
+/// family's table where the container has an address.
 /// `owner`: the container's name, the elements' comment (what `nft list` shows).
-pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], ip: Ipv4Addr, owner: &str, add: bool) -> Result<()> {
+pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, owner: &str, add: bool) -> Result<()> {
     if mappings.is_empty() {
         return Ok(());
     }
     let _guard = lock(ctx)?;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
-    let mut b = Batch::new(nft::NFPROTO_IPV4);
-    let mut by_set: Vec<(&str, Vec<Elem>)> = vec![("pub_ip", vec![]), ("pub_any", vec![])];
-    for m in mappings {
-        let (set, e) = port_elem(m, ip);
-        by_set
-            .iter_mut()
-            .find(|(s, _)| *s == set)
-            .expect("two sets")
-            .1
-            .push(e.with_comment(format!("container {owner}")));
-    }
-    for (set, elems) in &by_set {
-        if elems.is_empty() {
+    for family in [Family::V4, Family::V6] {
+        let mut by_set: Vec<(&str, Vec<Elem>)> = vec![("pub_ip", vec![]), ("pub_any", vec![])];
+        for m in mappings {
+            let Some((set, e)) = port_elem(m, to, family) else { continue };
+            by_set
+                .iter_mut()
+                .find(|(s, _)| *s == set)
+                .expect("two sets")
+                .1
+                .push(e.with_comment(format!("container {owner}")));
+        }
+        if by_set.iter().all(|(_, e)| e.is_empty()) {
             continue;
         }
-        if add {
-            b.add_elems(&t, set, elems)
-        } else {
-            b.del_elems(&t, set, elems)
-        };
-    }
-    match nft.commit(&b) {
-        Ok(()) => {
-            // Closing may wait for a grace period (ours, or a recent release's): not here.
-            nft.close_detached();
-            Ok(())
+        let mut b = Batch::new(family.nfproto());
+        for (set, elems) in &by_set {
+            if elems.is_empty() {
+                continue;
+            }
+            if add {
+                b.add_elems(&t, set, elems)
+            } else {
+                b.del_elems(&t, set, elems)
+            };
         }
-        // Adding, and the table is gone: rebuild from the store, which is the truth (and
-        // already has the new mappings). Removing, an element is already gone: the caller
-        // rebuilds once the store no longer has them (a rebuild now would put them back).
-        Err((_, e)) if add && e.raw_os_error() == Some(libc::ENOENT) => sync_locked(ctx, store),
-        Err((i, e)) => Err(anyhow!("nftables refused the port mappings (message {i}): {e}")),
+        match nft.commit(&b) {
+            Ok(()) => {}
+            // Adding, and the table is gone: rebuild from the store, which is the truth (and
+            // already has the new mappings). Removing, an element is already gone: the caller
+            // rebuilds once the store no longer has them (a rebuild now would put them back).
+            Err((_, e)) if add && e.raw_os_error() == Some(libc::ENOENT) => return sync_locked(ctx, store),
+            Err((i, e)) => {
+                return Err(anyhow!("nftables refused the port mappings ({} table, message {i}): {e}", family.label()));
+            }
+        }
     }
+    // Closing may wait for a grace period (ours, or a recent release's): not here.
+    nft.close_detached();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -455,16 +625,38 @@ mod tests {
     use super::*;
     use crate::ports::Proto;
 
+    fn to(ip: &str, ip6: Option<&str>) -> Target {
+        Target { ip: ip.parse().unwrap(), ip6: ip6.map(|s| s.parse().unwrap()) }
+    }
+
     #[test]
     fn port_elements_encode_key_and_data() {
         let m = Mapping { host_ip: None, host_port: 8080, container_port: 80, proto: Proto::Tcp };
-        let (set, e) = port_elem(&m, Ipv4Addr::new(172, 17, 0, 4));
+        let (set, e) = port_elem(&m, to("172.17.0.4", None), Family::V4).unwrap();
         assert_eq!(set, "pub_any");
         assert_eq!(e.key, vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
         assert_eq!(e.data, Some(vec![172, 17, 0, 4, 0, 80, 0, 0]));
-        let m = Mapping { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: 53, container_port: 5353, proto: Proto::Udp };
-        let (set, e) = port_elem(&m, Ipv4Addr::new(10, 0, 0, 2));
+        assert!(port_elem(&m, to("172.17.0.4", None), Family::V6).is_none(), "no IPv6 address, no IPv6 element");
+        let (set, e) = port_elem(&m, to("172.17.0.4", Some("fd00::4")), Family::V6).unwrap();
+        assert_eq!(set, "pub_any");
+        assert_eq!(e.data.as_ref().unwrap().len(), 20);
+        assert_eq!(&e.data.unwrap()[16..], &[0, 80, 0, 0]);
+        let m = Mapping {
+            host_ip: Some("127.0.0.1".parse().unwrap()),
+            host_port: 53,
+            container_port: 5353,
+            proto: Proto::Udp,
+        };
+        let (set, e) = port_elem(&m, to("10.0.0.2", Some("fd00::2")), Family::V4).unwrap();
         assert_eq!(set, "pub_ip");
         assert_eq!(e.key, vec![127, 0, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
+        assert!(port_elem(&m, to("10.0.0.2", Some("fd00::2")), Family::V6).is_none(), "an IPv4 host address");
+        // The family's wildcard is "any address" of that family only.
+        let m = Mapping { host_ip: Some("::".parse().unwrap()), host_port: 80, container_port: 80, proto: Proto::Tcp };
+        assert!(port_elem(&m, to("10.0.0.2", Some("fd00::2")), Family::V4).is_none());
+        assert_eq!(port_elem(&m, to("10.0.0.2", Some("fd00::2")), Family::V6).unwrap().0, "pub_any");
+        let m = Mapping { host_ip: Some("2001:db8::10".parse().unwrap()), ..m };
+        let (set, e) = port_elem(&m, to("10.0.0.2", Some("fd00::2")), Family::V6).unwrap();
+        assert_eq!((set, e.key.len()), ("pub_ip", 24));
     }
 }

@@ -2,10 +2,10 @@
 //! Pure functions over the store's model, unit-tested without root.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// Docker's default local pools: 172.17–31.0.0/16, then 192.168.0.0/16 cut into /20s.
 pub fn default_pools() -> impl Iterator<Item = Ipv4Net> {
@@ -27,9 +27,6 @@ pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 pub fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net> {
     let net: Ipv4Net = match s.parse() {
         Ok(n) => n,
-        Err(_) if s.contains(':') => {
-            bail!("{what} {s:?}: IPv6 is not supported yet; give an IPv4 CIDR such as 10.20.0.0/24")
-        }
         Err(_) => bail!("{what} {s:?} is not a valid CIDR: expected an IPv4 network such as 10.20.0.0/24"),
     };
     if net.network() != net.addr() {
@@ -140,6 +137,104 @@ pub fn allocate(
     }
 }
 
+// ---- IPv6 (dual-stack networks) ----
+
+/// An IPv6 CIDR given for `what`, insisting on a network address.
+pub fn parse_cidr6(what: &str, s: &str) -> Result<Ipv6Net> {
+    let net: Ipv6Net = match s.parse() {
+        Ok(n) => n,
+        Err(_) => bail!("{what} {s:?} is not a valid IPv6 CIDR: expected a network such as fd00:1::/64"),
+    };
+    if net.network() != net.addr() {
+        bail!("{what} {s:?} has host bits set: did you mean {}?", net.trunc());
+    }
+    Ok(net)
+}
+
+pub fn parse_ip6(what: &str, s: &str) -> Result<Ipv6Addr> {
+    match s.parse() {
+        Ok(ip) => Ok(ip),
+        Err(_) => bail!("{what} {s:?} is not a valid IPv6 address"),
+    }
+}
+
+pub fn overlaps6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// A unique local /64 (RFC 4193: fd + a random 40-bit global ID, subnet 0) that overlaps
+/// none of `used` — Docker's choice of a ULA pool for `--ipv6` without a subnet.
+pub fn random_ula(used: &[Ipv6Net], mut random: impl FnMut() -> [u8; 5]) -> Ipv6Net {
+    loop {
+        let g = random();
+        let mut o = [0u8; 16];
+        o[0] = 0xfd;
+        o[1..6].copy_from_slice(&g);
+        let net = Ipv6Net::new(Ipv6Addr::from(o), 64).expect("valid prefix");
+        if !used.iter().any(|u| overlaps6(u, &net)) {
+            return net;
+        }
+    }
+}
+
+/// Checks an IPv6 subnet and gateway of a dual-stack network whose IPv4 subnet is `v4`, and
+/// returns the gateway (default: the subnet's ::1). Containers' IPv6 addresses follow their
+/// IPv4 ones (172.18.0.5 → prefix::5), so the IPv6 subnet must hold as many addresses.
+pub fn validate6(subnet: Ipv6Net, gateway: Option<Ipv6Addr>, v4: Ipv4Net) -> Result<Ipv6Addr> {
+    let room = 128 - subnet.prefix_len() as u32;
+    if room < 32 - v4.prefix_len() as u32 {
+        bail!(
+            "IPv6 subnet {subnet} is smaller than the IPv4 subnet {v4}: use a prefix of /{} or shorter (a /64 is usual)",
+            96 + v4.prefix_len() as u32
+        );
+    }
+    let gw = gateway.unwrap_or_else(|| Ipv6Addr::from(u128::from(subnet.network()) + 1));
+    if !subnet.contains(&gw) {
+        bail!("IPv6 gateway {gw} is outside subnet {subnet}: pick an address inside it");
+    }
+    if gw == subnet.network() {
+        bail!("IPv6 gateway {gw} is the subnet-router anycast address of {subnet}: pick another");
+    }
+    Ok(gw)
+}
+
+/// Checks an address asked for with --ip6.
+pub fn check_requested6(subnet: Ipv6Net, gateway: Ipv6Addr, ip: Ipv6Addr) -> Result<()> {
+    if !subnet.contains(&ip) {
+        bail!("--ip6 {ip} is outside the network's IPv6 subnet {subnet}: pick an address inside it");
+    }
+    if ip == gateway || ip == subnet.network() {
+        bail!("--ip6 {ip} is the network's IPv6 gateway or subnet-router address: pick another");
+    }
+    Ok(())
+}
+
+/// A container's IPv6 address: the IPv4 one's host part inside the IPv6 subnet
+/// (10.1.0.5/24 → fd00:1::5), so both are read together at a glance. Should that be taken
+/// (an `--ip6` of another container, the gateway), the same host part in the next blocks of
+/// the IPv4 subnet's size, then the first free address.
+pub fn allocate6(
+    subnet: Ipv6Net,
+    v4: Ipv4Net,
+    ip: Ipv4Addr,
+    gateway: Ipv6Addr,
+    mut taken: impl FnMut(Ipv6Addr) -> Result<bool>,
+) -> Result<Ipv6Addr> {
+    let base = u128::from(subnet.network());
+    let offset = (u32::from(ip) - u32::from(v4.network())) as u128;
+    let block = 1u128 << (32 - v4.prefix_len() as u32);
+    let last = u128::from(subnet.broadcast());
+    let derived = (0..64u128).map(|k| base + k * block + offset);
+    let scan = (base + 2..=last).take(1 << 16);
+    for v in derived.chain(scan).filter(|v| *v <= last && *v != base) {
+        let cand = Ipv6Addr::from(v);
+        if cand != gateway && !taken(cand)? {
+            return Ok(cand);
+        }
+    }
+    bail!("no free IPv6 address found in {subnet}: remove containers or use a larger subnet")
+}
+
 /// Docker-style MAC derived from the IPv4 address (02:42:a:b:c:d), so a container that
 /// comes back with the same address keeps the same MAC and neighbours' ARP stays valid.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
@@ -235,6 +330,39 @@ mod tests {
         .unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 200));
         assert!(probes <= 64);
+    }
+
+    #[test]
+    fn ipv6_follows_ipv4_and_checks_sizes() {
+        let v4 = net("10.1.0.0/24");
+        let v6: Ipv6Net = "fd00:1::/64".parse().unwrap();
+        let gw6 = validate6(v6, None, v4).unwrap();
+        assert_eq!(gw6, "fd00:1::1".parse::<Ipv6Addr>().unwrap());
+        let a = allocate6(v6, v4, "10.1.0.5".parse().unwrap(), gw6, |_| Ok(false)).unwrap();
+        assert_eq!(a, "fd00:1::5".parse::<Ipv6Addr>().unwrap());
+        // The IPv4 gateway is .254: a container at .1 must not get the IPv6 gateway.
+        let a = allocate6(v6, v4, "10.1.0.1".parse().unwrap(), gw6, |_| Ok(false)).unwrap();
+        assert_eq!(a, "fd00:1::101".parse::<Ipv6Addr>().unwrap());
+        let taken: Ipv6Addr = "fd00:1::7".parse().unwrap();
+        let a = allocate6(v6, v4, "10.1.0.7".parse().unwrap(), gw6, |x| Ok(x == taken)).unwrap();
+        assert_eq!(a, "fd00:1::107".parse::<Ipv6Addr>().unwrap());
+        assert!(
+            validate6("fd00:1::/120".parse().unwrap(), None, net("10.0.0.0/16"))
+                .unwrap_err()
+                .to_string()
+                .contains("/112")
+        );
+        assert!(validate6(v6, Some("fd00:2::1".parse().unwrap()), v4).is_err());
+        assert!(check_requested6(v6, gw6, "fd00:2::9".parse().unwrap()).is_err());
+        assert!(check_requested6(v6, gw6, gw6).is_err());
+        assert!(parse_cidr6("--subnet", "fd00:1::1/64").unwrap_err().to_string().contains("fd00:1::/64"));
+        let used: Vec<Ipv6Net> = vec!["fd00:100::/64".parse().unwrap()];
+        let mut n = 0u8;
+        let u = random_ula(&used, || {
+            n += 1;
+            if n == 1 { [0, 1, 0, 0, 0] } else { [9, 9, 9, 9, 9] }
+        });
+        assert_eq!(u, "fd09:909:909::/64".parse::<Ipv6Net>().unwrap(), "a clash is drawn again");
     }
 
     #[test]

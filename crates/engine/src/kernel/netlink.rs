@@ -452,6 +452,38 @@ impl Netlink {
         RouteNetlinkMessage::NewAddress(msg)
     }
 
+    /// An IPv6 address, usable at once (no duplicate address detection: a container must be
+    /// reachable the moment it starts, and IPAM already made the address unique).
+    pub fn add_addr6_msg(index: u32, addr: std::net::Ipv6Addr, prefix: u8) -> RouteNetlinkMessage {
+        use netlink_packet_route::address::{AddressFlags, AddressHeaderFlags};
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = prefix;
+        msg.header.scope = AddressScope::Universe;
+        msg.header.index = index;
+        msg.header.flags = AddressHeaderFlags::Nodad;
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V6(addr)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V6(addr)));
+        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        RouteNetlinkMessage::NewAddress(msg)
+    }
+
+    /// The IPv6 default route through `gateway` on `oif`.
+    pub fn default_route6_msg(gateway: std::net::Ipv6Addr, oif: u32) -> RouteNetlinkMessage {
+        let mut msg = RouteMessage::default();
+        msg.header = RouteHeader {
+            address_family: AddressFamily::Inet6,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Boot,
+            scope: RouteScope::Universe,
+            kind: RouteType::Unicast,
+            ..Default::default()
+        };
+        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet6(gateway)));
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        RouteNetlinkMessage::NewRoute(msg)
+    }
+
     pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
         let mut req = AddressMessage::default();
         req.header.family = AddressFamily::Unspec;

@@ -194,6 +194,8 @@ pub fn to_local(ctx: &Ctx, rec: &NetworkRecord) -> Network {
         builtin: false,
         created: rec.created,
         cursor: 0,
+        subnet6: None,
+        gateway6: None,
     }
 }
 

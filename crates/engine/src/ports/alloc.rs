@@ -1,7 +1,7 @@
 //! Choosing host ports: explicit ones are checked against the store and the host, the rest
 //! are picked from Docker's ephemeral range.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result, bail};
 
@@ -15,8 +15,8 @@ pub fn parse_all(specs: &[String]) -> Result<Vec<PortRequest>> {
 
 /// Is the port free for a host process of ours to bind? (A listener elsewhere on the
 /// host would be shadowed by the DNAT: refuse rather than steal its traffic.)
-pub fn host_port_free(ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> std::io::Result<()> {
-    let addr = std::net::SocketAddr::from((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port));
+pub fn host_port_free(ip: Option<IpAddr>, port: u16, proto: Proto) -> std::io::Result<()> {
+    let addr = std::net::SocketAddr::from((ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port));
     match proto {
         Proto::Tcp => std::net::TcpListener::bind(addr).map(drop),
         Proto::Udp => std::net::UdpSocket::bind(addr).map(drop),
@@ -36,8 +36,7 @@ pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
             Some(p) => {
                 if let Some((name, m)) = tx.port_holder(r.host_ip, p, r.proto)? {
                     bail!(conflict(format!(
-                        "host port {}:{p}/{} is already published by container {name} ({m}): pick another host port",
-                        r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                        "host port {p}/{} is already published by container {name} ({m}): pick another host port",
                         r.proto.as_str()
                     )));
                 }

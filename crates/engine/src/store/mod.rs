@@ -4,7 +4,7 @@
 //! once (writers queue on the busy timeout instead of failing), and SQLite's journal makes
 //! a kill -9 at any moment leave either the old or the new state, never half of one.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS networks (
     subnet   TEXT NOT NULL,
     gateway  TEXT NOT NULL,
     ip_range TEXT,
+    subnet6  TEXT,                        -- dual stack: the IPv6 subnet (NULL: IPv4 only)
+    gateway6 TEXT,
     bridge   TEXT NOT NULL UNIQUE,
     mtu      INTEGER NOT NULL,
     internal INTEGER NOT NULL DEFAULT 0,
@@ -63,11 +65,14 @@ CREATE TABLE IF NOT EXISTS endpoints (
     host_ifname  TEXT NOT NULL,
     ip           TEXT,                    -- NULL once released
     requested_ip TEXT,
+    ip6          TEXT,                    -- on a dual-stack network; NULL once released
+    requested_ip6 TEXT,
     mac          TEXT NOT NULL,
     aliases      TEXT NOT NULL DEFAULT '[]',   -- JSON array of --network-alias
     UNIQUE (network_id, ip)
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
+CREATE UNIQUE INDEX IF NOT EXISTS endpoints_ip6 ON endpoints(network_id, ip6);
 CREATE TABLE IF NOT EXISTS ports (
     container_id   TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
     host_ip        TEXT NOT NULL,         -- '' = every address of the host
@@ -98,7 +103,7 @@ CREATE TABLE IF NOT EXISTS remote_endpoints (
     record     TEXT NOT NULL              -- JSON: crate::model::RemoteEndpoint
 );
 "#;
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 pub struct Store {
     conn: Connection,
@@ -116,6 +121,8 @@ fn network_from_row(r: &Row) -> rusqlite::Result<Network> {
         subnet: subnet.parse().map_err(|_| bad_column("subnet"))?,
         gateway: gateway.parse().map_err(|_| bad_column("gateway"))?,
         ip_range: ip_range.map(|s| s.parse()).transpose().map_err(|_| bad_column("ip_range"))?,
+        subnet6: opt_parse(r, "subnet6")?,
+        gateway6: opt_parse(r, "gateway6")?,
         bridge: r.get("bridge")?,
         mtu: r.get("mtu")?,
         internal: r.get("internal")?,
@@ -164,9 +171,17 @@ fn endpoint_from_row(r: &Row) -> rusqlite::Result<Endpoint> {
         host_ifname: r.get("host_ifname")?,
         ip: ip.and_then(|s| s.parse().ok()),
         requested_ip: req.and_then(|s| s.parse().ok()),
+        ip6: opt_parse(r, "ip6")?,
+        requested_ip6: opt_parse(r, "requested_ip6")?,
         mac: r.get("mac")?,
         aliases: serde_json::from_str(&r.get::<_, String>("aliases")?).map_err(|_| bad_column("aliases"))?,
     })
+}
+
+/// A nullable column holding an address or a subnet.
+fn opt_parse<T: std::str::FromStr>(r: &Row, col: &str) -> rusqlite::Result<Option<T>> {
+    let v: Option<String> = r.get(col)?;
+    v.map(|s| s.parse().map_err(|_| bad_column(col))).transpose()
 }
 
 fn bad_column(name: &str) -> rusqlite::Error {
@@ -218,6 +233,18 @@ impl Store {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {REMOTE} PRAGMA user_version = 7; COMMIT;"))
                 .context("upgrading the store's schema")?;
         }
+        if (2..=7).contains(&version) {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                ALTER TABLE networks ADD COLUMN subnet6 TEXT;
+                ALTER TABLE networks ADD COLUMN gateway6 TEXT;
+                ALTER TABLE endpoints ADD COLUMN ip6 TEXT;
+                ALTER TABLE endpoints ADD COLUMN requested_ip6 TEXT;
+                CREATE UNIQUE INDEX IF NOT EXISTS endpoints_ip6 ON endpoints(network_id, ip6);
+                PRAGMA user_version = 8; COMMIT;",
+            )
+            .context("upgrading the store's schema")?;
+        }
         if version < 2 {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA} {INTENTS} {REMOTE} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
@@ -268,12 +295,13 @@ impl Tx<'_> {
 
     pub fn insert_network(&self, n: &Network) -> Result<()> {
         self.0.prepare_cached(
-            "INSERT INTO networks (id, name, driver, subnet, gateway, ip_range, bridge, mtu, internal, options, builtin, created, cursor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "INSERT INTO networks (id, name, driver, subnet, gateway, ip_range, bridge, mtu, internal, options, builtin, created, cursor, subnet6, gateway6)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?.execute(params![
             n.id, n.name, n.driver.as_str(), n.subnet.to_string(), n.gateway.to_string(),
             n.ip_range.map(|r| r.to_string()), n.bridge, n.mtu, n.internal,
-            serde_json::to_string(&n.options)?, n.builtin, n.created, n.cursor
+            serde_json::to_string(&n.options)?, n.builtin, n.created, n.cursor,
+            n.subnet6.map(|s| s.to_string()), n.gateway6.map(|g| g.to_string())
         ])?;
         Ok(())
     }
@@ -291,6 +319,11 @@ impl Tx<'_> {
 
     pub fn ip_taken(&self, network_id: &str, ip: Ipv4Addr) -> Result<bool> {
         let mut st = self.0.prepare_cached("SELECT 1 FROM endpoints WHERE network_id = ?1 AND ip = ?2")?;
+        Ok(st.exists(params![network_id, ip.to_string()])?)
+    }
+
+    pub fn ip6_taken(&self, network_id: &str, ip: std::net::Ipv6Addr) -> Result<bool> {
+        let mut st = self.0.prepare_cached("SELECT 1 FROM endpoints WHERE network_id = ?1 AND ip6 = ?2")?;
         Ok(st.exists(params![network_id, ip.to_string()])?)
     }
 
@@ -419,7 +452,7 @@ impl Tx<'_> {
         self.0.prepare_cached(
             "UPDATE containers SET state = 'exited', exit_code = ?2, error = COALESCE(?3, error), finished = ?4 WHERE id = ?1",
         )?.execute(params![id, exit_code, error, finished])?;
-        self.0.prepare_cached("UPDATE endpoints SET ip = NULL WHERE container_id = ?1")?.execute([id])?;
+        self.0.prepare_cached("UPDATE endpoints SET ip = NULL, ip6 = NULL WHERE container_id = ?1")?.execute([id])?;
         self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([id])?;
         self.end_intent(Kind::Create, id)?;
         Ok(())
@@ -433,12 +466,13 @@ impl Tx<'_> {
 
     pub fn insert_endpoint(&self, e: &Endpoint) -> Result<()> {
         self.0.prepare_cached(
-            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac, aliases)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac, aliases, ip6, requested_ip6)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?.execute(params![
             e.id, e.container_id, e.network_id, e.ifname, e.host_ifname,
             e.ip.map(|i| i.to_string()), e.requested_ip.map(|i| i.to_string()), e.mac,
-            serde_json::to_string(&e.aliases)?
+            serde_json::to_string(&e.aliases)?,
+            e.ip6.map(|i| i.to_string()), e.requested_ip6.map(|i| i.to_string())
         ])?;
         Ok(())
     }
@@ -482,23 +516,28 @@ impl Tx<'_> {
     /// The container (name) already publishing a port that `m` would collide with.
     pub fn port_holder(
         &self,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
         host_port: u16,
         proto: Proto,
     ) -> Result<Option<(String, Mapping)>> {
         let mut st = self.0.prepare_cached(
             "SELECT c.name, p.host_ip, p.container_port FROM ports p JOIN containers c ON c.id = p.container_id
-             WHERE p.host_port = ?1 AND p.proto = ?2 AND (p.host_ip = ?3 OR p.host_ip = '' OR ?3 = '') LIMIT 1",
+             WHERE p.host_port = ?1 AND p.proto = ?2",
         )?;
-        Ok(st
-            .query_row(params![host_port, proto.as_str(), ip_key(host_ip)], |r| {
-                let ip: String = r.get(1)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Mapping { host_ip: ip.parse().ok(), host_port, container_port: r.get(2)?, proto },
-                ))
-            })
-            .optional()?)
+        let rows = st.query_map(params![host_port, proto.as_str()], |r| {
+            let ip: String = r.get(1)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                Mapping { host_ip: ip.parse().ok(), host_port, container_port: r.get(2)?, proto },
+            ))
+        })?;
+        for row in rows {
+            let (name, m) = row?;
+            if crate::ports::collides(m.host_ip, host_ip) {
+                return Ok(Some((name, m)));
+            }
+        }
+        Ok(None)
     }
 
     pub fn ports_of(&self, container_id: &str) -> Result<Vec<Mapping>> {
@@ -508,23 +547,30 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Every published port with the address of its container (first endpoint) and the
+    /// Every published port with the addresses of its container (first endpoint) and the
     /// container's name.
-    pub fn active_ports(&self) -> Result<Vec<(Mapping, Ipv4Addr, String)>> {
+    pub fn active_ports(&self) -> Result<Vec<crate::firewall::Published>> {
         let mut st = self.0.prepare_cached(
-            "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip, c.name FROM ports p
+            "SELECT p.host_ip, p.host_port, p.proto, p.container_port, e.ip, c.name, e.ip6 FROM ports p
              JOIN endpoints e ON e.container_id = p.container_id AND e.ifname = 'eth0'
              JOIN containers c ON c.id = p.container_id WHERE e.ip IS NOT NULL",
         )?;
         let rows = st.query_map([], |r| {
             let ip: String = r.get(4)?;
-            Ok((mapping_from_row(r)?, ip.parse().map_err(|_| bad_column("ip"))?, r.get(5)?))
+            Ok(crate::firewall::Published {
+                mapping: mapping_from_row(r)?,
+                to: crate::firewall::Target {
+                    ip: ip.parse().map_err(|_| bad_column("ip"))?,
+                    ip6: opt_parse(r, "ip6")?,
+                },
+                owner: r.get(5)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 
-fn ip_key(ip: Option<Ipv4Addr>) -> String {
+fn ip_key(ip: Option<IpAddr>) -> String {
     ip.map(|i| i.to_string()).unwrap_or_default()
 }
 

@@ -95,8 +95,9 @@ pub enum Expr {
         dreg: u32,
         data: Vec<u8>,
     },
-    /// DNAT to the address and port held in registers.
+    /// DNAT to the address and port held in registers (`family`: NFPROTO_IPV4 or _IPV6).
     Dnat {
+        family: u8,
         reg_addr: u32,
         reg_port: u32,
     },
@@ -164,8 +165,8 @@ impl Expr {
                 ("lookup", a)
             }
             // NFT_NAT_DNAT = 1
-            Expr::Dnat { reg_addr, reg_port } => {
-                ("nat", Attrs::new().be32(1, 1).be32(2, NFPROTO_IPV4 as u32).be32(3, *reg_addr).be32(5, *reg_port))
+            Expr::Dnat { family, reg_addr, reg_port } => {
+                ("nat", Attrs::new().be32(1, 1).be32(2, *family as u32).be32(3, *reg_addr).be32(5, *reg_port))
             }
             Expr::ImmediateData { dreg, data } => {
                 ("immediate", Attrs::new().be32(1, *dreg).nested(2, Attrs::new().bytes(1, data)))

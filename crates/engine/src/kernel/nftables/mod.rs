@@ -44,6 +44,7 @@ const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 
 pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
 pub const NFPROTO_BRIDGE: u8 = 7;
 
 /// Netfilter hooks (same numbers in the ip and bridge families).
@@ -58,6 +59,7 @@ pub mod hook {
 /// nft's datatype numbers, recorded on sets so `nft list` prints them properly.
 pub mod datatype {
     pub const IPV4_ADDR: u32 = 7;
+    pub const IPV6_ADDR: u32 = 8;
     pub const INET_PROTO: u32 = 12;
     pub const INET_SERVICE: u32 = 13;
     pub const IFNAME: u32 = 41;

@@ -177,7 +177,12 @@ fn listening(b: &mut Builder, c: &Container, port: u16, proto: Proto) -> Option<
 fn published_target(w: &World, host_ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Option<(Container, Mapping)> {
     for (id, maps) in &w.ports {
         for m in maps {
-            if m.host_port == port && m.proto == proto && (m.host_ip.is_none() || m.host_ip == host_ip) {
+            let on_addr = match m.host_ip {
+                None => true,
+                Some(h) if h.is_unspecified() => h.is_ipv4(),
+                Some(h) => Some(h) == host_ip.map(std::net::IpAddr::V4),
+            };
+            if m.host_port == port && m.proto == proto && on_addr {
                 let c = w.containers.iter().find(|c| c.id == *id)?.clone();
                 return Some((c, m.clone()));
             }
