@@ -121,6 +121,69 @@ fn dual_stack_containers_reach_each_other_by_name_and_leave_masqueraded() {
     sleeper(&sb, "r1", &["--network", "routed"]);
     assert!(sb.send_once("r1", LAN6_SERVER, 7000, "x").is_err(), "no masquerade on a routed network");
     assert!(agrees(&sb).is_ok(), "{:?}", agrees(&sb));
+    let topo = sb.ok(&["topology"]);
+    assert!(topo.contains("10.70.0.2/24 fd00:70::2/64") && topo.contains("fd00:70::/64"), "{topo}");
+    // doctor: IPv6 forwarding off, and the RA trap; reconcile repairs both.
+    let doctor = |sb: &Sandbox| String::from_utf8_lossy(&sb.nw(&["doctor"]).stdout).into_owned();
+    assert!(doctor(&sb).lines().any(|l| l.starts_with("ok") && l.contains("forwarding6")), "{}", doctor(&sb));
+    sb.in_host(|| std::fs::write("/proc/sys/net/ipv6/conf/eth0/accept_ra", "1").unwrap());
+    let d = doctor(&sb);
+    assert!(
+        d.lines().any(|l| !l.starts_with("ok") && l.contains("forwarding6") && l.contains("eth0 accept_ra=1")),
+        "{d}"
+    );
+    sb.in_host(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "0").unwrap());
+    let d = doctor(&sb);
+    assert!(d.contains("net.ipv6.conf.all.forwarding=0"), "{d}");
+    assert!(sb.send_once("client", LAN6_SERVER, 7000, "x").is_err(), "no IPv6 forwarding, no egress");
+    sb.ok(&["reconcile"]);
+    assert_eq!((host_sysctl(&sb, "all/forwarding"), host_sysctl(&sb, "eth0/accept_ra")), ("1".into(), "2".into()));
+    sb.send_from("client", LAN6_SERVER, 7000, "back").expect("repaired");
+}
+
+#[test]
+fn macvlan_containers_get_the_lan_ipv6_prefix_without_nat() {
+    let sb = sandbox6("ipv6-macvlan");
+    let _lan = lan_server(&sb, 7000);
+    sb.ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--ipv6",
+        "--subnet",
+        "192.168.1.0/24",
+        "--subnet",
+        "2001:db8:1::/64",
+        "--gateway",
+        "192.168.1.1",
+        "--gateway",
+        "2001:db8:1::1",
+        "--ip-range",
+        "192.168.1.192/27",
+        "lan",
+    ]);
+    server(&sb, "m1", &["--network", "lan"]);
+    assert_eq!(ip6_of(&sb, "m1"), "2001:db8:1::c0");
+    let r = sb.send_from("m1", LAN6_SERVER, 7000, "out").expect("macvlan -> LAN over IPv6");
+    assert!(r.ends_with("from 2001:db8:1::c0"), "no NAT: {r}");
+    let r = retry(|| from_lan(&sb, "2001:db8:1::c0", 80, "tcp")).expect("LAN -> macvlan container over IPv6");
+    assert!(r.contains("from 2001:db8:1::"), "{r}");
+    let (_, err) = sb.fails(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=eth0",
+        "--ipv6",
+        "--subnet",
+        "192.168.1.0/24",
+        "lan2",
+    ]);
+    assert!(err.contains("LAN's IPv6 prefix"), "{err}");
 }
 
 #[test]

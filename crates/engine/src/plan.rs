@@ -28,6 +28,11 @@ pub fn ifb_name(tag: &str, endpoint_id: &str) -> String {
     format!("nwi{tag}{}", &endpoint_id[..8])
 }
 
+/// True for a device any netwright root may have made (by its name's prefix).
+pub fn is_netwright_device(name: &str) -> bool {
+    ["nwb", "nwv", "nwm", "nwi", "nwx"].iter().any(|p| name.starts_with(p)) && name.len() >= 7
+}
+
 /// True for devices this root created (and so may delete when the store no longer has them).
 pub fn is_ours(tag: &str, name: &str) -> bool {
     ["nwb", "nwv", "nwm", "nwi", "nwx"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)

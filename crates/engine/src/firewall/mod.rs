@@ -528,31 +528,33 @@ fn enable_forwarding() -> Result<()> {
 /// SLAAC (accept_ra=1) would lose its default route when its lease ends. So, as a careful
 /// admin does, every interface with accept_ra=1 gets 2 first — said aloud, as forwarding is.
 fn enable_forwarding6() -> Result<()> {
-    let path = "/proc/sys/net/ipv6/conf/all/forwarding";
-    if std::fs::read_to_string(path).unwrap_or_default().trim() == "1" {
-        return Ok(());
-    }
     let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
     let mut kept = Vec::new();
     for dir in std::fs::read_dir("/proc/sys/net/ipv6/conf").into_iter().flatten().flatten() {
         let name = dir.file_name().to_string_lossy().into_owned();
+        // "all" is not read for accept_ra; netwright's own devices take no advertisements.
+        if name == "all" || crate::plan::is_netwright_device(&name) {
+            continue;
+        }
         let ra = dir.path().join("accept_ra");
-        if name != "all" && std::fs::read_to_string(&ra).unwrap_or_default().trim() == "1" {
+        if std::fs::read_to_string(&ra).unwrap_or_default().trim() == "1" {
             std::fs::write(&ra, "2").with_context(|| format!("setting net.ipv6.conf.{name}.accept_ra=2"))?;
             kept.push(name);
         }
     }
-    std::fs::write(path, "1").context("enabling net.ipv6.conf.all.forwarding")?;
-    if !quiet {
+    let real: Vec<&str> = kept.iter().map(|s| s.as_str()).filter(|n| *n != "default" && *n != "lo").collect();
+    if !quiet && !real.is_empty() {
         eprintln!(
-            "netwright: set net.ipv6.conf.all.forwarding=1 so containers can reach beyond their bridge over IPv6"
+            "netwright: set accept_ra=2 on {} so they keep taking router advertisements while the host forwards IPv6",
+            real.join(", ")
         );
-        let real: Vec<&String> = kept.iter().filter(|n| *n != "default" && *n != "lo").collect();
-        if !real.is_empty() {
-            let list: Vec<&str> = real.iter().map(|s| s.as_str()).collect();
+    }
+    let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(path).unwrap_or_default().trim() != "1" {
+        std::fs::write(path, "1").context("enabling net.ipv6.conf.all.forwarding")?;
+        if !quiet {
             eprintln!(
-                "netwright: set accept_ra=2 on {} so they keep taking router advertisements while the host forwards",
-                list.join(", ")
+                "netwright: set net.ipv6.conf.all.forwarding=1 so containers can reach beyond their bridge over IPv6"
             );
         }
     }

@@ -84,6 +84,10 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         _ => ok("forwarding", format!("net.ipv4.ip_forward={}", fwd.trim())),
     });
 
+    if firewall::wants_v6(&networks) {
+        out.push(ipv6_forwarding());
+    }
+
     // Masquerade / DNAT missing: netwright's table gone (an `nft flush ruleset`, a reboot),
     // or a chain, a map or a set flushed (`nft flush map … pub_any`): every rule and every
     // element is read back.
@@ -91,7 +95,8 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     let (_, active_ports, vteps) = firewall::inputs(store)?;
     let fw = firewall::check::drift(ctx, &networks, &active_ports, &vteps, firewall::check::Scope::Full)?;
     out.push(if fw.is_empty() {
-        ok("firewall", format!("table ip {table} complete (masquerade, published ports, isolation)"))
+        let both = if firewall::wants_v6(&networks) { " (and ip6)" } else { "" };
+        ok("firewall", format!("table ip {table}{both} complete (masquerade, published ports, isolation)"))
     } else {
         fail("firewall", fw.join("; "), "netwright reconcile   (or any run/attach, which restore it)")
     });
@@ -247,6 +252,43 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
 
 /// Other tables with a forward base chain whose policy is drop. Read with `nft -j` — the
 /// doctor is not a hot path, and nft's JSON is the admin's own view.
+/// Dual-stack networks need IPv6 forwarding; and a forwarding host ignores router
+/// advertisements on interfaces with accept_ra=1 (the "RA trap": a SLAAC uplink loses its
+/// default route when the last advertisement expires). netwright's own devices aside.
+fn ipv6_forwarding() -> Finding {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    let fwd = read("/proc/sys/net/ipv6/conf/all/forwarding");
+    if fwd != "1" {
+        return fail(
+            "forwarding6",
+            format!(
+                "net.ipv6.conf.all.forwarding={fwd}: containers of dual-stack networks cannot reach beyond their bridge over IPv6"
+            ),
+            "netwright reconcile   (sets it, and accept_ra=2 where an interface takes router advertisements)",
+        );
+    }
+    let trapped: Vec<String> = std::fs::read_dir("/proc/sys/net/ipv6/conf")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["all", "default", "lo"].contains(&n.as_str()) && !crate::plan::is_netwright_device(n))
+        .filter(|n| read(&format!("/proc/sys/net/ipv6/conf/{n}/accept_ra")) == "1")
+        .collect();
+    if trapped.is_empty() {
+        ok("forwarding6", "net.ipv6.conf.all.forwarding=1; no interface ignores router advertisements")
+    } else {
+        fail(
+            "forwarding6",
+            format!(
+                "{} accept_ra=1 while the host forwards IPv6: router advertisements are ignored there, a SLAAC default route will expire",
+                trapped.join(", ")
+            ),
+            format!("sysctl -w net.ipv6.conf.{}.accept_ra=2", trapped[0]),
+        )
+    }
+}
+
 fn foreign_forward_drop(ours: &str) -> Finding {
     let Ok(out) = std::process::Command::new("nft").args(["-j", "list", "chains"]).output() else {
         return ok("foreign-firewall", "nft is not installed: foreign tables not checked");

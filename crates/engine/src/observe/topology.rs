@@ -145,7 +145,13 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
             attached.push(Attached {
                 container: c.name.clone(),
                 ifname: e.ifname.clone(),
-                ip: format!("{}/{}", e.ip.expect("filtered"), n.subnet.prefix_len()),
+                // Dual stack: both addresses, IPv4 first.
+                ip: match (e.ip6, n.subnet6) {
+                    (Some(a6), Some(s6)) => {
+                        format!("{}/{} {a6}/{}", e.ip.expect("filtered"), n.subnet.prefix_len(), s6.prefix_len())
+                    }
+                    _ => format!("{}/{}", e.ip.expect("filtered"), n.subnet.prefix_len()),
+                },
                 mac: e.mac.clone(),
                 present: !broken.contains(e.host_ifname.as_str()),
                 host_veth: e.host_ifname.clone(),
@@ -168,8 +174,14 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
             name: n.name.clone(),
             driver: n.driver.to_string(),
             device: n.bridge.clone(),
-            subnet: n.subnet.to_string(),
-            gateway: n.gateway.to_string(),
+            subnet: match n.subnet6 {
+                Some(s6) => format!("{} {s6}", n.subnet),
+                None => n.subnet.to_string(),
+            },
+            gateway: match n.gateway6 {
+                Some(g6) => format!("{} {g6}", n.gateway),
+                None => n.gateway.to_string(),
+            },
             present: !broken.contains(n.bridge.as_str()),
             notes,
             attached,
