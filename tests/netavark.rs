@@ -142,3 +142,35 @@ fn podman_protocol_setup_dns_ports_connect_and_teardown() {
     let v = sb.ok(&["netavark", "version"]);
     assert!(serde_json::from_str::<Value>(&v).unwrap()["version"].is_string(), "{v}");
 }
+
+#[test]
+fn podman_dual_stack_networks_pass_through() {
+    let sb = sandbox("netavark-v6");
+    sb.enable_ipv6().unwrap();
+    let mut net = podman_net("podman6", "podman6", "10.90.0.0/24", "10.90.0.1", NET_ID);
+    net["ipv6_enabled"] = json!(true);
+    net["subnets"].as_array_mut().unwrap().push(json!({"gateway": "fd00:90::1", "subnet": "fd00:90::/64"}));
+    let (pa, nsa) = runtime_ns(&sb, "netns-a");
+    let pa = pa.to_str().unwrap().to_string();
+    let mut web = config(
+        ID_A,
+        "web",
+        &[("podman6", "10.90.0.2", "92:0e:27:11:22:33", net)],
+        json!([{"container_port": 80, "host_ip": "", "host_port": 8080, "protocol": "tcp", "range": 1}]),
+    );
+    // Podman allocates both addresses itself and hands them over.
+    web["networks"]["podman6"]["static_ips"] = json!(["10.90.0.2", "fd00:90::2"]);
+    let (code, out) = netavark(&sb, "setup", &pa, &web);
+    assert_eq!(code, 0, "{out}");
+    let subnets = &out["podman6"]["interfaces"]["eth0"]["subnets"];
+    assert_eq!(subnets[1]["ipnet"], "fd00:90::2/64", "{out}");
+    assert_eq!(subnets[1]["gateway"], "fd00:90::1");
+    assert!(ns_cmd(&nsa, &["ip", "-6", "-br", "addr", "show", "eth0"]).contains("fd00:90::2/64"));
+    let tcp = sb.script("tcp.py");
+    let _server = Kill(Sandbox::in_ns_cmd(&nsa, "python3").args([&tcp, "serve", "80"]).spawn().unwrap());
+    let r = retry(|| from_lan(&sb, netwright_testkit::HOST6_ETH0, 8080, "tcp"))
+        .expect("LAN -> [host]:8080 -> Podman's container");
+    assert!(r.contains("from 2001:db8:1::"), "{r}");
+    assert_eq!(netavark(&sb, "teardown", &pa, &web).0, 0);
+    assert!(from_lan(&sb, netwright_testkit::HOST6_ETH0, 8080, "tcp").is_err());
+}

@@ -286,9 +286,12 @@ fn ensure_network(engine: &Engine, info: &NetworkInfo) -> Result<()> {
         .flatten()
         .find(|s| s.subnet.parse::<ipnet::Ipv4Net>().is_ok())
         .with_context(|| format!("network {}: netwright needs an IPv4 subnet", info.name))?;
+    // Podman's dual stack (`ipv6_enabled` with an IPv6 subnet beside the IPv4 one).
+    let subnet6 = info.subnets.iter().flatten().find(|s| s.subnet.parse::<ipnet::Ipv6Net>().is_ok());
     let mut store = engine.store()?;
     if let Some(n) = store.read(|tx| tx.network(&info.name))?.filter(|n| n.name == info.name) {
         let same = n.subnet.to_string() == subnet.subnet
+            && n.subnet6.map(|s| s.to_string()) == subnet6.map(|s| s.subnet.clone())
             && info.network_interface.as_ref().is_none_or(|b| *b == n.bridge || info.driver != "bridge");
         if same {
             return Ok(());
@@ -323,6 +326,9 @@ fn ensure_network(engine: &Engine, info: &NetworkInfo) -> Result<()> {
         driver: info.driver.clone(),
         subnet: Some(subnet.subnet.clone()),
         gateway: subnet.gateway.clone(),
+        ipv6: subnet6.is_some(),
+        subnet6: subnet6.map(|s| s.subnet.clone()),
+        gateway6: subnet6.and_then(|s| s.gateway.clone()),
         internal: info.internal,
         options,
         id: (id_free && info.id.len() >= 12 && info.id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| info.id.clone()),
@@ -357,8 +363,8 @@ fn publish_specs(ports: &[PortMapping]) -> Result<Vec<String>> {
             Ok(if range == 1 { start.to_string() } else { format!("{start}-{end}") })
         };
         let host = match p.host_ip.as_str() {
-            "" | "0.0.0.0" => String::new(),
-            ip if ip.contains(':') => continue, // IPv6 host addresses: not yet
+            "" => String::new(),
+            ip if ip.contains(':') => format!("[{ip}]:"),
             ip => format!("{ip}:"),
         };
         for proto in p.protocol.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -392,16 +398,25 @@ fn status(engine: &Engine, id: &str, opts: &NetworkOptions) -> Result<Value> {
                 "interfaces": {
                     e.ifname.clone(): {
                         "mac_address": e.mac,
-                        "subnets": [{
-                            "ipnet": format!("{}/{}", e.ip.expect("active"), n.subnet.prefix_len()),
-                            "gateway": n.gateway.to_string(),
-                        }],
+                        "subnets": subnets_of(e, n),
                     },
                 },
             }),
         );
     }
     Ok(Value::Object(out))
+}
+
+/// An endpoint's addresses as netavark reports them: IPv4, then IPv6 on a dual-stack network.
+fn subnets_of(e: &netwright_engine::model::Endpoint, n: &netwright_engine::model::Network) -> Vec<Value> {
+    let mut v = vec![json!({
+        "ipnet": format!("{}/{}", e.ip.expect("active"), n.subnet.prefix_len()),
+        "gateway": n.gateway.to_string(),
+    })];
+    if let (Some(ip6), Some(s6), Some(g6)) = (e.ip6, n.subnet6, n.gateway6) {
+        v.push(json!({"ipnet": format!("{ip6}/{}", s6.prefix_len()), "gateway": g6.to_string()}));
+    }
+    v
 }
 
 fn teardown(engine: &Engine, _netns: &Path, opts: &NetworkOptions) -> Result<()> {
