@@ -124,3 +124,27 @@ fn cni_add_check_del_gc_with_real_packets() {
     assert_eq!(code, 1);
     assert!(e["msg"].as_str().unwrap().contains("outside the network's subnet"), "{e}");
 }
+
+#[test]
+fn cni_dual_stack_result_and_packets() {
+    let sb = sandbox("cni-v6");
+    sb.enable_ipv6().unwrap();
+    let (pa, nsa) = runtime_ns(&sb, "a");
+    let pa = pa.to_str().unwrap().to_string();
+    let mut c = conf(&sb, "dual", "10.93.0.0/24", json!({"ips": ["10.93.0.7/24", "fd00:93::7/64"]}));
+    c["subnet6"] = json!("fd00:93::/64");
+    let (code, r) = cni(&sb, "ADD", A, &pa, "eth0", "", &c);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["ips"][1]["address"], "fd00:93::7/64", "{r}");
+    assert_eq!(r["ips"][1]["gateway"], "fd00:93::1");
+    assert!(r["routes"].as_array().unwrap().iter().any(|x| x["dst"] == "::/0"), "{r}");
+    let tcp = sb.script("tcp.py");
+    let _server = Kill(Sandbox::in_ns_cmd(&nsa, "python3").args([&tcp, "serve", "80"]).spawn().unwrap());
+    let out = retry(|| {
+        let o = sb.in_host_cmd("python3").args([&tcp, "send", "fd00:93::7", "80", "hi"]).output().unwrap();
+        if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).into_owned()) } else { Err(String::new()) }
+    });
+    assert!(out.expect("host -> container over IPv6").contains("from fd00:93::1"));
+    let (code, r) = cni(&sb, "DEL", A, &pa, "eth0", "", &c);
+    assert_eq!(code, 0, "{r}");
+}

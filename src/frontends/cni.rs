@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -140,6 +139,10 @@ fn ensure_network(engine: &Engine, conf: &Value, network: &str) -> Result<()> {
         driver: "bridge".into(),
         subnet: conf["subnet"].as_str().map(str::to_string),
         gateway: conf["gateway"].as_str().map(str::to_string),
+        // Dual stack: `"ipv6": true`, with `subnet6`/`gateway6` or a ULA /64 picked.
+        ipv6: conf["ipv6"].as_bool().unwrap_or(false) || conf["subnet6"].is_string(),
+        subnet6: conf["subnet6"].as_str().map(str::to_string),
+        gateway6: conf["gateway6"].as_str().map(str::to_string),
         internal: conf["internal"].as_bool().unwrap_or(false),
         options,
         ..CreateSpec::default()
@@ -163,22 +166,27 @@ fn cni_args() -> BTreeMap<String, String> {
 fn request(conf: &Value, network: &str, ifname: &str) -> Result<EndpointRequest> {
     let args = cni_args();
     let rc = &conf["runtimeConfig"];
-    let ip = match (
-        args.get("IP").map(String::as_str),
-        rc["ips"].as_array().and_then(|a| a.first()).and_then(Value::as_str),
-    ) {
-        (Some(ip), _) | (None, Some(ip)) => {
-            let ip = ip.split('/').next().unwrap_or(ip);
-            Some(ip.parse::<Ipv4Addr>().map_err(|_| err(7, format!("static IP {ip:?} is not an IPv4 address")))?)
-        }
-        _ => None,
+    // CNI_ARGS IP=A[,B] or runtimeConfig.ips: at most one address per family.
+    let given: Vec<String> = match args.get("IP") {
+        Some(v) => v.split(',').map(str::to_string).collect(),
+        None => rc["ips"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect(),
     };
+    let (mut ip, mut ip6) = (None, None);
+    for a in &given {
+        let a = a.split('/').next().unwrap_or(a);
+        match a.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v)) if ip.is_none() => ip = Some(v),
+            Ok(std::net::IpAddr::V6(v)) if ip6.is_none() => ip6 = Some(v),
+            Ok(_) => return Err(err(7, format!("static IPs {given:?}: at most one address per family"))),
+            Err(_) => return Err(err(7, format!("static IP {a:?} is not an IP address"))),
+        }
+    }
     let mac = args.get("MAC").cloned().or_else(|| rc["mac"].as_str().map(str::to_string));
     let aliases = rc["aliases"][network]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    Ok(EndpointRequest { ip, ip6: None, mac, ifname: Some(ifname.to_string()), aliases: Some(aliases) })
+    Ok(EndpointRequest { ip, ip6, mac, ifname: Some(ifname.to_string()), aliases: Some(aliases) })
 }
 
 fn publish(conf: &Value) -> Vec<String> {
@@ -189,8 +197,9 @@ fn publish(conf: &Value) -> Vec<String> {
         .filter_map(|p| {
             let (hp, cp) = (p["hostPort"].as_u64()?, p["containerPort"].as_u64()?);
             let proto = p["protocol"].as_str().unwrap_or("tcp");
-            let host = p["hostIP"].as_str().filter(|ip| !ip.is_empty() && *ip != "0.0.0.0" && !ip.contains(':'));
+            let host = p["hostIP"].as_str().filter(|ip| !ip.is_empty());
             Some(match host {
+                Some(ip) if ip.contains(':') => format!("[{ip}]:{hp}:{cp}/{proto}"),
                 Some(ip) => format!("{ip}:{hp}:{cp}/{proto}"),
                 None => format!("{hp}:{cp}/{proto}"),
             })
@@ -278,13 +287,26 @@ fn result(engine: &Engine, id: &str, network: &str, netns: &str, version: &str) 
     if version.starts_with("0.") {
         ip["version"] = json!("4");
     }
+    let mut ips = vec![ip];
+    let mut routes = if n.internal { vec![] } else { vec![json!({"dst": "0.0.0.0/0", "gw": n.gateway.to_string()})] };
+    if let (Some(ip6), Some(s6), Some(g6)) = (e.ip6, n.subnet6, n.gateway6) {
+        let mut ip =
+            json!({"address": format!("{ip6}/{}", s6.prefix_len()), "gateway": g6.to_string(), "interface": 0});
+        if version.starts_with("0.") {
+            ip["version"] = json!("6");
+        }
+        ips.push(ip);
+        if !n.internal {
+            routes.push(json!({"dst": "::/0", "gw": g6.to_string()}));
+        }
+    }
     let dns =
         if n.options.contains_key("netwright.dns_at_gateway") { n.gateway.to_string() } else { "127.0.0.11".into() };
     Ok(json!({
         "cniVersion": version,
         "interfaces": [{"name": e.ifname, "mac": e.mac, "sandbox": netns}],
-        "ips": [ip],
-        "routes": if n.internal { json!([]) } else { json!([{"dst": "0.0.0.0/0", "gw": n.gateway.to_string()}]) },
+        "ips": ips,
+        "routes": routes,
         "dns": {"nameservers": [dns]},
     }))
 }
