@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Overlay networks instead: convergence across hosts, the data path over VXLAN, scale
     #[arg(long)]
     pub overlay: bool,
+    /// A dual-stack bench network (IPv4 + IPv6): attach/release with both addresses, and
+    /// the throughput figures over IPv6 too
+    #[arg(long)]
+    pub ipv6: bool,
     /// With --overlay: attach → first TCP connect from another host, this many times
     #[arg(long, default_value_t = 100)]
     pub overlay_trials: usize,
@@ -141,9 +145,24 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
     let mut sizes = args.sizes.clone().unwrap_or(vec![0, 100, 1000]);
     sizes.sort();
     let runs = args.runs.max(1);
-    timed(&mut sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]))?;
+    if args.ipv6 {
+        sb.enable_ipv6()?;
+        timed(&mut sb.netwright([
+            "network",
+            "create",
+            "bench",
+            "--ipv6",
+            "--subnet",
+            "10.200.0.0/16",
+            "--subnet",
+            "fd00:200::/64",
+        ]))?;
+    } else {
+        timed(&mut sb.netwright(["network", "create", "bench", "--subnet", "10.200.0.0/16"]))?;
+    }
     println!("netwright bench: whole-process wall time in ms, median (min–max) of {runs} runs");
-    println!("sandbox host namespace, one bridge network; N = containers already attached\n");
+    let kind = if args.ipv6 { "one dual-stack bridge network (IPv4 + IPv6)" } else { "one bridge network" };
+    println!("sandbox host namespace, {kind}; N = containers already attached\n");
     let floor = stats((0..runs).map(|_| timed(&mut sb.in_host_cmd("true"))).collect::<Result<_>>()?);
     let nwfloor = stats((0..runs).map(|_| timed(&mut sb.netwright(["network", "ls", "-q"]))).collect::<Result<_>>()?);
     println!(
@@ -212,7 +231,7 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
     }
     publish_bench(&sb, args, runs)?;
     if args.throughput_secs > 0 {
-        throughput_bench(&sb, args.throughput_secs)?;
+        throughput_bench(&sb, args.throughput_secs, args.ipv6)?;
     }
     drop(sb);
     Ok(0)
@@ -344,7 +363,7 @@ fn publish_bench(sb: &Sandbox, args: &BenchArgs, runs: usize) -> Result<()> {
 
 /// iperf3 from the LAN to a container: through a published port (DNAT) and straight
 /// to the container's address (the LAN gets a route to it), same path otherwise.
-fn throughput_bench(sb: &Sandbox, secs: u64) -> Result<()> {
+fn throughput_bench(sb: &Sandbox, secs: u64, ipv6: bool) -> Result<()> {
     if Command::new("iperf3").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         println!("\nthroughput: skipped (iperf3 is not installed)");
         return Ok(());
@@ -368,7 +387,8 @@ fn throughput_bench(sb: &Sandbox, secs: u64) -> Result<()> {
         .in_lan_cmd("ip")
         .args(["route", "add", "10.200.0.0/16", "via", &netwright_testkit::HOST_ETH0.to_string()])
         .status();
-    let run = |host: &str, port: &str| crate::compare::iperf(&sb.lan, host.parse()?, port.parse()?, secs);
+    let run =
+        |host: &str, port: &str| crate::compare::iperf(&sb.lan, host.parse::<std::net::IpAddr>()?, port.parse()?, secs);
     let direct = run(&ip, "5201")?;
     let published = run(&netwright_testkit::HOST_ETH0.to_string(), "15201")?;
     println!("\nthroughput LAN -> container, one TCP connection, {secs} s (iperf3):");
@@ -378,5 +398,23 @@ fn throughput_bench(sb: &Sandbox, secs: u64) -> Result<()> {
         netwright_testkit::HOST_ETH0,
         published / direct * 100.0
     );
+    if ipv6 {
+        let ip6 = v[0]["NetworkSettings"]["Networks"]["bench"]["GlobalIPv6Address"].as_str().unwrap_or_default();
+        let _ = sb
+            .in_lan_cmd("ip")
+            .args(["-6", "route", "add", "fd00:200::/64", "via", netwright_testkit::HOST6_ETH0])
+            .status();
+        let direct6 = run(ip6, "5201")?;
+        let published6 = run(netwright_testkit::HOST6_ETH0, "15201")?;
+        println!(
+            "  IPv6 direct to [{ip6}]:5201   {direct6:6.2} Gbit/s  ({:.0}% of IPv4 direct)",
+            direct6 / direct * 100.0
+        );
+        println!(
+            "  IPv6 published [{}]:15201   {published6:6.2} Gbit/s  ({:.0}% of IPv6 direct)",
+            netwright_testkit::HOST6_ETH0,
+            published6 / direct6 * 100.0
+        );
+    }
     Ok(())
 }

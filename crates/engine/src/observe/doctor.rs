@@ -34,8 +34,21 @@ pub(super) fn fail(check: &'static str, detail: impl Into<String>, fix: impl Int
     Finding { check, level: Level::Fail, detail: detail.into(), fix: Some(fix.into()) }
 }
 
-/// Listening sockets (port, bound address) from a /proc/.../net/{tcp,udp} table.
-pub fn listeners(table: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
+/// Listening sockets (port, bound address) of a namespace, from `/proc/<dir>/{tcp,tcp6}`
+/// (or udp, udp6). An IPv6 socket is told as the IPv4 address it serves: `::` (dual stack)
+/// as 0.0.0.0, `::1` as 127.0.0.1, `::ffff:a.b.c.d` as a.b.c.d; other IPv6 addresses are
+/// left out (they serve no IPv4 at all).
+pub fn listeners(dir: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
+    let proto = if tcp { "tcp" } else { "udp" };
+    let read = |f: String| std::fs::read_to_string(f).unwrap_or_default();
+    let mut out = parse_listeners(&read(format!("{dir}/{proto}")), tcp);
+    out.extend(parse_listeners(&read(format!("{dir}/{proto}6")), tcp));
+    out
+}
+
+/// One /proc/net/{tcp,udp}[6] table's listening sockets.
+fn parse_listeners(table: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
     table
         .lines()
         .skip(1)
@@ -46,8 +59,31 @@ pub fn listeners(table: &str, tcp: bool) -> Vec<(u16, std::net::Ipv4Addr)> {
                 return None;
             }
             let (addr, port) = f[1].split_once(':')?;
-            let a = u32::from_str_radix(addr, 16).ok()?;
-            Some((u16::from_str_radix(port, 16).ok()?, std::net::Ipv4Addr::from(u32::from_be(a))))
+            let port = u16::from_str_radix(port, 16).ok()?;
+            // Each 32-bit word of the address is printed in host (little-endian) order.
+            let words: Vec<u32> = (0..addr.len() / 8)
+                .map(|i| u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).map(u32::from_be))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let v4 = match words.as_slice() {
+                [a] => Ipv4Addr::from(*a),
+                [a, b, c, d] => {
+                    let mut o = [0u8; 16];
+                    for (i, w) in [a, b, c, d].iter().enumerate() {
+                        o[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
+                    }
+                    let v6 = Ipv6Addr::from(o);
+                    if v6.is_unspecified() {
+                        Ipv4Addr::UNSPECIFIED
+                    } else if v6.is_loopback() {
+                        Ipv4Addr::LOCALHOST
+                    } else {
+                        v6.to_ipv4_mapped()?
+                    }
+                }
+                _ => return None,
+            };
+            Some((port, v4))
         })
         .collect()
 }
@@ -179,8 +215,8 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     out.push(foreign_forward_drop(&table));
 
     // Published ports: a host process on the same port, a server bound to 127.0.0.1 inside.
-    let host_tcp = listeners(&std::fs::read_to_string("/proc/net/tcp").unwrap_or_default(), true);
-    let host_udp = listeners(&std::fs::read_to_string("/proc/net/udp").unwrap_or_default(), false);
+    let host_tcp = listeners("/proc/net", true);
+    let host_udp = listeners("/proc/net", false);
     let mut port_problems = Vec::new();
     let mut bind_problems = Vec::new();
     for c in &running {
@@ -189,8 +225,8 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
             continue;
         }
         let Some(pid) = c.pid else { continue };
-        let inside_tcp = listeners(&std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default(), true);
-        let inside_udp = listeners(&std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default(), false);
+        let inside_tcp = listeners(&format!("/proc/{pid}/net"), true);
+        let inside_udp = listeners(&format!("/proc/{pid}/net"), false);
         for m in maps {
             let (host, inside) =
                 if m.proto == crate::ports::Proto::Udp { (&host_udp, &inside_udp) } else { (&host_tcp, &inside_tcp) };
@@ -320,5 +356,29 @@ fn foreign_forward_drop(ours: &str) -> Finding {
             ),
             "add an accept rule for netwright's bridges to that chain, e.g. nft insert rule <family> <table> <chain> iifname \"nwb*\" accept; nft insert rule <family> <table> <chain> oifname \"nwb*\" accept",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listeners;
+
+    #[test]
+    fn ipv6_sockets_count_for_the_ipv4_they_serve() {
+        let head = "  sl  local_address rem_address   st\n";
+        let v4 = format!("{head}   0: 0100007F:0050 00000000:0000 0A\n");
+        assert_eq!(parse_listeners(&v4, true), vec![(80, "127.0.0.1".parse().unwrap())]);
+        let zero = "00000000000000000000000000000000:0000";
+        let v6 = format!(
+            "{head}   0: 00000000000000000000000000000000:1F90 {zero} 0A\n   1: 00000000000000000000000001000000:0051 {zero} 0A\n   2: 0000000000000000FFFF00000100000A:0052 {zero} 0A\n   3: 000080FD000000000000000002000000:0053 {zero} 0A\n"
+        );
+        assert_eq!(
+            parse_listeners(&v6, true),
+            vec![
+                (8080, "0.0.0.0".parse().unwrap()),
+                (81, "127.0.0.1".parse().unwrap()),
+                (82, "10.0.0.1".parse().unwrap())
+            ]
+        );
     }
 }

@@ -84,7 +84,8 @@ fn iperf_server(ns: &OwnedFd, port: u16) -> Result<Child> {
 }
 
 /// One TCP stream from inside `ns` (Gbit/s), retried while the server starts.
-pub fn iperf(ns: &OwnedFd, to: Ipv4Addr, port: u16, secs: u64) -> Result<f64> {
+pub fn iperf(ns: &OwnedFd, to: impl Into<std::net::IpAddr>, port: u16, secs: u64) -> Result<f64> {
+    let to: std::net::IpAddr = to.into();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = Sandbox::in_ns_cmd(ns, "iperf3")

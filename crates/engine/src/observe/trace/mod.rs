@@ -151,10 +151,11 @@ impl Builder {
 /// The server side: does anything listen on the port, and on which address?
 fn listening(b: &mut Builder, c: &Container, port: u16, proto: Proto) -> Option<(String, String)> {
     let pid = c.pid?;
-    let file = if proto == Proto::Udp { "udp" } else { "tcp" };
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap_or_default();
-    let binds: Vec<Ipv4Addr> =
-        listeners(&table, proto != Proto::Udp).into_iter().filter(|(p, _)| *p == port).map(|(_, a)| a).collect();
+    let binds: Vec<Ipv4Addr> = listeners(&format!("/proc/{pid}/net"), proto != Proto::Udp)
+        .into_iter()
+        .filter(|(p, _)| *p == port)
+        .map(|(_, a)| a)
+        .collect();
     if binds.is_empty() {
         return Some((
             format!("nothing listens on {}/{} inside {}: connection refused", port, proto.as_str(), c.name),
