@@ -89,12 +89,16 @@ fn cell(s: &Stats) -> String {
 
 /// Attaches containers until `target` are running, several `run -d` at a time.
 fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
+    fill_net(sb, "bench", attached, target)
+}
+
+fn fill_net(sb: &Sandbox, network: &str, attached: &mut usize, target: usize) -> Result<()> {
     while *attached < target {
         let batch = (target - *attached).min(8);
         let children: Vec<_> = (0..batch)
             .map(|i| {
-                let name = format!("fill{}", *attached + i);
-                sb.netwright(["run", "-d", "--name", &name, "--network", "bench", "--", "sleep", "infinity"])
+                let name = format!("fill-{network}-{}", *attached + i);
+                sb.netwright(["run", "-d", "--name", &name, "--network", network, "--", "sleep", "infinity"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
@@ -233,6 +237,11 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
     if args.throughput_secs > 0 {
         throughput_bench(&sb, args.throughput_secs, args.ipv6)?;
     }
+    if args.ipv6 {
+        let mut sizes = args.sizes.clone().unwrap_or(vec![0, 100]);
+        sizes.sort();
+        dual_stack_bench(&sb, &sizes, runs)?;
+    }
     drop(sb);
     Ok(0)
 }
@@ -363,6 +372,67 @@ fn publish_bench(sb: &Sandbox, args: &BenchArgs, runs: usize) -> Result<()> {
 
 /// iperf3 from the LAN to a container: through a published port (DNAT) and straight
 /// to the container's address (the LAN gets a route to it), same path otherwise.
+/// IPv4-only against dual stack in one sandbox, interleaved run by run (so that the
+/// machine's drift hits both alike): attach and release on a network of each kind, both
+/// holding N containers.
+fn dual_stack_bench(sb: &Sandbox, sizes: &[usize], runs: usize) -> Result<()> {
+    timed(&mut sb.netwright(["network", "create", "v4only", "--subnet", "10.201.0.0/16"]))?;
+    timed(&mut sb.netwright([
+        "network",
+        "create",
+        "dual",
+        "--ipv6",
+        "--subnet",
+        "10.202.0.0/16",
+        "--subnet",
+        "fd00:202::/64",
+    ]))?;
+    println!(
+        "\nIPv4-only vs dual stack, interleaved, ms median (min–max) of {runs} runs; N containers on each network"
+    );
+    println!(
+        "{:>6}   {:<24} {:<24} {:>6}   {:<24} {:<24} {:>6}",
+        "N", "attach IPv4", "attach dual", "ratio", "release IPv4", "release dual", "ratio"
+    );
+    let (mut n4, mut n6) = (0, 0);
+    for &size in sizes {
+        fill_net(sb, "v4only", &mut n4, size)?;
+        fill_net(sb, "dual", &mut n6, size)?;
+        let mut t: [Vec<Duration>; 4] = Default::default();
+        for i in 0..=runs {
+            for (k, net) in ["v4only", "dual"].iter().enumerate() {
+                let a = timed(&mut sb.netwright([
+                    "run",
+                    "-d",
+                    "--name",
+                    "probe",
+                    "--network",
+                    net,
+                    "--",
+                    "sleep",
+                    "infinity",
+                ]))?;
+                let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
+                if i > 0 {
+                    t[k].push(a);
+                    t[2 + k].push(d);
+                }
+            }
+        }
+        let [a4, a6, d4, d6] = t.map(stats);
+        println!(
+            "{size:>6}   {:<24} {:<24} {:>5.0}%   {:<24} {:<24} {:>5.0}%",
+            cell(&a4),
+            cell(&a6),
+            a6.median / a4.median * 100.0,
+            cell(&d4),
+            cell(&d6),
+            d6.median / d4.median * 100.0
+        );
+    }
+    Ok(())
+}
+
 fn throughput_bench(sb: &Sandbox, secs: u64, ipv6: bool) -> Result<()> {
     if Command::new("iperf3").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         println!("\nthroughput: skipped (iperf3 is not installed)");
