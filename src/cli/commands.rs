@@ -70,6 +70,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Network(n) => super::network::run(&engine, n, out)?,
+        Cmd::Service(sc) => super::service::run(&engine, sc, out)?,
         Cmd::Ps { all, format, filter, quiet } => {
             let filters = parse_filters(&filter)?;
             // Docker: a status filter shows containers in that state, running or not.

@@ -5,6 +5,7 @@ mod commands;
 mod format;
 mod network;
 pub mod output;
+mod service;
 
 use std::path::PathBuf;
 
@@ -195,6 +196,9 @@ pub enum Cmd {
     /// Hosts sharing overlay networks through etcd: join, ls, leave
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Virtual IPs that spread connections over containers (Kubernetes Services, Swarm VIPs)
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Manage netwright itself
     #[command(subcommand)]
     System(SystemCmd),
@@ -209,6 +213,51 @@ pub enum Cmd {
     /// (internal) the overlay agent: this host's lease and its etcd watch
     #[command(name = "_overlay", hide = true)]
     OverlayAgent,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a service: a VIP on a network, named in DNS, spreading connections over its backends
+    Create {
+        name: String,
+        /// The (bridge) network the VIP and the backends are on
+        #[arg(long = "network", alias = "net")]
+        network: String,
+        /// A port the VIP answers on, PORT[/tcp|udp] (a backend's same port); repeatable
+        #[arg(long = "port", required = true)]
+        port: Vec<String>,
+        /// Which containers are backends: alias=NAME (default: alias=<service name>)
+        #[arg(long)]
+        selector: Option<String>,
+        /// The VIP (default: the next free address of the network)
+        #[arg(long)]
+        ip: Option<String>,
+        /// Publish on the host: HOST_PORT:PORT[/PROTO]
+        #[arg(short, long = "publish")]
+        publish: Vec<String>,
+        /// client-ip: a client keeps its backend (hash of its address); none (default)
+        #[arg(long)]
+        affinity: Option<String>,
+    },
+    /// List services
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
+    /// Show services with their backends
+    Inspect {
+        #[arg(required = true)]
+        services: Vec<String>,
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Remove services
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -84,6 +84,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
     }
     trace("connect: interface made");
     store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
+    crate::services::refresh(ctx, store, std::slice::from_ref(&net.id), &[])?;
     if !overlay.is_empty() {
         crate::overlay::agent::nudge(ctx);
     }
@@ -120,6 +121,8 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
     let Some(ep) = ep else {
         return store.write(|tx| tx.end_intent(Kind::Disconnect, endpoint_id));
     };
+    // Services stop sending new connections to this interface first.
+    crate::services::refresh(ctx, store, std::slice::from_ref(&ep.network_id), std::slice::from_ref(&ep.id))?;
     let mut rebuild = false;
     if let (Some(to), true) = (ep.target(), ep.ifname == "eth0" && !ports.is_empty()) {
         // Already gone (a disconnect killed after this step): rebuilt once the store agrees.

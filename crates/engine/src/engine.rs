@@ -109,6 +109,14 @@ impl Engine {
         self.with_netlink(|ctx, store, nl| network::remove(ctx, store, nl, reference))
     }
 
+    pub fn service_create(&self, spec: &crate::services::CreateSpec) -> Result<crate::model::Service> {
+        self.with_netlink(|ctx, store, nl| crate::services::create(ctx, store, nl, spec))
+    }
+
+    pub fn service_remove(&self, reference: &str) -> Result<crate::model::Service> {
+        self.with_netlink(|ctx, store, nl| crate::services::remove(ctx, store, nl, reference))
+    }
+
     pub fn network_prune(&self) -> Result<Vec<String>> {
         self.with_netlink(network::prune)
     }

@@ -32,6 +32,7 @@ pub mod plan;
 pub mod ports;
 pub mod recover;
 pub mod reset;
+pub mod services;
 pub mod shaping;
 pub mod store;
 

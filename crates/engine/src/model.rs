@@ -239,7 +239,8 @@ impl serde::Serialize for NetworkMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
     Udp,
@@ -376,4 +377,45 @@ pub struct RemoteEndpoint {
     pub container_id: String,
     /// The container's name first, then its hostname and aliases: what DNS answers for.
     pub names: Vec<String>,
+}
+
+/// A service: a virtual IP on a network that spreads new connections over the containers
+/// carrying its selector (the backends), as Kubernetes' Services and Swarm's VIPs do.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub vip: Ipv4Addr,
+    /// The ports the VIP answers on (a backend's same port).
+    pub ports: Vec<ServicePort>,
+    /// The network alias that makes a container a backend (default: the service's name).
+    pub selector: String,
+    /// Session affinity by client address (`--affinity client-ip`): a hash, not a random pick.
+    pub client_affinity: bool,
+    /// `-p HOST:PORT[/proto]` on the service: the host's port leads to a backend's PORT.
+    pub publish: Vec<ServicePublish>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ServicePort {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ServicePublish {
+    pub host_port: u16,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// One backend of a service as installed: its slot in the service's map (0..N-1, kept
+/// dense: a backend leaving hands its slot to the last one) and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub slot: u32,
+    pub ip: Ipv4Addr,
+    pub endpoint_id: String,
 }

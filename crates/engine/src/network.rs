@@ -448,6 +448,14 @@ pub fn remove(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, reference: &str) -
                 names.join(", ")
             )));
         }
+        let svcs: Vec<String> = tx.services()?.into_iter().filter(|s| s.network_id == net.id).map(|s| s.name).collect();
+        if !svcs.is_empty() {
+            bail!(conflict(format!(
+                "network {} has service(s) {}: remove them first (netwright service rm)",
+                net.name,
+                svcs.join(", ")
+            )));
+        }
         tx.delete_network(&net.id)?;
         // The row goes first; a kill before the devices are gone is finished by the next
         // command (crate::recover).

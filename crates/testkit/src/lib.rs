@@ -38,6 +38,7 @@ const TCP_PY: &str = include_str!("../assets/tcp.py");
 const KV_PY: &str = include_str!("../assets/kv.py");
 const DNSQ_PY: &str = include_str!("../assets/dnsq.py");
 const FAKEDNS_PY: &str = include_str!("../assets/fakedns.py");
+const SPREAD_PY: &str = include_str!("../assets/spread.py");
 
 pub struct Sandbox {
     pub dir: PathBuf,
@@ -73,6 +74,7 @@ impl Sandbox {
         fs::write(sb.dir.join("kv.py"), KV_PY)?;
         fs::write(sb.dir.join("dnsq.py"), DNSQ_PY)?;
         fs::write(sb.dir.join("fakedns.py"), FAKEDNS_PY)?;
+        fs::write(sb.dir.join("spread.py"), SPREAD_PY)?;
         Ok(sb)
     }
 

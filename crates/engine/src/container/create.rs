@@ -336,6 +336,9 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             firewall::publish(ctx, store, &mappings, to, &container.name, true)?;
             trace("setup: ports published");
         }
+        // A container carrying a service's selector becomes one of its backends.
+        let on: Vec<String> = nets.iter().map(|n| n.id.clone()).collect();
+        crate::services::refresh(ctx, store, &on, &[])?;
         // The embedded resolver must listen in the namespace before the process starts.
         if let Some(dns) = dns {
             dns.wait()?;
@@ -375,6 +378,9 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 }
                 Ok(())
             });
+            // A backend it may have become is one no more.
+            let on: Vec<String> = nets.iter().map(|n| n.id.clone()).collect();
+            let _ = crate::services::refresh(ctx, store, &on, &[]);
             let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
             if !unpublished {
                 // Some were never published: the store no longer has them, a rebuild is exact.

@@ -40,6 +40,9 @@ pub struct Zone {
     pub dns_gateways: HashMap<String, Vec<Ipv4Addr>>,
     /// The ids under which other hosts' endpoints are recorded ("remote:EP").
     remote_ids: Vec<String>,
+    /// Services by name: (network, VIP, backends' addresses). `NAME` answers the VIP,
+    /// `tasks.NAME` every backend (Swarm's names), on the service's network only.
+    services: HashMap<String, Vec<(String, Ipv4Addr, Vec<Ipv4Addr>)>>,
 }
 
 /// A network option: its containers ask DNS at the gateway address (Podman's convention).
@@ -150,6 +153,29 @@ impl Zone {
         }
     }
 
+    /// Replaces the services (their VIPs and backends).
+    pub fn set_services(&mut self, svcs: &[(crate::model::Service, Vec<crate::model::Backend>)]) {
+        self.services.clear();
+        for (s, backends) in svcs {
+            self.services.entry(normalize(&s.name)).or_default().push((
+                s.network_id.clone(),
+                s.vip,
+                backends.iter().map(|b| b.ip).collect(),
+            ));
+        }
+    }
+
+    /// A service's answer: its VIP for NAME, its backends for tasks.NAME (None: no such
+    /// service on the asker's networks).
+    fn service_lookup(&self, mine: &[String], name: &str) -> Option<Vec<IpAddr>> {
+        let (key, tasks) = match name.strip_prefix("tasks.") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        let found = self.services.get(key)?.iter().find(|(net, _, _)| mine.contains(net))?;
+        Some(if tasks { found.2.iter().map(|ip| IpAddr::V4(*ip)).collect() } else { vec![IpAddr::V4(found.1)] })
+    }
+
     /// Containers that get a resolver (those on at least one user-defined network).
     pub fn served(&self) -> impl Iterator<Item = &String> {
         self.by_container.iter().filter(|(_, c)| !c.networks.is_empty()).map(|(id, _)| id)
@@ -163,7 +189,12 @@ impl Zone {
     /// anywhere has the name (ask upstream), Some(empty) when it exists only on other networks.
     pub fn lookup(&self, asker: &str, name: &str) -> Option<Vec<IpAddr>> {
         let mine = &self.by_container.get(asker)?.networks;
-        let found = self.names.get(&normalize(name))?;
+        let name = normalize(name);
+        // A service's name wins over its backends' alias of the same name.
+        if let Some(ips) = self.service_lookup(mine, &name) {
+            return Some(ips);
+        }
+        let found = self.names.get(&name)?;
         let mut ips = Vec::new();
         for (net, ip, _) in found {
             if mine.contains(net) && !ips.contains(ip) {
@@ -176,6 +207,12 @@ impl Zone {
     /// The container name for an address on a network the asker shares.
     pub fn reverse(&self, asker: &str, ip: IpAddr) -> Option<String> {
         let mine = &self.by_container.get(asker)?.networks;
+        let vip = self.services.iter().find_map(|(name, v)| {
+            v.iter().any(|(net, vip, _)| mine.contains(net) && IpAddr::V4(*vip) == ip).then(|| name.clone())
+        });
+        if vip.is_some() {
+            return vip;
+        }
         self.addrs.get(&ip)?.iter().find(|(n, _)| mine.contains(n)).map(|(_, name)| name.clone())
     }
 

@@ -93,6 +93,7 @@ async fn resolver(ctx: Ctx) -> Result<()> {
                 match text.trim().strip_prefix("sync ") {
                     Some(id) => sync_one(&ctx, &shared, &mut served, id.trim()),
                     None if text.trim() == "remotes" => sync_remotes(&ctx, &shared),
+                    None if text.trim() == "services" => sync_services(&ctx, &shared),
                     None => sync(&ctx, &shared, &mut served),
                 }
                 let _ = stream.write_all(b"ok\n").await;
@@ -154,12 +155,19 @@ fn sync_remotes(ctx: &Ctx, shared: &Arc<Shared>) {
     shared.zone.write().expect("zone lock").set_remotes(&nets, &remotes);
 }
 
+/// Re-reads only the services (VIPs, and their backends for tasks.NAME).
+fn sync_services(ctx: &Ctx, shared: &Arc<Shared>) {
+    let Ok(mut store) = ctx.store() else { return };
+    let Ok(svcs) = store.read(crate::services::all) else { return };
+    shared.zone.write().expect("zone lock").set_services(&svcs);
+}
+
 /// Rebuilds the zone from the store and adopts/drops containers to match.
 fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     let Ok(mut store) = ctx.store() else { return };
-    let Ok((nets, ctrs, eps, remotes)) =
-        store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?, tx.remote_endpoints()?)))
-    else {
+    let Ok((nets, ctrs, eps, remotes, svcs)) = store.read(|tx| {
+        Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?, tx.remote_endpoints()?, crate::services::all(tx)?))
+    }) else {
         return;
     };
     // A container whose owner is gone (a runtime that deleted its namespace without a
@@ -168,6 +176,7 @@ fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     let ctrs: Vec<_> = ctrs.into_iter().filter(|c| c.owner_alive()).collect();
     let mut zone = Zone::build(&nets, &ctrs, &eps);
     zone.set_remotes(&nets, &remotes);
+    zone.set_services(&svcs);
     let wanted: Vec<String> = zone.served().cloned().collect();
     *shared.zone.write().expect("zone lock") = zone;
     *shared.host_upstreams.write().expect("upstreams lock") = host_upstreams();
@@ -446,6 +455,15 @@ pub fn remotes_changed(ctx: &Ctx) {
         && let Ok(mut s) = UnixStream::connect(socket_path(ctx))
     {
         let _ = s.write_all(b"remotes\n");
+    }
+}
+
+/// Services or their backends changed: the resolver re-reads them, if it runs.
+pub fn services_changed(ctx: &Ctx) {
+    if supervisor_alive(ctx)
+        && let Ok(mut s) = UnixStream::connect(socket_path(ctx))
+    {
+        let _ = s.write_all(b"services\n");
     }
 }
 

@@ -154,6 +154,7 @@ pub fn attach(
         isolated: plan.isolated,
     })
     .map_err(|e| explain_veth_error(e, plan))?;
+    crate::ctx::trace("setup: veth pair made");
     configure_inside(ctr, ns, plan)
 }
 
@@ -173,6 +174,7 @@ pub fn configure_inside(ctr: &mut Netlink, ns: &OwnedFd, plan: &EndpointPlan) ->
             std::fs::write(format!("{conf}/disable_ipv6"), "0")
         })?
         .with_context(|| format!("turning IPv6 on for {} inside the container", plan.ifname))?;
+        crate::ctx::trace("setup: IPv6 on inside");
     }
     let mut reqs = vec![
         (Netlink::add_addr_msg(inner.index, plan.addr, plan.prefix), NLM_F_CREATE | NLM_F_EXCL),

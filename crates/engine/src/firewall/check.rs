@@ -5,14 +5,12 @@
 //! table when anything is off — after an `nft flush table`, `flush chain` or `flush map`.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
 use super::{Family, USER_CHAIN, desired, sets, skeleton, table_name};
 use crate::ctx::Ctx;
 use crate::kernel::nftables::{Batch, Nftables};
-use crate::store::Network;
 
 /// How much to read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +22,8 @@ pub enum Scope {
 }
 
 /// What differs, one line each (empty: the tables are exactly as they should be).
-pub fn drift(
-    ctx: &Ctx,
-    networks: &[Network],
-    ports: &[super::Published],
-    vteps: &[Ipv4Addr],
-    scope: Scope,
-) -> Result<Vec<String>> {
+pub fn drift(ctx: &Ctx, inp: &super::Inputs, scope: Scope) -> Result<Vec<String>> {
+    let networks = &inp.networks;
     let t = table_name(ctx);
     let mut nftc = Nftables::open()?;
     let mut out = Vec::new();
@@ -39,6 +32,7 @@ pub fn drift(
         if family == Family::V6 && !super::wants_v6(networks) {
             continue;
         }
+        crate::ctx::trace("firewall: checking a table");
         if !nftc.has_table(f, &t)? {
             out.push(match family {
                 Family::V4 => format!("table ip {t} is missing: no masquerade, no published ports, no isolation"),
@@ -61,8 +55,9 @@ pub fn drift(
                 _ => out.push(format!("{prefix}rule missing in chain {chain}: {}", comment.unwrap_or_default())),
             }
         }
+        crate::ctx::trace("firewall: rules read");
         // Sets and maps, element by element.
-        let d = desired(networks, ports, vteps, family);
+        let d = desired(inp, family);
         // The published-port maps (one element per port) only for a full check.
         let wanted = d.by_set(family).into_iter().filter(|(set, _)| scope == Scope::Full || !set.starts_with("pub_"));
         for (set, elems) in wanted {
@@ -83,6 +78,40 @@ pub fn drift(
             if stale > 0 {
                 out.push(format!("{prefix}{set}: {stale} element(s) the store does not have"));
             }
+        }
+        if family == Family::V4 && scope == Scope::Full {
+            out.extend(service_drift(&mut nftc, &t, inp)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Each service's backend map holds exactly its backends by slot, and its chain has rules
+/// while it has backends.
+fn service_drift(nftc: &mut Nftables, t: &str, inp: &super::Inputs) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let rules = nftc.rules(crate::kernel::nftables::NFPROTO_IPV4, t)?;
+    for (svc, backends) in &inp.services {
+        let map = crate::services::map_name(svc);
+        let live = match nftc.set_elems(crate::kernel::nftables::NFPROTO_IPV4, t, &map) {
+            Ok(l) => l,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                out.push(format!("service {}: map {map} is missing", svc.name));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let want: Vec<crate::kernel::nftables::Elem> = backends
+            .iter()
+            .map(|b| crate::kernel::nftables::Elem::new(b.slot.to_ne_bytes().to_vec(), Some(b.ip.octets().to_vec())))
+            .collect();
+        if live.len() != want.len() || want.iter().any(|e| !live.contains(e)) {
+            out.push(format!("service {}: {} backend(s) in {map}, the store has {}", svc.name, live.len(), want.len()));
+        }
+        let chain = crate::services::chain_name(svc);
+        let n = rules.iter().filter(|r| r.chain == chain).count();
+        if (n == 0) != backends.is_empty() {
+            out.push(format!("service {}: chain {chain} has {n} rule(s) for {} backend(s)", svc.name, backends.len()));
         }
     }
     Ok(out)

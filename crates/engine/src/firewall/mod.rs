@@ -89,6 +89,10 @@ pub struct Desired {
     /// allowed to send it.
     pub vxlan_ports: Vec<Elem>,
     pub vteps: Vec<Elem>,
+    /// Services (IPv4 table only): VIP . proto . port and published host ports, each a
+    /// goto to the service's chain (see crate::services).
+    pub services: Vec<Elem>,
+    pub svc_pub: Vec<Elem>,
 }
 
 /// Where a published port's traffic goes: the container's addresses on its first network.
@@ -114,24 +118,42 @@ impl Desired {
         let mut v =
             vec![("bridges", &self.bridges), ("same", &self.same), ("masq", &self.masq), ("internal", &self.internal)];
         if family == Family::V4 {
-            v.extend([("vxlan_ports", &self.vxlan_ports), ("vteps", &self.vteps)]);
+            v.extend([
+                ("vxlan_ports", &self.vxlan_ports),
+                ("vteps", &self.vteps),
+                ("services", &self.services),
+                ("svc_pub", &self.svc_pub),
+            ]);
         }
         v.extend([("pub_ip", &self.pub_ip), ("pub_any", &self.pub_any)]);
         v
     }
 }
 
-/// Networks, published ports and other hosts' VTEPs.
-pub type Inputs = (Vec<Network>, Vec<Published>, Vec<Ipv4Addr>);
+/// A service with its backends.
+pub type ServiceState = (crate::model::Service, Vec<crate::model::Backend>);
 
-/// What the firewall reads from the store: networks, published ports, and the VTEPs of the
-/// other hosts' overlay endpoints.
+/// What the firewall reads from the store.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub networks: Vec<Network>,
+    pub ports: Vec<Published>,
+    /// The VTEPs of the other hosts' overlay endpoints.
+    pub vteps: Vec<Ipv4Addr>,
+    pub services: Vec<ServiceState>,
+}
+
 pub fn inputs(store: &mut Store) -> Result<Inputs> {
     store.read(|tx| {
         let mut vteps: Vec<Ipv4Addr> = tx.remote_endpoints()?.into_iter().map(|r| r.vtep).collect();
         vteps.sort();
         vteps.dedup();
-        Ok((tx.networks()?, tx.active_ports()?, vteps))
+        Ok(Inputs {
+            networks: tx.networks()?,
+            ports: tx.active_ports()?,
+            vteps,
+            services: if tx.has_services()? { crate::services::all(tx)? } else { vec![] },
+        })
     })
 }
 
@@ -163,9 +185,14 @@ pub fn wants_v6(networks: &[Network]) -> bool {
     networks.iter().any(|n| n.driver.is_bridged() && n.subnet6.is_some())
 }
 
-pub fn desired(networks: &[Network], ports: &[Published], vteps: &[Ipv4Addr], family: Family) -> Desired {
+pub fn desired(inp: &Inputs, family: Family) -> Desired {
+    let (networks, ports, vteps) = (&inp.networks, &inp.ports, &inp.vteps);
     let mut d = Desired::default();
     if family == Family::V4 {
+        for (svc, _) in &inp.services {
+            d.services.extend(crate::services::vip_elems(svc));
+            d.svc_pub.extend(crate::services::pub_elems(svc));
+        }
         for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Overlay) {
             let (_, port) = crate::overlay::network::vni_port(n);
             let e =
@@ -264,6 +291,20 @@ fn sets(family: Family) -> Vec<SetSpec> {
                 interval: false,
             },
             SetSpec { name: "vteps".into(), key_type: datatype::IPV4_ADDR, key_len: 4, data: None, interval: false },
+            SetSpec {
+                name: "services".into(),
+                key_type: datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_PROTO, datatype::INET_SERVICE]),
+                key_len: 12,
+                data: Some((datatype::VERDICT, 0)),
+                interval: false,
+            },
+            SetSpec {
+                name: "svc_pub".into(),
+                key_type: datatype::concat(&[datatype::INET_PROTO, datatype::INET_SERVICE]),
+                key_len: 8,
+                data: Some((datatype::VERDICT, 0)),
+                interval: false,
+            },
         ]);
     }
     v.extend([
@@ -332,6 +373,33 @@ fn dnat_rules(family: Family) -> Vec<(&'static str, Vec<Expr>)> {
     ]
 }
 
+/// Services first: a VIP's port, or a service's published host port, goes to the
+/// service's chain (crate::services), which picks a backend.
+fn service_rules() -> Vec<(&'static str, Vec<Expr>)> {
+    let r = nft::REG32_00;
+    vec![
+        (
+            "service: a VIP's port to its service's chain (map services: VIP . proto . port)",
+            vec![
+                Expr::Payload { base: 1, offset: 16, len: 4, dreg: r },
+                Expr::Meta { key: meta::L4PROTO, dreg: r + 1 },
+                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 2 },
+                Expr::Lookup { set: "services".into(), sreg: r, dreg: Some(nft::REG_VERDICT), invert: false },
+            ],
+        ),
+        (
+            "service: a published service port to its service's chain (map svc_pub: proto . port)",
+            vec![
+                Expr::FibDaddrType { dreg: nft::REG_1 },
+                Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
+                Expr::Meta { key: meta::L4PROTO, dreg: r },
+                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
+                Expr::Lookup { set: "svc_pub".into(), sreg: r, dreg: Some(nft::REG_VERDICT), invert: false },
+            ],
+        ),
+    ]
+}
+
 /// The skeleton: chains and their rules, in order. The IPv6 table has the same rules but
 /// the overlay's guard (VXLAN runs over IPv4) and the 127.0.0.1 rule ([::1] cannot be
 /// forwarded by the kernel: `-p` refuses it).
@@ -359,6 +427,12 @@ fn skeleton(b: &mut Batch, t: &str, family: Family) {
     ];
     if family == Family::V4 {
         b.add_rule(t, "input", "overlay: drop VXLAN from addresses that are not cluster VTEPs", &vxlan_guard);
+    }
+    if family == Family::V4 {
+        for (comment, r) in service_rules() {
+            b.add_rule(t, "prerouting", comment, &r);
+            b.add_rule(t, "output", comment, &r);
+        }
     }
     for (comment, r) in dnat_rules(family) {
         b.add_rule(t, "prerouting", comment, &r);
@@ -431,7 +505,7 @@ fn skeleton(b: &mut Batch, t: &str, family: Family) {
 
 /// Serializes firewall changes between netwright processes (a sync reads the store and
 /// must not lose an element another process adds meanwhile).
-fn lock(ctx: &Ctx) -> Result<nix::fcntl::Flock<File>> {
+pub(crate) fn lock(ctx: &Ctx) -> Result<nix::fcntl::Flock<File>> {
     let f = File::create(ctx.root.join("firewall.lock"))?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow!("locking the firewall: {e}"))
@@ -448,11 +522,12 @@ pub fn sync_all(ctx: &Ctx, store: &mut Store) -> Result<()> {
 }
 
 fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
-    let (networks, ports, vteps) = inputs(store)?;
+    let inp = inputs(store)?;
+    let networks = &inp.networks;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
     for family in [Family::V4, Family::V6] {
-        if family == Family::V6 && !wants_v6(&networks) {
+        if family == Family::V6 && !wants_v6(networks) {
             // No dual-stack network (any more): no ip6 table.
             if nft.has_table(family.nfproto(), &t)? {
                 let mut b = Batch::new(family.nfproto());
@@ -461,7 +536,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
             }
             continue;
         }
-        let d = desired(&networks, &ports, &vteps, family);
+        let d = desired(&inp, family);
         let mut b = Batch::new(family.nfproto());
         b.add_table(&t);
         for s in sets(family) {
@@ -469,6 +544,12 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
             b.flush_set(&t, &s.name);
         }
         skeleton(&mut b, &t, family);
+        if family == Family::V4 {
+            // The services' chains before the elements that go to them.
+            for (svc, backends) in &inp.services {
+                crate::services::add_objects(&mut b, &t, svc, backends);
+            }
+        }
         for (set, elems) in d.by_set(family) {
             if !elems.is_empty() {
                 b.add_elems(&t, set, elems);
@@ -479,7 +560,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
     if networks.iter().any(|n| n.driver.is_bridged() && masquerades(n)) {
         enable_forwarding()?;
     }
-    if wants_v6(&networks) {
+    if wants_v6(networks) {
         enable_forwarding6()?;
     }
     Ok(())
@@ -489,7 +570,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
 /// other hosts' endpoints change (one flush and one add in one batch, not a rebuild).
 pub fn sync_vteps(ctx: &Ctx, store: &mut Store) -> Result<()> {
     let _guard = lock(ctx)?;
-    let (_, _, vteps) = inputs(store)?;
+    let vteps = inputs(store)?.vteps;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
     let mut b = Batch::new(Family::V4.nfproto());
@@ -564,8 +645,9 @@ fn enable_forwarding6() -> Result<()> {
 /// Rebuilds the table if what a command depends on is not there: the table, every rule of
 /// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
-    let (networks, _, vteps) = inputs(store)?;
-    if check::drift(ctx, &networks, &[], &vteps, check::Scope::Skeleton)?.is_empty() {
+    let inp = Inputs { ports: vec![], ..inputs(store)? };
+    crate::ctx::trace("firewall: inputs read");
+    if check::drift(ctx, &inp, check::Scope::Skeleton)?.is_empty() {
         return Ok(());
     }
     sync_all(ctx, store)

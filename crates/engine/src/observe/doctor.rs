@@ -128,8 +128,8 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     // or a chain, a map or a set flushed (`nft flush map … pub_any`): every rule and every
     // element is read back.
     let table = firewall::table_name(ctx);
-    let (_, active_ports, vteps) = firewall::inputs(store)?;
-    let fw = firewall::check::drift(ctx, &networks, &active_ports, &vteps, firewall::check::Scope::Full)?;
+    let inp = firewall::inputs(store)?;
+    let fw = firewall::check::drift(ctx, &inp, firewall::check::Scope::Full)?;
     out.push(if fw.is_empty() {
         let both = if firewall::wants_v6(&networks) { " (and ip6)" } else { "" };
         ok("firewall", format!("table ip {table}{both} complete (masquerade, published ports, isolation)"))
@@ -213,6 +213,23 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
 
     // Foreign firewalls whose forward policy is drop (Docker's FORWARD DROP, say).
     out.push(foreign_forward_drop(&table));
+
+    // Services: one without a backend refuses every connection to its VIP.
+    if !inp.services.is_empty() {
+        let empty: Vec<String> = inp
+            .services
+            .iter()
+            .filter(|(_, b)| b.is_empty())
+            .map(|(s, _)| {
+                format!("service {} has no backend (no container with --network-alias {})", s.name, s.selector)
+            })
+            .collect();
+        out.push(if empty.is_empty() {
+            ok("services", format!("{} service(s), each with a backend", inp.services.len()))
+        } else {
+            fail("services", empty.join("; "), "start a container on the service's network with that alias")
+        });
+    }
 
     // Published ports: a host process on the same port, a server bound to 127.0.0.1 inside.
     let host_tcp = listeners("/proc/net", true);

@@ -40,6 +40,12 @@ pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
                         r.proto.as_str()
                     )));
                 }
+                if let Some(svc) = crate::services::publisher(tx, p, r.proto)? {
+                    bail!(conflict(format!(
+                        "host port {p}/{} is already published by service {svc}: pick another host port",
+                        r.proto.as_str()
+                    )));
+                }
                 if taken_here(p, &out) {
                     bail!(crate::error::invalid(format!(
                         "host port {p}/{} is given twice: publish each host port once",
@@ -58,6 +64,7 @@ pub fn resolve(tx: &Tx, reqs: &[PortRequest]) -> Result<Vec<Mapping>> {
                     let p = (lo + (start - lo + i) % (hi - lo + 1)) as u16;
                     if !taken_here(p, &out)
                         && tx.port_holder(r.host_ip, p, r.proto)?.is_none()
+                        && crate::services::publisher(tx, p, r.proto)?.is_none()
                         && host_port_free(r.host_ip, p, r.proto).is_ok()
                     {
                         found = Some(p);

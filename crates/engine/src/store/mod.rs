@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 mod remote;
+mod services;
 
 pub use crate::model::{Container, Endpoint, Network, RemoteEndpoint, State};
 use crate::model::{Driver, Mapping, NetworkMode, Proto};
@@ -103,7 +104,24 @@ CREATE TABLE IF NOT EXISTS remote_endpoints (
     record     TEXT NOT NULL              -- JSON: crate::model::RemoteEndpoint
 );
 "#;
-const SCHEMA_VERSION: i64 = 8;
+/// Services (VIPs) and the slots of their backends (see crate::services).
+const SERVICES: &str = r#"
+CREATE TABLE IF NOT EXISTS services (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    network_id TEXT NOT NULL REFERENCES networks(id),
+    vip        TEXT NOT NULL,
+    record     TEXT NOT NULL              -- JSON: crate::model::Service
+);
+CREATE TABLE IF NOT EXISTS service_backends (
+    service_id  TEXT NOT NULL,
+    slot        INTEGER NOT NULL,         -- 0..N-1, dense: the index numgen picks
+    ip          TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    PRIMARY KEY (service_id, slot)
+);
+"#;
+const SCHEMA_VERSION: i64 = 9;
 
 pub struct Store {
     conn: Connection,
@@ -245,9 +263,13 @@ impl Store {
             )
             .context("upgrading the store's schema")?;
         }
+        if (2..=8).contains(&version) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SERVICES} PRAGMA user_version = 9; COMMIT;"))
+                .context("upgrading the store's schema")?;
+        }
         if version < 2 {
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} {INTENTS} {REMOTE} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN IMMEDIATE; {SCHEMA} {INTENTS} {REMOTE} {SERVICES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .context("creating the store's schema")?;
         }
@@ -317,8 +339,12 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Is the address in use on the network: a container's, or a service's VIP?
     pub fn ip_taken(&self, network_id: &str, ip: Ipv4Addr) -> Result<bool> {
-        let mut st = self.0.prepare_cached("SELECT 1 FROM endpoints WHERE network_id = ?1 AND ip = ?2")?;
+        let mut st = self.0.prepare_cached(
+            "SELECT 1 FROM endpoints WHERE network_id = ?1 AND ip = ?2
+             UNION ALL SELECT 1 FROM services WHERE network_id = ?1 AND vip = ?2",
+        )?;
         Ok(st.exists(params![network_id, ip.to_string()])?)
     }
 
@@ -329,7 +355,10 @@ impl Tx<'_> {
 
     /// Every address in use on a network.
     pub fn ips_in_use(&self, network_id: &str) -> Result<Vec<Ipv4Addr>> {
-        let mut st = self.0.prepare_cached("SELECT ip FROM endpoints WHERE network_id = ?1 AND ip IS NOT NULL")?;
+        let mut st = self.0.prepare_cached(
+            "SELECT ip FROM endpoints WHERE network_id = ?1 AND ip IS NOT NULL
+             UNION ALL SELECT vip FROM services WHERE network_id = ?1",
+        )?;
         let rows = st.query_map([network_id], |r| r.get::<_, String>(0))?;
         Ok(rows.filter_map(|r| r.ok()?.parse().ok()).collect())
     }

@@ -18,6 +18,8 @@ pub struct SetSpec {
 pub struct Elem {
     pub key: Vec<u8>,
     pub data: Option<Vec<u8>>,
+    /// A verdict map's element: `goto CHAIN`.
+    pub goto: Option<String>,
     /// Shown by `nft list` (`comment "web"`): who the element is for. Not compared: two
     /// elements are the same element whatever their comments say.
     pub comment: Option<String>,
@@ -25,7 +27,7 @@ pub struct Elem {
 
 impl PartialEq for Elem {
     fn eq(&self, other: &Elem) -> bool {
-        self.key == other.key && self.data == other.data
+        self.key == other.key && self.data == other.data && self.goto == other.goto
     }
 }
 
@@ -35,12 +37,18 @@ impl std::hash::Hash for Elem {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.key.hash(h);
         self.data.hash(h);
+        self.goto.hash(h);
     }
 }
 
 impl Elem {
     pub fn new(key: Vec<u8>, data: Option<Vec<u8>>) -> Elem {
-        Elem { key, data, comment: None }
+        Elem { key, data, goto: None, comment: None }
+    }
+
+    /// A verdict map element: the key sends the packet to `chain` (goto).
+    pub fn goto(key: Vec<u8>, chain: &str) -> Elem {
+        Elem { key, data: None, goto: Some(chain.to_string()), comment: None }
     }
 
     pub fn with_comment(mut self, comment: impl Into<String>) -> Elem {
@@ -124,6 +132,18 @@ impl Batch {
         self
     }
 
+    /// Deletes a regular chain (it must have no rules and no references left).
+    pub fn del_chain(&mut self, table: &str, chain: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_DELCHAIN, 0, Attrs::new().str(1, table).str(3, chain)));
+        self
+    }
+
+    /// Deletes a set or map (no rule may reference it any more).
+    pub fn del_set(&mut self, table: &str, set: &str) -> &mut Self {
+        self.msgs.push((NFT_MSG_DELSET, 0, Attrs::new().str(1, table).str(2, set)));
+        self
+    }
+
     /// Removes every rule of a chain.
     pub fn flush_chain(&mut self, table: &str, chain: &str) -> &mut Self {
         self.msgs.push((NFT_MSG_DELRULE, 0, Attrs::new().str(1, table).str(2, chain)));
@@ -160,12 +180,15 @@ impl Batch {
         }
         let mut a =
             Attrs::new().str(1, table).str(2, &set.name).be32(3, flags).be32(4, set.key_type).be32(5, set.key_len);
-        if let Some((ty, len)) = set.data {
-            a = a.be32(6, ty).be32(7, len);
+        match set.data {
+            // A verdict map: the kernel knows the data's size.
+            Some((datatype::VERDICT, _)) => a = a.be32(6, datatype::VERDICT),
+            Some((ty, len)) => a = a.be32(6, ty).be32(7, len),
+            None => {}
         }
-        if set.key_type == datatype::IFNAME {
+        if set.key_type == datatype::IFNAME || set.key_type == datatype::INTEGER {
             // NFTA_SET_USERDATA, NFTNL_UDATA_SET_KEYBYTEORDER = host endian: only so that
-            // `nft list` prints interface names (the kernel ignores user data).
+            // `nft list` prints interface names and integers (the kernel ignores user data).
             let mut udata = vec![0u8, 4];
             udata.extend_from_slice(&1u32.to_ne_bytes());
             a = a.bytes(13, &udata);
@@ -199,6 +222,11 @@ impl Batch {
                 let mut el = Attrs::new().nested(1, Attrs::new().bytes(1, &e.key));
                 if let Some(d) = &e.data {
                     el = el.nested(2, Attrs::new().bytes(1, d));
+                }
+                if let Some(chain) = &e.goto {
+                    // NFTA_DATA_VERDICT { NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN }
+                    let v = Attrs::new().be32(1, NFT_GOTO as u32).str(2, chain);
+                    el = el.nested(2, Attrs::new().nested(2, v));
                 }
                 if let Some(c) = e.comment.as_ref().filter(|_| msg == NFT_MSG_NEWSETELEM) {
                     el = el.bytes(NFTA_SET_ELEM_USERDATA, &elem_comment(c));

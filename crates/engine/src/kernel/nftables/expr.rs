@@ -101,6 +101,24 @@ pub enum Expr {
         reg_addr: u32,
         reg_port: u32,
     },
+    /// DNAT to the address in `reg_addr`, the port unchanged.
+    DnatAddr {
+        family: u8,
+        reg_addr: u32,
+    },
+    /// `numgen random mod modulus` into `dreg`: 0..modulus-1, uniformly.
+    Numgen {
+        dreg: u32,
+        modulus: u32,
+    },
+    /// `jhash` of `len` bytes at `sreg`, `mod modulus`, into `dreg` (session affinity).
+    Jhash {
+        sreg: u32,
+        len: u32,
+        modulus: u32,
+        seed: u32,
+        dreg: u32,
+    },
     Masquerade,
     Counter,
     /// accept / drop / jump chain.
@@ -168,6 +186,16 @@ impl Expr {
             Expr::Dnat { family, reg_addr, reg_port } => {
                 ("nat", Attrs::new().be32(1, 1).be32(2, *family as u32).be32(3, *reg_addr).be32(5, *reg_port))
             }
+            Expr::DnatAddr { family, reg_addr } => {
+                ("nat", Attrs::new().be32(1, 1).be32(2, *family as u32).be32(3, *reg_addr))
+            }
+            // NFTA_NG_DREG, NFTA_NG_MODULUS, NFTA_NG_TYPE = NFT_NG_RANDOM (1)
+            Expr::Numgen { dreg, modulus } => ("numgen", Attrs::new().be32(1, *dreg).be32(2, *modulus).be32(3, 1)),
+            // NFTA_HASH_SREG, _DREG, _LEN, _MODULUS, _SEED, _TYPE = NFT_HASH_JENKINS (0)
+            Expr::Jhash { sreg, len, modulus, seed, dreg } => (
+                "hash",
+                Attrs::new().be32(1, *sreg).be32(2, *dreg).be32(3, *len).be32(4, *modulus).be32(5, *seed).be32(7, 0),
+            ),
             Expr::ImmediateData { dreg, data } => {
                 ("immediate", Attrs::new().be32(1, *dreg).nested(2, Attrs::new().bytes(1, data)))
             }

@@ -25,10 +25,12 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -63,6 +65,10 @@ pub mod datatype {
     pub const INET_PROTO: u32 = 12;
     pub const INET_SERVICE: u32 = 13;
     pub const IFNAME: u32 = 41;
+    /// A plain integer (nft's `integer`): a numgen or hash result as a map key.
+    pub const INTEGER: u32 = 4;
+    /// A verdict map's data (`vmap`): NFT_DATA_VERDICT.
+    pub const VERDICT: u32 = 0xffff_ff00;
     /// A concatenation, encoded as nft does: 6 bits per component type.
     pub fn concat(types: &[u32]) -> u32 {
         types.iter().fold(0, |acc, t| (acc << 6) | t)
@@ -77,6 +83,7 @@ pub const REG32_00: u32 = 8;
 pub const NF_DROP: i32 = 0;
 pub const NF_ACCEPT: i32 = 1;
 pub const NFT_JUMP: i32 = -3;
+pub const NFT_GOTO: i32 = -4;
 
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
@@ -304,24 +311,39 @@ impl Nftables {
             // NFTA_SET_ELEM_LIST_ELEMENTS, each a NFTA_LIST_ELEM.
             for (_, l) in attrs_of(payload).into_iter().filter(|(t, _)| *t == 3) {
                 for (_, e) in attrs_of(l) {
-                    let (mut key, mut data, mut flags) = (None, None, 0u32);
+                    let (mut key, mut data, mut goto, mut flags) = (None, None, None, 0u32);
                     for (t, v) in attrs_of(e) {
                         match t {
                             1 => key = value(v),
-                            2 => data = value(v),
+                            2 => {
+                                data = value(v);
+                                goto = verdict_chain(v);
+                            }
                             3 if v.len() == 4 => flags = u32::from_be_bytes(v.try_into().unwrap()),
                             _ => {}
                         }
                     }
                     // NFT_SET_ELEM_INTERVAL_END
                     if let (Some(key), 0) = (key, flags & 1) {
-                        elems.push(Elem::new(key, data));
+                        let mut el = Elem::new(key, data);
+                        el.goto = goto;
+                        elems.push(el);
                     }
                 }
             }
         })?;
         Ok(elems)
     }
+}
+
+/// A verdict map element's `goto CHAIN` (NFTA_DATA_VERDICT: code, chain).
+fn verdict_chain(data: &[u8]) -> Option<String> {
+    let (_, v) = attrs_of(data).into_iter().find(|(t, _)| *t == 2)?;
+    let attrs = attrs_of(v);
+    let code =
+        attrs.iter().find(|(t, _)| *t == 1).and_then(|(_, c)| Some(i32::from_be_bytes((*c).try_into().ok()?)))?;
+    let chain = attrs.iter().find(|(t, _)| *t == 2).map(|(_, c)| cstr(c))?;
+    (code == NFT_GOTO).then_some(chain)
 }
 
 #[derive(Debug, Default, Clone)]
