@@ -68,6 +68,14 @@ fn a_vip_spreads_connections_and_follows_its_backends() {
     let chi = chi_square(&c, 5);
     assert!(c.len() == 5 && chi < 18.47, "not uniform: chi-square {chi:.2} for {c:?}");
     eprintln!("1000 connections through the VIP: {c:?}, chi-square {chi:.2}");
+    // trace and topology know the service.
+    let t = sb.ok(&["trace", "client", "web:80"]);
+    assert!(
+        t.contains("service web: VIP") && t.contains("one of 5 backend(s)") && t.contains("verdict: DELIVERED"),
+        "{t}"
+    );
+    let topo = sb.ok(&["topology"]);
+    assert!(topo.contains(&format!("service web VIP {vip} 80/tcp → 5 backend(s)")), "{topo}");
     // From the host, and from the LAN through the published port.
     retry(|| from_host_spread(&sb, &vip, 80)).expect("host -> VIP");
     retry(|| from_lan_spread(&sb, "192.168.1.10", 8080)).expect("LAN -> published service port");

@@ -64,8 +64,8 @@ pub struct Topology {
 }
 
 pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
-    let (networks, containers, endpoints) =
-        store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?)))?;
+    let (networks, containers, endpoints, services) =
+        store.read(|tx| Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?, crate::services::all(tx)?)))?;
     let mut ports_of = std::collections::HashMap::new();
     for c in &containers {
         ports_of.insert(c.id.clone(), store.read(|tx| tx.ports_of(&c.id))?);
@@ -131,6 +131,17 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
             }
         } else {
             notes.push(format!("parent {}", crate::drivers::macvlan::parent(n)));
+        }
+        for (svc, backends) in services.iter().filter(|(s, _)| s.network_id == n.id) {
+            let ports: Vec<String> = svc.ports.iter().map(|p| format!("{}/{}", p.port, p.proto.as_str())).collect();
+            notes.push(format!(
+                "service {} VIP {} {} → {} backend(s) (alias {})",
+                svc.name,
+                svc.vip,
+                ports.join(","),
+                backends.len(),
+                svc.selector
+            ));
         }
         let mut attached = Vec::new();
         for e in endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some()) {

@@ -194,6 +194,9 @@ fn published_target(w: &World, host_ip: Option<Ipv4Addr>, port: u16, proto: Prot
 
 pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: Option<Duration>) -> Result<Trace> {
     let (dst_name, port, proto) = parse_dst(dst)?;
+    if let Some(t) = to_service(ctx, store, src, dst, (&dst_name, port, proto), probe)? {
+        return Ok(t);
+    }
     let src_end = end(store, src)?;
     let dst_end = end(store, &dst_name)?;
     let w = store.read(|tx| {
@@ -596,6 +599,93 @@ fn across_hosts(mut b: Builder, host: &mut Netlink, net: &Network, r: &crate::mo
         format!("decapsulated into {}'s bridge there, delivered to {name} ({})", net.name, r.ip),
     );
     Ok(b.delivered())
+}
+
+/// A service's name or VIP as the destination: the VIP's DNAT (which backends, how one is
+/// picked) and then the path to a backend, traced as any container is.
+fn to_service(
+    ctx: &Ctx,
+    store: &mut Store,
+    src: &str,
+    dst: &str,
+    (name, port, proto): (&str, Option<u16>, Proto),
+    probe: Option<Duration>,
+) -> Result<Option<Trace>> {
+    let found = store.read(|tx| {
+        if !tx.has_services()? {
+            return Ok(None);
+        }
+        let svc = tx.services()?.into_iter().find(|s| s.name == name || s.vip.to_string() == name);
+        let Some(svc) = svc else { return Ok(None) };
+        let mut backends = Vec::new();
+        for b in tx.backends(&svc.id)? {
+            let ep = tx.all_endpoints()?.into_iter().find(|e| e.id == b.endpoint_id);
+            let c = match ep {
+                Some(e) => tx.container(&e.container_id)?,
+                None => None,
+            };
+            backends.push((b, c.map(|c| c.name).unwrap_or_default()));
+        }
+        Ok(Some((svc, backends)))
+    })?;
+    let Some((svc, backends)) = found else { return Ok(None) };
+    let mut b = Builder {
+        t: Trace {
+            src: src.into(),
+            dst: dst.into(),
+            hops: vec![],
+            verdict: String::new(),
+            reason: None,
+            fix: None,
+            probe: None,
+            probe_agrees: None,
+        },
+    };
+    let port = port.or(svc.ports.first().map(|p| p.port)).unwrap_or(0);
+    if !svc.ports.iter().any(|p| p.port == port && p.proto == proto) {
+        let list: Vec<String> = svc.ports.iter().map(|p| format!("{}/{}", p.port, p.proto.as_str())).collect();
+        return Ok(Some(b.blocked(
+            format!(
+                "service {} does not answer on {port}/{}: the host refuses (its ports: {})",
+                svc.name,
+                proto.as_str(),
+                list.join(", ")
+            ),
+            format!("netwright service rm {0} and create it again with --port {port}/{1}", svc.name, proto.as_str()),
+        )));
+    }
+    let table = firewall::table_name(ctx);
+    if backends.is_empty() {
+        b.hop(
+            format!("host prerouting (table ip {table})"),
+            format!("VIP {}:{port} → chain {}: no rule", svc.vip, crate::services::chain_name(&svc)),
+        );
+        return Ok(Some(b.blocked(
+            format!("service {} has no backend: the host refuses the connection", svc.name),
+            format!("start a container on its network with --network-alias {}", svc.selector),
+        )));
+    }
+    let how = if svc.client_affinity { "jhash of the client address" } else { "numgen random" };
+    let list: Vec<String> = backends.iter().map(|(be, n)| format!("{} {n} {}", be.slot, be.ip)).collect();
+    let (first, first_name) = &backends[0];
+    let mut t = trace(ctx, store, src, &format!("{first_name}:{port}/{}", proto.as_str()), probe)?;
+    t.dst = dst.into();
+    t.hops.insert(
+        0,
+        Hop {
+            at: format!("host prerouting (table ip {table})"),
+            what: format!(
+                "service {}: VIP {}:{port} → DNAT to one of {} backend(s) by {how} mod {} (slot: container address — {}); followed here: {first_name} {}",
+                svc.name,
+                svc.vip,
+                backends.len(),
+                backends.len(),
+                list.join(", "),
+                first.ip
+            ),
+        },
+    );
+    Ok(Some(t))
 }
 
 fn finish(mut b: Builder, d: &Container, port: Option<u16>, proto: Proto) -> Result<Trace> {
