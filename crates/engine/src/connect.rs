@@ -13,6 +13,7 @@ use crate::model::Driver;
 use crate::model::{Intent, Kind};
 use crate::network;
 use crate::plan;
+use crate::services::Scope;
 use crate::store::{Container, State, Store};
 
 fn running_with_own_namespace(store: &mut Store, reference: &str) -> Result<Container> {
@@ -84,7 +85,7 @@ pub fn connect(ctx: &Ctx, store: &mut Store, net_ref: &str, ctr_ref: &str, req: 
     }
     trace("connect: interface made");
     store.write(|tx| tx.end_intent(Kind::Connect, &ep.id))?;
-    crate::services::refresh(ctx, store, std::slice::from_ref(&net.id), &[])?;
+    crate::services::refresh(ctx, store, Scope::Endpoints { joined: std::slice::from_ref(&ep.id), leaving: &[] })?;
     if !overlay.is_empty() {
         crate::overlay::agent::nudge(ctx);
     }
@@ -122,7 +123,7 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
         return store.write(|tx| tx.end_intent(Kind::Disconnect, endpoint_id));
     };
     // Services stop sending new connections to this interface first.
-    crate::services::refresh(ctx, store, std::slice::from_ref(&ep.network_id), std::slice::from_ref(&ep.id))?;
+    crate::services::refresh(ctx, store, Scope::Endpoints { joined: &[], leaving: std::slice::from_ref(&ep.id) })?;
     let mut rebuild = false;
     if let (Some(to), true) = (ep.target(), ep.ifname == "eth0" && !ports.is_empty()) {
         // Already gone (a disconnect killed after this step): rebuilt once the store agrees.

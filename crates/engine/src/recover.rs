@@ -91,7 +91,7 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
     // Services: VIPs back on their (possibly re-made) bridges, backends as the containers are.
     crate::services::ensure_vips(store, nl)?;
     let all: Vec<String> = snap.networks.iter().map(|n| n.id.clone()).collect();
-    crate::services::refresh(ctx, store, &all, &[])?;
+    crate::services::refresh(ctx, store, crate::services::Scope::Networks(&all))?;
     if crate::overlay::Config::joined(ctx) {
         // The kernel's entries made to match the mirror; then the agent (started again if it
         // died) re-reads etcd and converges on anything newer.

@@ -46,6 +46,13 @@ pub struct BenchArgs {
     /// Overlay networks instead: convergence across hosts, the data path over VXLAN, scale
     #[arg(long)]
     pub overlay: bool,
+    /// Services instead: VIP spread against DNS round robin, backend churn at --svc-sizes
+    /// backends across services, throughput through a VIP
+    #[arg(long)]
+    pub services: bool,
+    /// With --services: total backends for the churn figure (10 per service)
+    #[arg(long, value_delimiter = ',', default_value = "10,1000")]
+    pub svc_sizes: Vec<usize>,
     /// A dual-stack bench network (IPv4 + IPv6): attach/release with both addresses, and
     /// the throughput figures over IPv6 too
     #[arg(long)]
@@ -126,6 +133,16 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
                 throughput_secs: args.throughput_secs,
                 hosts: args.overlay_hosts,
                 per_host: args.overlay_per_host,
+            },
+        );
+    }
+    if args.services {
+        return crate::services::run(
+            &bin,
+            &crate::services::Opts {
+                sizes: args.svc_sizes.clone(),
+                runs: args.runs.clamp(1, 15),
+                throughput_secs: args.throughput_secs,
             },
         );
     }

@@ -3,12 +3,13 @@
 //! throwaway sandboxes (`netwright-testkit`).
 //!
 //!     cargo run --release -p netwright-lab -- demo
-//!     cargo run --release -p netwright-lab -- bench [--compare | --overlay] ...
+//!     cargo run --release -p netwright-lab -- bench [--compare | --overlay | --services | --ipv6] ...
 
 mod bench;
 mod compare;
 mod demo;
 mod overlay;
+mod services;
 
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 
   spread.py serve PORT              answer every line of a connection with "<hostname>"
   spread.py count HOST PORT N       N new connections, one line each; print {"<host>": n}
+  spread.py cached NAME PORT N      the same, resolving NAME once (a caching client)
   spread.py hold HOST PORT          one connection: a line per stdin line, print answers
 """
 import json
@@ -60,12 +61,20 @@ def hold(host, port):
             print(f"(error {e})", flush=True)
 
 
+def cached(name, port, n):
+    # One lookup, its first address kept for every connection, as most clients do.
+    addr = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    count(addr, port, n)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[:1] == ["serve"]:
         serve(int(a[1]))
     elif a[:1] == ["count"]:
         count(a[1], int(a[2]), int(a[3]))
+    elif a[:1] == ["cached"]:
+        cached(a[1], int(a[2]), int(a[3]))
     elif a[:1] == ["hold"]:
         hold(a[1], int(a[2]))
     else:

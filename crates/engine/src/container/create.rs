@@ -337,8 +337,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             trace("setup: ports published");
         }
         // A container carrying a service's selector becomes one of its backends.
-        let on: Vec<String> = nets.iter().map(|n| n.id.clone()).collect();
-        crate::services::refresh(ctx, store, &on, &[])?;
+        let joined: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+        crate::services::refresh(ctx, store, crate::services::Scope::Endpoints { joined: &joined, leaving: &[] })?;
         // The embedded resolver must listen in the namespace before the process starts.
         if let Some(dns) = dns {
             dns.wait()?;
@@ -379,8 +379,9 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 Ok(())
             });
             // A backend it may have become is one no more.
-            let on: Vec<String> = nets.iter().map(|n| n.id.clone()).collect();
-            let _ = crate::services::refresh(ctx, store, &on, &[]);
+            let gone: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
+            let _ =
+                crate::services::refresh(ctx, store, crate::services::Scope::Endpoints { joined: &[], leaving: &gone });
             let _ = fs::remove_dir_all(ctx.container_dir(&container.id));
             if !unpublished {
                 // Some were never published: the store no longer has them, a rebuild is exact.

@@ -121,6 +121,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         Some(a) => bail!(invalid(format!("--affinity {a:?}: use client-ip or none"))),
     };
     let vip = spec.ip.as_deref().map(|s| ipam::parse_ip("--ip", s)).transpose()?;
+    // The table as the store has it before this service is added to either.
+    firewall::ensure(ctx, store)?;
     let (svc, bridge) = store.write(|tx| {
         let net = crate::network::resolve(tx, &spec.network)?;
         match net.driver {
@@ -210,9 +212,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
             ),
         )?;
         add_vip(nl, &bridge, svc.vip)?;
-        firewall::ensure(ctx, store)?;
         install(ctx, &svc)?;
-        refresh(ctx, store, std::slice::from_ref(&svc.network_id), &[])?;
+        refresh(ctx, store, Scope::Networks(std::slice::from_ref(&svc.network_id)))?;
         Ok(())
     })();
     if let Err(e) = made {
@@ -352,16 +353,27 @@ fn chain_rules(b: &mut Batch, t: &str, svc: &Service, n: u32) {
     b.add_rule(t, &chain, &format!("service {}: one of {n} backend(s), {how}", svc.name), &e);
 }
 
-/// What makes a container a backend: on the service's network, alive, with the alias.
-fn wanted(tx: &Tx, svc: &Service, leaving: &[String]) -> Result<Vec<(String, Ipv4Addr)>> {
+/// Is this endpoint a backend of `svc`: on its network, with an address, carrying the
+/// selector alias, its container alive, and not leaving right now?
+fn qualifies(tx: &Tx, svc: &Service, e: &crate::model::Endpoint, leaving: &[String]) -> Result<bool> {
+    Ok(e.network_id == svc.network_id
+        && e.ip.is_some()
+        && !leaving.contains(&e.id)
+        && e.aliases.iter().any(|a| a == &svc.selector)
+        && tx.container(&e.container_id)?.is_some_and(|c| c.state != crate::model::State::Exited))
+}
+
+/// Every backend `svc` should have, from the endpoints on its network (a full refresh).
+fn wanted(
+    tx: &Tx,
+    svc: &Service,
+    on_net: &[crate::model::Endpoint],
+    leaving: &[String],
+) -> Result<Vec<(String, Ipv4Addr)>> {
     let mut out = Vec::new();
-    for e in tx.active_endpoints_on(&svc.network_id)? {
-        let Some(ip) = e.ip else { continue };
-        if leaving.contains(&e.id) || !e.aliases.iter().any(|a| a == &svc.selector) {
-            continue;
-        }
-        if tx.container(&e.container_id)?.is_some_and(|c| c.state != crate::model::State::Exited) {
-            out.push((e.id, ip));
+    for e in on_net {
+        if qualifies(tx, svc, e, leaving)? {
+            out.push((e.id.clone(), e.ip.expect("qualified")));
         }
     }
     Ok(out)
@@ -414,20 +426,73 @@ pub fn plan(have: &[Backend], want: &[(String, Ipv4Addr)]) -> (Vec<Backend>, Cha
     (slots, change)
 }
 
-/// Brings the backends of every service on `networks` in line with the containers there;
-/// `leaving`: endpoints going away right now (a release or a disconnect about to happen).
-/// One store transaction, one nftables batch; nothing at all on a host without services.
-pub fn refresh(ctx: &Ctx, store: &mut Store, networks: &[String], leaving: &[String]) -> Result<()> {
+/// Which backends to look at.
+pub enum Scope<'a> {
+    /// Every service on these networks against every container there (a new service,
+    /// `reconcile`): O(containers on the network).
+    Networks(&'a [String]),
+    /// These endpoints joined (a container created or connected) or are leaving (a release
+    /// or a disconnect about to happen): only the services they concern, so the work does
+    /// not grow with the number of backends elsewhere.
+    Endpoints { joined: &'a [String], leaving: &'a [String] },
+}
+
+/// Brings services' backends in line with the containers: one store transaction, one
+/// nftables batch; nothing at all on a host without services.
+pub fn refresh(ctx: &Ctx, store: &mut Store, scope: Scope) -> Result<()> {
     if !store.read(|tx| tx.has_services())? {
         return Ok(());
     }
+    crate::ctx::trace("services: refresh");
     let _guard = firewall::lock(ctx)?;
     let t = firewall::table_name(ctx);
     let changes = store.write(|tx| {
+        // (service, the backends it should have)
+        let mut todo: Vec<(Service, Vec<(String, Ipv4Addr)>)> = Vec::new();
+        match &scope {
+            Scope::Networks(networks) => {
+                for net in networks.iter() {
+                    let on_net = tx.active_endpoints_on(net)?;
+                    for svc in tx.services_on(net)? {
+                        let want = wanted(tx, &svc, &on_net, &[])?;
+                        todo.push((svc, want));
+                    }
+                }
+            }
+            Scope::Endpoints { joined, leaving } => {
+                let mut affected: Vec<Service> = Vec::new();
+                for id in leaving.iter() {
+                    affected.extend(tx.services_backed_by(id)?);
+                }
+                let mut joining = Vec::new();
+                for id in joined.iter() {
+                    let Some(e) = tx.endpoint(id)? else { continue };
+                    for a in &e.aliases {
+                        affected.extend(tx.services_selecting(&e.network_id, a)?);
+                    }
+                    joining.push(e);
+                }
+                affected.sort_by(|a, b| a.id.cmp(&b.id));
+                affected.dedup_by(|a, b| a.id == b.id);
+                for svc in affected {
+                    let mut want: Vec<(String, Ipv4Addr)> = tx
+                        .backends(&svc.id)?
+                        .into_iter()
+                        .filter(|b| !leaving.contains(&b.endpoint_id))
+                        .map(|b| (b.endpoint_id, b.ip))
+                        .collect();
+                    for e in &joining {
+                        if qualifies(tx, &svc, e, leaving)? && !want.iter().any(|(id, _)| *id == e.id) {
+                            want.push((e.id.clone(), e.ip.expect("qualified")));
+                        }
+                    }
+                    todo.push((svc, want));
+                }
+            }
+        }
         let mut out = Vec::new();
-        for svc in tx.services()?.into_iter().filter(|s| networks.contains(&s.network_id)) {
+        for (svc, want) in todo {
             let have = tx.backends(&svc.id)?;
-            let want = wanted(tx, &svc, leaving)?;
             let (next, change) = plan(&have, &want);
             if change.slots.is_empty() {
                 continue;
@@ -442,15 +507,18 @@ pub fn refresh(ctx: &Ctx, store: &mut Store, networks: &[String], leaving: &[Str
         }
         Ok(out)
     })?;
+    crate::ctx::trace("services: store updated");
     if changes.is_empty() {
         return Ok(());
     }
     let mut b = Batch::new(nft::NFPROTO_IPV4);
+    let (mut elems, mut rules) = (0, 0);
     for (svc, change) in &changes {
         let old: Vec<Elem> =
             change.slots.iter().filter(|(s, _)| *s < change.old_n).map(|(s, _)| backend_elem(*s, None)).collect();
         let new: Vec<Elem> =
             change.slots.iter().filter_map(|(s, ip)| ip.map(|ip| backend_elem(*s, Some(ip)))).collect();
+        elems += old.len() + new.len();
         if !old.is_empty() {
             b.del_elems(&t, &map_name(svc), &old);
         }
@@ -459,6 +527,7 @@ pub fn refresh(ctx: &Ctx, store: &mut Store, networks: &[String], leaving: &[Str
         }
         if change.old_n != change.new_n {
             chain_rules(&mut b, &t, svc, change.new_n);
+            rules += svc.publish.len() + 1;
         }
     }
     let mut nftc = Nftables::open().context("opening nftables netlink")?;
@@ -471,6 +540,8 @@ pub fn refresh(ctx: &Ctx, store: &mut Store, networks: &[String], leaving: &[Str
         nftc.close_detached();
     }
     crate::dns::server::services_changed(ctx);
+    // The bench reads this line: what one change cost in nftables objects.
+    crate::ctx::trace(&format!("services: {elems} element(s), {rules} rule(s) changed"));
     Ok(())
 }
 

@@ -111,8 +111,10 @@ CREATE TABLE IF NOT EXISTS services (
     name       TEXT NOT NULL UNIQUE,
     network_id TEXT NOT NULL REFERENCES networks(id),
     vip        TEXT NOT NULL,
+    selector   TEXT NOT NULL,             -- the alias that makes a container a backend
     record     TEXT NOT NULL              -- JSON: crate::model::Service
 );
+CREATE INDEX IF NOT EXISTS services_by_selector ON services(network_id, selector);
 CREATE TABLE IF NOT EXISTS service_backends (
     service_id  TEXT NOT NULL,
     slot        INTEGER NOT NULL,         -- 0..N-1, dense: the index numgen picks
@@ -120,6 +122,7 @@ CREATE TABLE IF NOT EXISTS service_backends (
     endpoint_id TEXT NOT NULL,
     PRIMARY KEY (service_id, slot)
 );
+CREATE INDEX IF NOT EXISTS backends_by_endpoint ON service_backends(endpoint_id);
 "#;
 const SCHEMA_VERSION: i64 = 9;
 
@@ -504,6 +507,11 @@ impl Tx<'_> {
             e.ip6.map(|i| i.to_string()), e.requested_ip6.map(|i| i.to_string())
         ])?;
         Ok(())
+    }
+
+    pub fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
+        let mut st = self.0.prepare_cached("SELECT * FROM endpoints WHERE id = ?1")?;
+        Ok(st.query_row([id], endpoint_from_row).optional()?)
     }
 
     pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<Endpoint>> {

@@ -37,9 +37,34 @@ impl Tx<'_> {
 
     pub fn insert_service(&self, s: &Service) -> Result<()> {
         self.0
-            .prepare_cached("INSERT INTO services (id, name, network_id, vip, record) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![s.id, s.name, s.network_id, s.vip.to_string(), serde_json::to_string(s)?])?;
+            .prepare_cached(
+                "INSERT INTO services (id, name, network_id, vip, selector, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![s.id, s.name, s.network_id, s.vip.to_string(), s.selector, serde_json::to_string(s)?])?;
         Ok(())
+    }
+
+    fn services_where(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Service>> {
+        let mut st = self.0.prepare_cached(sql)?;
+        let rows = st.query_map(args, |r| r.get::<_, String>(0))?;
+        Ok(rows.filter_map(|r| serde_json::from_str(&r.ok()?).ok()).collect())
+    }
+
+    pub fn services_on(&self, network_id: &str) -> Result<Vec<Service>> {
+        self.services_where("SELECT record FROM services WHERE network_id = ?1", [network_id])
+    }
+
+    /// The services on a network whose selector is this alias (indexed).
+    pub fn services_selecting(&self, network_id: &str, alias: &str) -> Result<Vec<Service>> {
+        self.services_where("SELECT record FROM services WHERE network_id = ?1 AND selector = ?2", [network_id, alias])
+    }
+
+    /// The services an endpoint is a backend of (indexed).
+    pub fn services_backed_by(&self, endpoint_id: &str) -> Result<Vec<Service>> {
+        self.services_where(
+            "SELECT s.record FROM services s JOIN service_backends b ON b.service_id = s.id WHERE b.endpoint_id = ?1",
+            [endpoint_id],
+        )
     }
 
     pub fn delete_service(&self, id: &str) -> Result<()> {

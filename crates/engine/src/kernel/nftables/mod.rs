@@ -36,6 +36,8 @@ const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_TRACE: u16 = 17;
 
+/// SOL_NETLINK option: acknowledgements carry no copy of the request.
+const NETLINK_CAP_ACK: libc::c_int = 10;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -100,7 +102,38 @@ impl Nftables {
         let mut sock = Socket::new(NETLINK_NETFILTER)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
+        // Acknowledgements without a copy of each request: a batch of thousands of messages
+        // then fits the receive buffer (NETLINK_CAP_ACK).
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid int option value on our own socket.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_NETLINK,
+                NETLINK_CAP_ACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
         Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024] })
+    }
+
+    /// Room for `acks` acknowledgements in the receive buffer (a big batch's).
+    fn room_for_acks(&self, acks: usize) {
+        // An ack is a netlink header and an error header: 36 bytes, twice that with slack.
+        let size = (acks * 72) as libc::c_int;
+        if size > 128 * 1024 {
+            // SAFETY: setsockopt with a valid int option value on our own socket.
+            unsafe {
+                libc::setsockopt(
+                    self.sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                );
+            }
+        }
     }
 
     pub(crate) fn header(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) {
@@ -193,6 +226,7 @@ impl Nftables {
                 );
             }
         }
+        self.room_for_acks(batch.msgs.len());
         self.sock.send(&out, 0).map_err(|e| (0, e))?;
         // One ack per message, or errors; a failed batch stops early, so stop at the first error.
         let mut acked = 0;
