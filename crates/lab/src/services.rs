@@ -81,14 +81,22 @@ fn spread(sb: &Sandbox) -> Result<()> {
     }
     ok(&mut sb.netwright(["run", "-d", "--name", "client", "--network", "app", "--", "sleep", "infinity"]))?;
     ok(&mut sb.netwright(["service", "create", "web", "--network", "app", "--port", "80"]))?;
-    std::thread::sleep(Duration::from_millis(300));
     println!("1,000 new connections over 5 backends:");
     let vip = ok(&mut sb.netwright(["service", "inspect", "web", "--format", "{{.VIP}}"]))?.trim().to_string();
+    // Every backend's server up before counting (python starts in ~100 ms).
+    for _ in 0..50 {
+        let c =
+            counts(&ok(&mut sb.netwright(["exec", "client", "--", "python3", &script, "count", &vip, "80", "20"]))?)?;
+        if !c.contains_key("(failed)") && c.len() == 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let v = counts(&ok(&mut sb.netwright(["exec", "client", "--", "python3", &script, "count", &vip, "80", "1000"]))?)?;
     show("through the VIP (kernel, numgen)", &v);
-    // 10 caching clients × 100 connections: each resolves tasks.web once and keeps it.
+    // 8 caching clients × 125 connections: each resolves tasks.web once and keeps it.
     let mut d: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..10 {
+    for _ in 0..8 {
         let c = counts(&ok(&mut sb.netwright([
             "exec",
             "client",
@@ -98,7 +106,7 @@ fn spread(sb: &Sandbox) -> Result<()> {
             "cached",
             "tasks.web",
             "80",
-            "100",
+            "125",
         ]))?)?;
         for (k, n) in c {
             *d.entry(k).or_default() += n;
