@@ -15,7 +15,7 @@ use netwright_engine::kernel::process;
 use netwright_engine::store::State;
 
 /// `docker inspect`'s document for one container.
-pub(super) fn inspect_doc(
+pub(crate) fn inspect_doc(
     ctx: &Ctx,
     store: &mut netwright_engine::store::Store,
     c: &netwright_engine::store::Container,
@@ -71,6 +71,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Network(n) => super::network::run(&engine, n, out)?,
         Cmd::Service(sc) => super::service::run(&engine, sc, out)?,
+        Cmd::Ui { listen, allow_remote } => crate::frontends::ui::run(ctx.clone(), listen, allow_remote)?,
         Cmd::Ps { all, format, filter, quiet } => {
             let filters = parse_filters(&filter)?;
             // Docker: a status filter shows containers in that state, running or not.

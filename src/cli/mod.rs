@@ -2,6 +2,7 @@
 //! commands and their flags; [`commands`] runs them; [`output`] shapes tables and JSON.
 
 mod commands;
+pub(crate) use commands::inspect_doc;
 mod format;
 mod network;
 pub mod output;
@@ -199,6 +200,15 @@ pub enum Cmd {
     /// Virtual IPs that spread connections over containers (Kubernetes Services, Swarm VIPs)
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// The live system in a browser: networks, containers, connections as they happen (read-only)
+    Ui {
+        /// Address to serve on (loopback by default)
+        #[arg(long, default_value = "127.0.0.1:7780")]
+        listen: std::net::SocketAddr,
+        /// Serve on a non-loopback address (anyone who reaches it sees your containers)
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// Manage netwright itself
     #[command(subcommand)]
     System(SystemCmd),

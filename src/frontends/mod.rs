@@ -4,6 +4,7 @@
 
 pub mod cni;
 pub mod netavark;
+pub mod ui;
 
 /// netwright's container id for a runtime's: the runtime's own when it is 12-64 hex digits
 /// (Podman's, containerd's), else a stable 64-digit hash of it (Kubernetes sandbox names,

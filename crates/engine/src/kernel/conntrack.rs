@@ -186,6 +186,48 @@ fn parse(payload: &[u8]) -> Conn {
     c
 }
 
+/// A connection appearing or ending, as the kernel announces it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Event {
+    New(Conn),
+    Destroy(Conn),
+}
+
+/// The kernel's conntrack events (NFNLGRP_CONNTRACK_NEW and _DESTROY) in the calling
+/// thread's network namespace: what `conntrack -E` shows. Blocking reads.
+pub struct Events {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+/// Netlink multicast groups NFNLGRP_CONNTRACK_NEW (1) and NFNLGRP_CONNTRACK_DESTROY (3).
+const GROUPS_NEW_DESTROY: u32 = (1 << 0) | (1 << 2);
+/// IPCTNL_MSG_CT_NEW and IPCTNL_MSG_CT_DELETE (the message type's low byte).
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+
+impl Events {
+    pub fn subscribe() -> io::Result<Events> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind(&SocketAddr::new(0, GROUPS_NEW_DESTROY))?;
+        Ok(Events { sock, buf: vec![0u8; 64 * 1024] })
+    }
+
+    /// The next batch of events (waits for at least one message).
+    pub fn next(&mut self) -> io::Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for m in recv_msgs(&self.sock, &mut self.buf)? {
+            let payload = m.payload.get(4..).unwrap_or_default();
+            match m.ty & 0xff {
+                IPCTNL_MSG_CT_NEW if m.ty >> 8 == NFNL_SUBSYS_CTNETLINK => out.push(Event::New(parse(payload))),
+                IPCTNL_MSG_CT_DELETE if m.ty >> 8 == NFNL_SUBSYS_CTNETLINK => out.push(Event::Destroy(parse(payload))),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The table's fill level: (entries, nf_conntrack_max).
 pub fn fill() -> (u64, u64) {
     let read = |f: &str| {

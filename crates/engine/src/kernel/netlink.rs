@@ -54,6 +54,28 @@ pub struct Addr {
     pub prefix: u8,
 }
 
+/// Changes to links and addresses in the calling thread's namespace (RTMGRP_LINK,
+/// RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR): `wait` returns when something changed.
+pub struct LinkWatch {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl LinkWatch {
+    pub fn subscribe() -> io::Result<LinkWatch> {
+        const GROUPS: u32 = 0x1 | 0x10 | 0x100;
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind(&SocketAddr::new(0, GROUPS))?;
+        Ok(LinkWatch { sock, buf: vec![0u8; 64 * 1024] })
+    }
+
+    /// Blocks until the kernel announces a change (one datagram of them).
+    pub fn wait(&mut self) -> io::Result<()> {
+        self.sock.recv(&mut &mut self.buf[..], 0)?;
+        Ok(())
+    }
+}
+
 /// Requests per write in [`Netlink::batch`]: their acknowledgements (errors carry the
 /// request back) stay well inside the socket's receive buffer.
 pub const BATCH_CHUNK: usize = 64;

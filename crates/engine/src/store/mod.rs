@@ -279,6 +279,12 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// SQLite's data_version: it moves when another connection commits (the live view's
+    /// cheap "did anything change?").
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.conn.pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     /// Runs `f` in a write transaction taken up front (BEGIN IMMEDIATE), so two processes
     /// never both read-then-write the same allocation.
     pub fn write<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
