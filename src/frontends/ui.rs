@@ -205,7 +205,7 @@ fn watch_flows(app: Arc<App>) -> Result<()> {
     std::thread::spawn(move || {
         let mut known = names(&app.ctx);
         let mut version = app.latest.lock().expect("lock").len();
-        while let Ok(batch) = evs.next() {
+        while let Ok(batch) = evs.recv() {
             let now = app.latest.lock().expect("lock").len();
             if now != version {
                 known = names(&app.ctx);

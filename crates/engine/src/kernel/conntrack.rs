@@ -214,7 +214,7 @@ impl Events {
     }
 
     /// The next batch of events (waits for at least one message).
-    pub fn next(&mut self) -> io::Result<Vec<Event>> {
+    pub fn recv(&mut self) -> io::Result<Vec<Event>> {
         let mut out = Vec::new();
         for m in recv_msgs(&self.sock, &mut self.buf)? {
             let payload = m.payload.get(4..).unwrap_or_default();
