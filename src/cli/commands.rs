@@ -31,6 +31,23 @@ pub(crate) fn inspect_doc(
     Ok(output::container_inspect(ctx, c, &eps, &ports))
 }
 
+/// `--explain` for a container: the commands equal to what netwright did for it.
+pub(crate) fn explain_container(ctx: &Ctx, id: &str) -> Result<String> {
+    let mut store = ctx.store()?;
+    let (c, eps, ports) = store.read(|tx| {
+        let c = tx.container(id)?.context("the container is gone")?;
+        let mut eps = Vec::new();
+        for e in tx.endpoints_of(id)? {
+            if let Some(n) = tx.network(&e.network_id)? {
+                eps.push((e, n));
+            }
+        }
+        Ok((c, eps, tx.ports_of(id)?))
+    })?;
+    let table = netwright_engine::firewall::table_name(ctx);
+    Ok(netwright_engine::observe::explain::container(&table, &c, &eps, &ports).join("\n"))
+}
+
 /// Runs a parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     // A front end with its own error format (JSON) and its own state root.
@@ -50,6 +67,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     let out = &mut super::Out(std::io::stdout().lock());
     match cli.command {
         Cmd::Run(a) => {
+            runtime::EXPLAIN.store(a.net.explain, std::sync::atomic::Ordering::Relaxed);
             // Like `docker run`: 125 when netwright itself failed, else the container's code.
             return runtime::run(&ctx, Spec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() })
                 .map_err(|e| match e.downcast::<runtime::RunError>() {
@@ -58,7 +76,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 });
         }
         Cmd::Attach(a) => {
+            let explain = a.net.explain;
             let c = engine.attach(Spec { netns: Some(a.netns), ..a.net.spec() })?;
+            if explain {
+                eprintln!("{}", explain_container(&ctx, &c.id)?);
+            }
             let mut store = engine.store()?;
             writeln!(out, "{}", serde_json::to_string_pretty(&inspect_doc(&ctx, &mut store, &c)?)?)?;
         }

@@ -2,7 +2,7 @@
 //! commands and their flags; [`commands`] runs them; [`output`] shapes tables and JSON.
 
 mod commands;
-pub(crate) use commands::inspect_doc;
+pub(crate) use commands::{explain_container, inspect_doc};
 mod format;
 mod network;
 pub mod output;
@@ -375,6 +375,9 @@ pub struct NetworkCreateArgs {
     /// Driver options, e.g. mtu=1400
     #[arg(short, long = "opt")]
     pub opt: Vec<String>,
+    /// Also print (on stderr) the ip, nft and sysctl commands equal to what was done
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Args, Debug)]
@@ -413,6 +416,9 @@ pub struct NetArgs {
     /// IPv6 address on the network (a dual-stack network)
     #[arg(long)]
     pub ip6: Option<String>,
+    /// Also print (on stderr) the ip and nft commands equal to what was done
+    #[arg(long)]
+    pub explain: bool,
     /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp]
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,

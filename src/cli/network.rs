@@ -44,11 +44,15 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 ipv6: a.ipv6.unwrap_or(false),
                 subnet6,
                 gateway6,
-                ip_range: a.ip_range,
+                ip_range: a.ip_range.clone(),
                 internal: a.internal,
                 options: a.opt,
                 ..CreateSpec::default()
             })?;
+            if a.explain {
+                let table = netwright_engine::firewall::table_name(ctx);
+                eprintln!("{}", netwright_engine::observe::explain::network(&table, &n).join("\n"));
+            }
             writeln!(out, "{}", n.id)?;
         }
         NetworkCmd::Ls { format, quiet } => {

@@ -61,6 +61,18 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// `run --explain`: print the commands equal to what was done, once the container exists.
+pub static EXPLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn explain(ctx: &Ctx, id: &str) {
+    if EXPLAIN.load(std::sync::atomic::Ordering::Relaxed) {
+        match crate::cli::explain_container(ctx, id) {
+            Ok(text) => eprintln!("{text}"),
+            Err(e) => eprintln!("netwright: --explain: {e:#}"),
+        }
+    }
+}
+
 /// `netwright run`: returns the exit code to pass through.
 pub fn run(ctx: &Ctx, spec: Spec) -> Result<i32> {
     if spec.cmd.is_empty() {
@@ -85,6 +97,7 @@ fn run_detached(ctx: &Ctx, spec: Spec) -> Result<i32> {
             fs::File::from(r).read_to_string(&mut msg).ok();
             match msg.split_once(' ') {
                 Some(("OK", id)) => {
+                    explain(ctx, id.trim());
                     let _ = writeln!(crate::cli::Out(std::io::stdout()), "{}", id.trim());
                     Ok(0)
                 }
@@ -121,7 +134,10 @@ fn supervise(ctx: &Ctx, spec: &Spec, report: Option<fs::File>) -> Result<i32> {
             redirect_stdio_to_null();
             s
         }
-        (Ok(s), None) => s,
+        (Ok(s), None) => {
+            explain(ctx, &s.0.id);
+            s
+        }
         (Err(e), report) => {
             if let Some(mut r) = report {
                 let code = RunError::code_of(&e, EXIT_RUN_ERROR);

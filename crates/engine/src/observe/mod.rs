@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod doctor;
 mod doctor_overlay;
+pub mod explain;
 pub mod topology;
 pub mod trace;
 
