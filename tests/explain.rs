@@ -61,6 +61,22 @@ fn explained_commands_rebuild_the_seed_flows_by_hand() {
     }
     // Where netwright did it, the flows work (the baseline).
     a.send_from("client", "10.86.0.2", 80, "c2c").expect("client -> web");
+    // --dry-run: the same commands, nothing done.
+    let before = (a.ok(&["network", "ls", "-q"]), a.ok(&["ps", "-aq"]), ours(&a.host_links(), "nw").len());
+    let dry = a.ok(&["network", "create", "later", "--subnet", "10.87.0.0/24", "--dry-run"]);
+    assert!(dry.contains("ip addr add 10.87.0.1/24 dev nwb") && dry.contains("type bridge"), "{dry}");
+    let dry =
+        a.ok(&["run", "-d", "--name", "db", "--network", "demo", "-p", "5432:5432", "--dry-run", "--", "sleep", "1"]);
+    assert!(
+        dry.contains("ip netns add db")
+            && dry.contains("10.86.0.4/24")
+            && dry.contains("tcp . 5432 : 10.86.0.4 . 5432"),
+        "{dry}"
+    );
+    let after = (a.ok(&["network", "ls", "-q"]), a.ok(&["ps", "-aq"]), ours(&a.host_links(), "nw").len());
+    assert_eq!(before, after, "a dry run changes nothing");
+    let (_, err) = a.fails(&["run", "--network", "demo", "-p", "8080:80", "--dry-run", "--", "true"]);
+    assert!(err.contains("already published by container web"), "bad input is refused as without --dry-run: {err}");
     drop(a);
 
     // 2. The same commands by hand in a fresh sandbox: no netwright at all.

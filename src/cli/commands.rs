@@ -66,6 +66,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     cluster_membership(&ctx, &cli)?;
     let out = &mut super::Out(std::io::stdout().lock());
     match cli.command {
+        Cmd::Run(a) if a.net.dry_run => {
+            let spec = Spec { cmd: a.cmd, detach: a.detach, auto_remove: a.rm, ..a.net.spec() };
+            container::validate(&spec)?;
+            writeln!(out, "{}", engine.setup_dry_run(&spec)?)?;
+        }
         Cmd::Run(a) => {
             runtime::EXPLAIN.store(a.net.explain, std::sync::atomic::Ordering::Relaxed);
             // Like `docker run`: 125 when netwright itself failed, else the container's code.

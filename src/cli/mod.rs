@@ -378,6 +378,9 @@ pub struct NetworkCreateArgs {
     /// Also print (on stderr) the ip, nft and sysctl commands equal to what was done
     #[arg(long)]
     pub explain: bool,
+    /// Print those commands without doing anything
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -419,6 +422,9 @@ pub struct NetArgs {
     /// Also print (on stderr) the ip and nft commands equal to what was done
     #[arg(long)]
     pub explain: bool,
+    /// Print those commands without doing anything
+    #[arg(long)]
+    pub dry_run: bool,
     /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp|sctp]
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,

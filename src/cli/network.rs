@@ -36,7 +36,7 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
             }
             let (subnet, subnet6) = by_family("--subnet", &a.subnet)?;
             let (gateway, gateway6) = by_family("--gateway", &a.gateway)?;
-            let n = engine.network_create(&CreateSpec {
+            let spec = CreateSpec {
                 name: a.name,
                 driver: a.driver,
                 subnet,
@@ -48,7 +48,12 @@ pub(super) fn run(engine: &Engine, cmd: NetworkCmd, out: &mut impl Write) -> Res
                 internal: a.internal,
                 options: a.opt,
                 ..CreateSpec::default()
-            })?;
+            };
+            if a.dry_run {
+                writeln!(out, "{}", engine.network_create_dry_run(&spec)?)?;
+                return Ok(());
+            }
+            let n = engine.network_create(&spec)?;
             if a.explain {
                 let table = netwright_engine::firewall::table_name(ctx);
                 eprintln!("{}", netwright_engine::observe::explain::network(&table, &n).join("\n"));

@@ -57,6 +57,20 @@ impl Engine {
         self.changing(|ctx, store| container::create(ctx, store, spec))
     }
 
+    /// `--dry-run` of [`Engine::setup`]: the commands it would run; nothing is done.
+    pub fn setup_dry_run(&self, spec: &Spec) -> Result<String> {
+        let spec = Spec { dry_run: true, ..spec.clone() };
+        self.with_store(|ctx, store| crate::observe::explain::dry_run_text(container::create(ctx, store, &spec)))
+    }
+
+    /// `--dry-run` of [`Engine::network_create`].
+    pub fn network_create_dry_run(&self, spec: &CreateSpec) -> Result<String> {
+        let spec = CreateSpec { dry_run: true, ..spec.clone() };
+        self.with_netlink(|ctx, store, nl| {
+            crate::observe::explain::dry_run_text(network::create(ctx, store, nl, &spec))
+        })
+    }
+
     /// Networks a namespace a runtime made and owns (`spec.netns`): set up, and alive for
     /// as long as that namespace is.
     pub fn attach(&self, spec: Spec) -> Result<Container> {

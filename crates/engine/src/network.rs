@@ -40,6 +40,9 @@ pub struct CreateSpec {
     pub bridge: Option<String>,
     /// Options a front end records for itself (not user input, not validated here).
     pub extra_options: BTreeMap<String, String>,
+    /// `--dry-run`: validate and compute (subnet, gateway, names) in a transaction that is
+    /// rolled back; the commands come back as an `explain::DryRun` error.
+    pub dry_run: bool,
 }
 
 /// Routes on the host that a new subnet must not overlap (the default route aside).
@@ -146,6 +149,9 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
         ));
     }
     let is_macvlan = driver == Driver::Macvlan;
+    if spec.dry_run && driver != Driver::Bridge {
+        bail!(invalid(format!("--dry-run explains bridge networks only, not -d {driver}")));
+    }
     let subnet = spec.subnet.as_deref().map(|s| ipam::parse_cidr("--subnet", s)).transpose()?;
     let gateway = spec.gateway.as_deref().map(|s| ipam::parse_ip("--gateway", s)).transpose()?;
     let ip_range = spec.ip_range.as_deref().map(|s| ipam::parse_cidr("--ip-range", s)).transpose()?;
@@ -260,6 +266,10 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
             subnet6,
             gateway6,
         };
+        if spec.dry_run {
+            let text = crate::observe::explain::network(&crate::firewall::table_name(ctx), &net);
+            return Err(crate::observe::explain::DryRun(text.join("\n")).into());
+        }
         tx.insert_network(&net)?;
         Ok(net)
     })?;

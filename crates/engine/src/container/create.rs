@@ -171,6 +171,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
     let mode = Mode::parse(spec)?;
     if let Mode::Net(ns) = &mode
         && ns.iter().any(|n| n == network::DEFAULT_NETWORK)
+        && !spec.dry_run
     {
         network::ensure_default(ctx, store, &mut host_nl, true)?;
     }
@@ -319,6 +320,15 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         let mappings = ports::resolve(tx, &port_reqs)?;
         for m in &mappings {
             tx.insert_port(&container.id, m)?;
+        }
+        if spec.dry_run {
+            if nets.iter().any(|n| n.driver == Driver::Overlay) {
+                bail!(invalid("--dry-run does not apply to overlay networks: their addresses are claimed in etcd".to_string()));
+            }
+            let eps: Vec<(Endpoint, Network)> = eps.into_iter().zip(nets.iter().cloned()).collect();
+            let text = crate::observe::explain::container(&crate::firewall::table_name(ctx), &container, &eps, &mappings);
+            // Rolls the transaction back: nothing is recorded.
+            return Err(crate::observe::explain::DryRun(text.join("\n")).into());
         }
         Ok(Rows { container, endpoints: eps, nets, mappings, owner })
     })?;

@@ -58,6 +58,9 @@ pub struct Spec {
     /// The runtime holds the published host ports open itself (Podman does, through
     /// conmon): skip the check that no host process listens there.
     pub runtime_reserves_ports: bool,
+    /// `--dry-run`: compute everything (names, addresses, ports) in a transaction that is
+    /// rolled back, and return the commands as an `explain::DryRun` error; nothing is done.
+    pub dry_run: bool,
     /// Per network (by name): what a front end decided itself — Podman allocates addresses
     /// and names interfaces (`--ip` and `--network-alias` above apply where this is silent).
     pub endpoints: std::collections::BTreeMap<String, EndpointRequest>,

@@ -10,6 +10,30 @@
 //! only set and map elements follow, as netwright itself does.
 
 use crate::firewall;
+
+/// `--dry-run`: the commands a change would run, carried out of the store transaction
+/// that computed them (and is rolled back by this error) — nothing was done.
+#[derive(Debug)]
+pub struct DryRun(pub String);
+
+impl std::fmt::Display for DryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DryRun {}
+
+/// The commands from a dry run's error, or the error itself.
+pub fn dry_run_text<T>(r: anyhow::Result<T>) -> anyhow::Result<String> {
+    match r {
+        Ok(_) => anyhow::bail!("the dry run did something: this is a bug"),
+        Err(e) => match e.downcast::<DryRun>() {
+            Ok(d) => Ok(d.0),
+            Err(e) => Err(e),
+        },
+    }
+}
 use crate::model::{Container, Endpoint, Mapping, Network};
 
 /// The table's skeleton in nft's syntax, created only if missing (idempotent).
