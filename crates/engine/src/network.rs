@@ -100,6 +100,22 @@ pub fn reserved(n: &Network) -> Vec<std::net::Ipv4Addr> {
     v
 }
 
+/// The next free IPv4 address of a network (its cursor moves on): for a container or a VIP.
+/// Runs inside the write transaction.
+pub fn next_address(tx: &Tx, net: &Network) -> Result<std::net::Ipv4Addr> {
+    let (ip, cursor) = ipam::allocate(
+        net.subnet,
+        &reserved(net),
+        net.ip_range,
+        net.cursor,
+        |ip| tx.ip_taken(&net.id, ip),
+        || tx.ips_in_use(&net.id),
+    )
+    .with_context(|| format!("network {}", net.name))?;
+    tx.set_cursor(&net.id, cursor)?;
+    Ok(ip)
+}
+
 /// Validates everything about a new network, then records it and creates its bridge.
 pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec) -> Result<Network> {
     if !crate::names::valid(&spec.name) {

@@ -94,6 +94,11 @@ fn cell(s: &Stats) -> String {
     format!("{:>7.2} ({:.2}–{:.2})", s.median, s.min, s.max)
 }
 
+/// Times one `run -d` of the container "probe" on `network`.
+fn probe(sb: &Sandbox, network: &str) -> Result<Duration> {
+    timed(&mut sb.netwright(["run", "-d", "--name", "probe", "--network", network, "--", "sleep", "infinity"]))
+}
+
 /// Attaches containers until `target` are running, several `run -d` at a time.
 fn fill(sb: &Sandbox, attached: &mut usize, target: usize) -> Result<()> {
     fill_net(sb, "bench", attached, target)
@@ -204,17 +209,7 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
         let mut rel = Vec::new();
         for i in 0..=runs {
             let r = timed(&mut sb.netwright(["run", "--rm", "--network", "bench", "--", "true"]))?;
-            let a = timed(&mut sb.netwright([
-                "run",
-                "-d",
-                "--name",
-                "probe",
-                "--network",
-                "bench",
-                "--",
-                "sleep",
-                "infinity",
-            ]))?;
+            let a = probe(&sb, "bench")?;
             let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
             if i > 0 {
                 rr.push(r);
@@ -418,17 +413,7 @@ fn dual_stack_bench(sb: &Sandbox, sizes: &[usize], runs: usize) -> Result<()> {
         let mut t: [Vec<Duration>; 4] = Default::default();
         for i in 0..=runs {
             for (k, net) in ["v4only", "dual"].iter().enumerate() {
-                let a = timed(&mut sb.netwright([
-                    "run",
-                    "-d",
-                    "--name",
-                    "probe",
-                    "--network",
-                    net,
-                    "--",
-                    "sleep",
-                    "infinity",
-                ]))?;
+                let a = probe(sb, net)?;
                 let d = timed(&mut sb.netwright(["rm", "-f", "probe"]))?;
                 if i > 0 {
                     t[k].push(a);

@@ -95,19 +95,7 @@ pub fn add_endpoint(
             }
             ip
         }
-        None => {
-            let (ip, cursor) = ipam::allocate(
-                net.subnet,
-                &network::reserved(net),
-                net.ip_range,
-                net.cursor,
-                |ip| tx.ip_taken(&net.id, ip),
-                || tx.ips_in_use(&net.id),
-            )
-            .with_context(|| format!("network {}", net.name))?;
-            tx.set_cursor(&net.id, cursor)?;
-            ip
-        }
+        None => network::next_address(tx, net)?,
     };
     let ip6 = match (net.subnet6.zip(net.gateway6), req.ip6) {
         (None, Some(ip6)) => bail!(invalid(format!(

@@ -361,15 +361,24 @@ fn dnat_rules(family: Family) -> Vec<(&'static str, Vec<Expr>)> {
         ),
         (
             "published port: DNAT to the container (map pub_any: any local address . proto . port)",
-            vec![
-                Expr::FibDaddrType { dreg: nft::REG_1 },
-                Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
-                Expr::Meta { key: meta::L4PROTO, dreg: r },
-                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
-                Expr::Lookup { set: "pub_any".into(), sreg: r, dreg: Some(r), invert: false },
-                Expr::Dnat { family: f, reg_addr: r, reg_port: r + words },
-            ],
+            local_proto_port(r)
+                .into_iter()
+                .chain([
+                    Expr::Lookup { set: "pub_any".into(), sreg: r, dreg: Some(r), invert: false },
+                    Expr::Dnat { family: f, reg_addr: r, reg_port: r + words },
+                ])
+                .collect(),
         ),
+    ]
+}
+
+/// `fib daddr type local`, then proto . port into `r`, `r + 1`: a key for "any local address".
+fn local_proto_port(r: u32) -> [Expr; 4] {
+    [
+        Expr::FibDaddrType { dreg: nft::REG_1 },
+        Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
+        Expr::Meta { key: meta::L4PROTO, dreg: r },
+        Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
     ]
 }
 
@@ -389,13 +398,10 @@ fn service_rules() -> Vec<(&'static str, Vec<Expr>)> {
         ),
         (
             "service: a published service port to its service's chain (map svc_pub: proto . port)",
-            vec![
-                Expr::FibDaddrType { dreg: nft::REG_1 },
-                Expr::Cmp { sreg: nft::REG_1, op: 0, data: nft::RTN_LOCAL.to_ne_bytes().to_vec() },
-                Expr::Meta { key: meta::L4PROTO, dreg: r },
-                Expr::Payload { base: 2, offset: 2, len: 2, dreg: r + 1 },
-                Expr::Lookup { set: "svc_pub".into(), sreg: r, dreg: Some(nft::REG_VERDICT), invert: false },
-            ],
+            local_proto_port(r)
+                .into_iter()
+                .chain([Expr::Lookup { set: "svc_pub".into(), sreg: r, dreg: Some(nft::REG_VERDICT), invert: false }])
+                .collect(),
         ),
     ]
 }

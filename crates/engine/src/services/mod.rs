@@ -176,19 +176,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, nl: &mut Netlink, spec: &CreateSpec)
                 }
                 ip
             }
-            None => {
-                let (ip, cursor) = ipam::allocate(
-                    net.subnet,
-                    &crate::network::reserved(&net),
-                    net.ip_range,
-                    net.cursor,
-                    |ip| tx.ip_taken(&net.id, ip),
-                    || tx.ips_in_use(&net.id),
-                )
-                .with_context(|| format!("network {}", net.name))?;
-                tx.set_cursor(&net.id, cursor)?;
-                ip
-            }
+            None => crate::network::next_address(tx, &net)?,
         };
         let svc = Service {
             id: random_hex(64),

@@ -132,6 +132,21 @@ struct Builder {
 }
 
 impl Builder {
+    fn new(src: &str, dst: &str) -> Builder {
+        Builder {
+            t: Trace {
+                src: src.into(),
+                dst: dst.into(),
+                hops: vec![],
+                verdict: String::new(),
+                reason: None,
+                fix: None,
+                probe: None,
+                probe_agrees: None,
+            },
+        }
+    }
+
     fn hop(&mut self, at: impl Into<String>, what: impl Into<String>) {
         self.t.hops.push(Hop { at: at.into(), what: what.into() });
     }
@@ -216,18 +231,7 @@ pub fn trace(ctx: &Ctx, store: &mut Store, src: &str, dst: &str, probe: Option<D
             _ => None,
         })
     };
-    let mut b = Builder {
-        t: Trace {
-            src: src.into(),
-            dst: dst.into(),
-            hops: vec![],
-            verdict: String::new(),
-            reason: None,
-            fix: None,
-            probe: None,
-            probe_agrees: None,
-        },
-    };
+    let mut b = Builder::new(src, dst);
     let table_ok = Nftables::open()?.has_table(nft::NFPROTO_IPV4, &firewall::table_name(ctx))?;
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim() == "1";
     let dst_ip = match &dst_end {
@@ -629,18 +633,7 @@ fn to_service(
         Ok(Some((svc, backends)))
     })?;
     let Some((svc, backends)) = found else { return Ok(None) };
-    let mut b = Builder {
-        t: Trace {
-            src: src.into(),
-            dst: dst.into(),
-            hops: vec![],
-            verdict: String::new(),
-            reason: None,
-            fix: None,
-            probe: None,
-            probe_agrees: None,
-        },
-    };
+    let mut b = Builder::new(src, dst);
     let port = port.or(svc.ports.first().map(|p| p.port)).unwrap_or(0);
     if !svc.ports.iter().any(|p| p.port == port && p.proto == proto) {
         let list: Vec<String> = svc.ports.iter().map(|p| format!("{}/{}", p.port, p.proto.as_str())).collect();
