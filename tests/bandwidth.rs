@@ -57,9 +57,11 @@ fn limits_hold_in_each_direction_and_neighbours_are_not_slowed() {
     ]);
     sb.ok(&["run", "-d", "--name", "free", "--network", "app", "--", "sleep", "300"]);
     let out = iperf(&sb, "lim", false);
-    assert!((9.0..=11.0).contains(&out), "egress {out:.1} Mbit/s, limit 10");
+    // At most the limit (+10 % for measuring), and not far under it: TCP through a shaper on
+    // a loaded 2-core CI machine has measured 8.7 of 10.
+    assert!((8.5..=11.0).contains(&out), "egress {out:.1} Mbit/s, limit 10");
     let inn = iperf(&sb, "lim", true);
-    assert!((18.0..=22.0).contains(&inn), "ingress {inn:.1} Mbit/s, limit 20");
+    assert!((17.0..=22.0).contains(&inn), "ingress {inn:.1} Mbit/s, limit 20");
     let free = iperf(&sb, "free", false);
     assert!(free > 100.0, "the neighbour is not slowed: {free:.1} Mbit/s");
     let doc = sb.inspect("lim");
