@@ -42,6 +42,8 @@ struct App {
     events: broadcast::Sender<(&'static str, String)>,
     /// The latest topology (JSON), for a client that connects between changes.
     latest: std::sync::Mutex<String>,
+    /// Moves each time `latest` changes: the flow watcher re-reads container names then.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Serves until killed. `allow_remote`: a non-loopback address was asked for explicitly.
@@ -57,7 +59,12 @@ pub fn run(ctx: Ctx, listen: SocketAddr, allow_remote: bool) -> Result<()> {
         );
     }
     let (tx, _) = broadcast::channel(1024);
-    let app = Arc::new(App { ctx, events: tx, latest: std::sync::Mutex::new(String::from("{}")) });
+    let app = Arc::new(App {
+        ctx,
+        events: tx,
+        latest: std::sync::Mutex::new(String::from("{}")),
+        generation: std::sync::atomic::AtomicU64::new(0),
+    });
     *app.latest.lock().expect("lock") =
         topology_json(&app.ctx).unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
     watch_topology(app.clone())?;
@@ -122,6 +129,7 @@ fn watch_topology(app: Arc<App>) -> Result<()> {
                 let changed = *app.latest.lock().expect("lock") != t;
                 if changed {
                     *app.latest.lock().expect("lock") = t.clone();
+                    app.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = app.events.send(("topology", t));
                 }
             }
@@ -204,9 +212,9 @@ fn watch_flows(app: Arc<App>) -> Result<()> {
     let mut evs = conntrack::Events::subscribe().context("subscribing to conntrack events")?;
     std::thread::spawn(move || {
         let mut known = names(&app.ctx);
-        let mut version = app.latest.lock().expect("lock").len();
+        let mut version = app.generation.load(std::sync::atomic::Ordering::Relaxed);
         while let Ok(batch) = evs.recv() {
-            let now = app.latest.lock().expect("lock").len();
+            let now = app.generation.load(std::sync::atomic::Ordering::Relaxed);
             if now != version {
                 known = names(&app.ctx);
                 version = now;

@@ -144,7 +144,7 @@ impl Sandbox {
             let eth0 = nl.link_by_name("eth0")?.context("eth0")?.index;
             nl.batch(vec![
                 (Netlink::add_addr6_msg(eth0, v6(HOST6_ETH0), 64), NLM_F_CREATE | NLM_F_EXCL),
-                (Netlink::default_route6_msg(v6(LAN6_ROUTER), eth0), NLM_F_CREATE | NLM_F_EXCL),
+                (Netlink::default_route_msg(v6(LAN6_ROUTER), eth0), NLM_F_CREATE | NLM_F_EXCL),
             ])
             .map_err(|(_, e)| e)?;
             Ok(())

@@ -187,7 +187,7 @@ pub fn configure_inside(ctr: &mut Netlink, ns: &OwnedFd, plan: &EndpointPlan) ->
     if let Some((addr6, prefix6)) = plan.addr6 {
         reqs.push((Netlink::add_addr6_msg(inner.index, addr6, prefix6), NLM_F_CREATE | NLM_F_EXCL));
         if let (true, Some(gw6)) = (plan.default_route, plan.gateway6) {
-            reqs.push((Netlink::default_route6_msg(gw6, inner.index), NLM_F_CREATE | NLM_F_EXCL));
+            reqs.push((Netlink::default_route_msg(gw6, inner.index), NLM_F_CREATE | NLM_F_EXCL));
         }
     }
     ctr.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring {} inside the container", plan.ifname))?;

@@ -490,22 +490,6 @@ impl Netlink {
         RouteNetlinkMessage::NewAddress(msg)
     }
 
-    /// The IPv6 default route through `gateway` on `oif`.
-    pub fn default_route6_msg(gateway: std::net::Ipv6Addr, oif: u32) -> RouteNetlinkMessage {
-        let mut msg = RouteMessage::default();
-        msg.header = RouteHeader {
-            address_family: AddressFamily::Inet6,
-            table: RouteHeader::RT_TABLE_MAIN,
-            protocol: RouteProtocol::Boot,
-            scope: RouteScope::Universe,
-            kind: RouteType::Unicast,
-            ..Default::default()
-        };
-        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet6(gateway)));
-        msg.attributes.push(RouteAttribute::Oif(oif));
-        RouteNetlinkMessage::NewRoute(msg)
-    }
-
     pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
         let mut req = AddressMessage::default();
         req.header.family = AddressFamily::Unspec;
@@ -534,17 +518,22 @@ impl Netlink {
             .collect())
     }
 
-    pub fn default_route_msg(gateway: Ipv4Addr, oif: u32) -> RouteNetlinkMessage {
+    /// The default route of `gateway`'s family through it on `oif`.
+    pub fn default_route_msg(gateway: impl Into<IpAddr>, oif: u32) -> RouteNetlinkMessage {
+        let (family, gw) = match gateway.into() {
+            IpAddr::V4(a) => (AddressFamily::Inet, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, RouteAddress::Inet6(a)),
+        };
         let mut msg = RouteMessage::default();
         msg.header = RouteHeader {
-            address_family: AddressFamily::Inet,
+            address_family: family,
             table: RouteHeader::RT_TABLE_MAIN,
             protocol: RouteProtocol::Boot,
             scope: RouteScope::Universe,
             kind: RouteType::Unicast,
             ..Default::default()
         };
-        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        msg.attributes.push(RouteAttribute::Gateway(gw));
         msg.attributes.push(RouteAttribute::Oif(oif));
         RouteNetlinkMessage::NewRoute(msg)
     }
