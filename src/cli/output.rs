@@ -148,6 +148,17 @@ pub fn network_inspect(n: &Network, attached: &[(Container, Endpoint)]) -> Value
     let mut extra = json!({});
     if n.driver.is_bridged() {
         options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
+        // A big network's segment bridges (plan::Segment), with their containers.
+        let mut segments: Vec<String> = attached
+            .iter()
+            .filter(|(_, e)| e.segment > 0 && e.ip.is_some())
+            .map(|(_, e)| netwright_engine::plan::port_bridge(n, e))
+            .collect();
+        segments.sort();
+        segments.dedup();
+        if !segments.is_empty() {
+            extra["SegmentBridges"] = json!(segments);
+        }
     } else {
         extra["Notes"] = json!([netwright_engine::drivers::macvlan::NOTE]);
         if let Some(a) = netwright_engine::drivers::macvlan::shim_address(n) {
@@ -233,7 +244,8 @@ pub fn container_inspect(ctx: &Ctx, c: &Container, eps: &[(Endpoint, Option<Netw
                 "GlobalIPv6Address": e.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
                 "GlobalIPv6PrefixLen": e.ip6.and(n.subnet6).map_or(0, |s| s.prefix_len()),
                 "DNSNames": dns_names,
-                "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname, "Bridge": n.bridge},
+                "Netwright": {"HostInterface": e.host_ifname, "Interface": e.ifname,
+                    "Bridge": if n.driver.is_bridged() { netwright_engine::plan::port_bridge(n, e) } else { n.bridge.clone() }},
             }),
         );
     }

@@ -44,6 +44,8 @@ pub enum Action {
     },
     /// Create an overlay network's VXLAN device, or make it a port of its bridge again, up.
     EnsureVxlan { name: String, network: String, bridge: String, vni: u32, port: u16, mtu: u32 },
+    /// Create (or fix) a big network's segment bridge and its link to the network's bridge.
+    EnsureSegment { network: String, segment: plan::Segment, mtu: u32 },
     /// Make a container's veth a port of its bridge again (its bridge was re-created).
     Enslave { port: String, bridge: String, isolated: bool },
     /// Bring a device up.
@@ -63,6 +65,11 @@ impl fmt::Display for Action {
             Action::EnsureVxlan { name, network, .. } => {
                 write!(f, "VXLAN device {name} of overlay network {network} is missing, down or off its bridge")
             }
+            Action::EnsureSegment { network, segment, .. } => write!(
+                f,
+                "segment bridge {} of network {network} (or its link {} ⇄ {}) is missing, down or unplugged",
+                segment.bridge, segment.main_end, segment.segment_end
+            ),
             Action::Enslave { port, bridge, .. } => write!(f, "veth {port} is not a port of bridge {bridge}"),
             Action::SetUp { name } => write!(f, "device {name} is down"),
             Action::RecreateVeth { endpoint, container, .. } => {
@@ -102,6 +109,21 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
                         gateway: *gateway,
                         prefix: *prefix,
                         gateway6: *gateway6,
+                        mtu: d.mtu,
+                    });
+                }
+            }
+            DesiredKind::Segment { network, segment } => {
+                let port_of = |name: &str, master: &str| {
+                    by_name.get(name).is_some_and(|l| l.up && l.master.as_deref() == Some(master))
+                };
+                let ok = have.is_some_and(|l| l.up && l.kind.as_deref() == Some("bridge"))
+                    && port_of(&segment.segment_end, &segment.bridge)
+                    && port_of(&segment.main_end, &segment.parent);
+                if !ok {
+                    bridges.push(Action::EnsureSegment {
+                        network: network.clone(),
+                        segment: segment.clone(),
                         mtu: d.mtu,
                     });
                 }
@@ -211,6 +233,7 @@ impl Kernel for NetlinkKernel<'_> {
                     .with_context(|| format!("overlay network {network} is no longer in the store"))?;
                 crate::drivers::overlay::ensure(self.ctx, self.nl, &net).map(drop)
             }
+            Action::EnsureSegment { segment, mtu, .. } => bridge::repair_segment(self.nl, segment, *mtu).map(drop),
             Action::Enslave { port, bridge, isolated } => {
                 let (port, master) = (self.index(port)?, self.index(bridge)?);
                 let mut reqs = vec![(Netlink::set_master_msg(port, master), 0)];
@@ -300,6 +323,25 @@ mod tests {
                         up: true,
                         addrs: vec![],
                     });
+                }
+                Action::EnsureSegment { segment, .. } => {
+                    let s = segment.clone();
+                    self.links.retain(|l| ![&s.bridge, &s.main_end, &s.segment_end].contains(&&l.name));
+                    for (name, kind, master) in [
+                        (s.bridge, "bridge", None),
+                        (s.main_end, "veth", Some(s.parent.clone())),
+                        (s.segment_end, "veth", Some(segment.bridge.clone())),
+                    ] {
+                        let index = self.links.len() as u32 + 100;
+                        self.links.push(LiveLink {
+                            index,
+                            name,
+                            kind: Some(kind.into()),
+                            master,
+                            up: true,
+                            addrs: vec![],
+                        });
+                    }
                 }
                 Action::DeleteStray { name } => self.links.retain(|l| &l.name != name),
             }

@@ -162,6 +162,7 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
     if rebuild {
         firewall::sync_all(ctx, store)?;
     }
+    bridge::drop_empty_segments(ctx, store, std::slice::from_ref(&ep));
     crate::overlay::withdraw(ctx, &overlay, container_id);
     crate::hostnames::sync_or_warn(ctx, store);
     crate::dns::server::sync_now(ctx, false, Some(container_id))?;

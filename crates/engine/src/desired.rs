@@ -25,6 +25,19 @@ pub fn host(snap: &Snapshot) -> Desired {
     for n in &snap.networks {
         let in_use = snap.endpoints.iter().any(|e| e.network_id == n.id && e.ip.is_some());
         links.extend(drivers::of(n.driver).network_links(n, in_use));
+        // A big network's segment bridges: those that hold an endpoint with an address.
+        let mut segments: Vec<&Endpoint> =
+            snap.endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some() && e.segment > 0).collect();
+        segments.sort_by_key(|e| e.segment);
+        segments.dedup_by_key(|e| e.segment);
+        for e in segments {
+            let segment = plan::segment(plan::tag_of(&e.host_ifname), n, e.segment);
+            for end in [&segment.main_end, &segment.segment_end] {
+                links.push(DesiredLink { name: end.clone(), mtu: n.mtu, kind: DesiredKind::Transient });
+            }
+            let kind = DesiredKind::Segment { network: n.name.clone(), segment: segment.clone() };
+            links.push(DesiredLink { name: segment.bridge, mtu: n.mtu, kind });
+        }
     }
     for c in &snap.containers {
         if !c.network_mode.is_network() || c.state == State::Exited {
@@ -37,7 +50,7 @@ pub fn host(snap: &Snapshot) -> Desired {
                 // The first network's endpoint carries the default route (eth0).
                 let first = e.ifname == "eth0";
                 DesiredKind::HostVeth {
-                    bridge: n.bridge.clone(),
+                    bridge: plan::port_bridge(n, e),
                     container_id: c.id.clone(),
                     container: c.name.clone(),
                     endpoint: plan::endpoint(n, e, ip, first),
@@ -48,18 +61,13 @@ pub fn host(snap: &Snapshot) -> Desired {
             links.push(DesiredLink { name: e.host_ifname.clone(), mtu: n.mtu, kind });
             // Its shaping device, if it has limits: netwright's, neither missing nor stray.
             links.push(DesiredLink {
-                name: plan::ifb_name(&plan_tag(&e.host_ifname), &e.id),
+                name: plan::ifb_name(plan::tag_of(&e.host_ifname), &e.id),
                 mtu: n.mtu,
                 kind: DesiredKind::Transient,
             });
         }
     }
     Desired { links }
-}
-
-/// The root tag inside a host device name ("nwv" + tag + …).
-fn plan_tag(host_ifname: &str) -> String {
-    host_ifname.get(3..7).unwrap_or_default().to_string()
 }
 
 /// Whether a container has a network of its own that the host-side plan covers.
@@ -131,6 +139,7 @@ pub(crate) mod tests {
             requested_ip6: None,
             mac: String::new(),
             aliases: vec![],
+            segment: 0,
         }
     }
 

@@ -217,6 +217,9 @@ pub struct Endpoint {
     pub requested_ip6: Option<Ipv6Addr>,
     pub mac: String,
     pub aliases: Vec<String>,
+    /// Which of its bridged network's bridges it is a port of: 0 the network's own, k > 0
+    /// the k-th segment bridge chained to it (see crate::plan::Segment).
+    pub segment: u32,
 }
 
 impl Endpoint {

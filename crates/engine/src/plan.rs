@@ -28,14 +28,71 @@ pub fn ifb_name(tag: &str, endpoint_id: &str) -> String {
     format!("nwi{tag}{}", &endpoint_id[..8])
 }
 
+/// Name prefixes of netwright's devices: bridges, veths, macvlan shims, ifbs, VXLAN, and
+/// the two ends of a segment's link.
+const PREFIXES: [&str; 7] = ["nwb", "nwv", "nwm", "nwi", "nwx", "nwl", "nwk"];
+
 /// True for a device any netwright root may have made (by its name's prefix).
 pub fn is_netwright_device(name: &str) -> bool {
-    ["nwb", "nwv", "nwm", "nwi", "nwx"].iter().any(|p| name.starts_with(p)) && name.len() >= 7
+    PREFIXES.iter().any(|p| name.starts_with(p)) && name.len() >= 7
 }
 
 /// True for devices this root created (and so may delete when the store no longer has them).
 pub fn is_ours(tag: &str, name: &str) -> bool {
-    ["nwb", "nwv", "nwm", "nwi", "nwx"].iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
+    PREFIXES.iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
+}
+
+/// A Linux bridge takes at most 1,024 ports (the kernel's BR_MAX_PORTS; port numbers are
+/// 10 bits), so one bridge cannot hold a big network. A bridge network puts its first
+/// SEGMENT_PORTS endpoints on its own bridge and the next ones on segment bridges, each
+/// joined to the network's bridge by a veth pair (its "link"): one L2 domain, one subnet,
+/// one gateway, so names, aliases, -p, isolation and NAT work as before. Routed traffic
+/// enters the host at the network's bridge wherever the container sits, which is why the
+/// firewall needs no segment in its sets. The network's bridge holds SEGMENT_PORTS
+/// endpoints plus one link per segment, within 1,023 with room to spare: a released
+/// container's veth stays a (down) port until the kernel has destroyed its namespace,
+/// which happens asynchronously, while new containers arrive.
+pub const SEGMENT_PORTS: u32 = 960;
+pub const MAX_SEGMENTS: u32 = 24;
+
+/// One segment bridge of a network, with its link to the network's bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub index: u32,
+    /// "nwb" + tag + network id prefix + two digits (15 chars).
+    pub bridge: String,
+    /// The link's end on the network's bridge ("nwl…") and on the segment ("nwk…").
+    pub main_end: String,
+    pub segment_end: String,
+    /// The network's own bridge.
+    pub parent: String,
+    /// icc=false: the link's end on the network's bridge is isolated, so containers on
+    /// different segments cannot reach each other through it (the segment's end is not:
+    /// every container must reach the gateway).
+    pub isolated: bool,
+}
+
+pub fn segment(tag: &str, n: &Network, index: u32) -> Segment {
+    let suffix = format!("{tag}{}{index:02}", &n.id[..6]);
+    Segment {
+        index,
+        bridge: format!("nwb{suffix}"),
+        main_end: format!("nwl{suffix}"),
+        segment_end: format!("nwk{suffix}"),
+        parent: n.bridge.clone(),
+        isolated: !crate::firewall::icc(n),
+    }
+}
+
+/// The segment a new endpoint goes on, from each segment's load (segment, endpoints): the
+/// lowest with room. None: every segment is full.
+pub fn pick_segment(loads: &[(u32, u32)]) -> Option<u32> {
+    (0..=MAX_SEGMENTS).find(|s| loads.iter().find(|(k, _)| k == s).is_none_or(|(_, n)| *n < SEGMENT_PORTS))
+}
+
+/// The root tag inside one of its device names ("nwv" + tag + …).
+pub fn tag_of(device: &str) -> &str {
+    device.get(3..7).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +122,8 @@ pub struct EndpointPlan {
     pub default_route: bool,
     /// icc=false: the bridge port is isolated from the network's other ports.
     pub isolated: bool,
+    /// A port of a segment bridge rather than of the network's own.
+    pub segment: Option<Segment>,
 }
 
 pub fn network(n: &Network) -> BridgePlan {
@@ -95,7 +154,13 @@ pub fn endpoint(n: &Network, e: &Endpoint, addr: Ipv4Addr, default_route: bool) 
         mtu: n.mtu,
         default_route: default_route && !n.internal,
         isolated: !crate::firewall::icc(n),
+        segment: (e.segment > 0).then(|| segment(tag_of(&e.host_ifname), n, e.segment)),
     }
+}
+
+/// The bridge an endpoint is a port of.
+pub fn port_bridge(n: &Network, e: &Endpoint) -> String {
+    if e.segment > 0 { segment(tag_of(&e.host_ifname), n, e.segment).bridge } else { n.bridge.clone() }
 }
 
 /// A device this root should have in the host namespace.
@@ -116,6 +181,9 @@ pub enum DesiredKind {
     /// An overlay network's VXLAN device: a port of `bridge`, up (its local VTEP and
     /// underlay device come from the cluster's configuration when it is made).
     Vxlan { network: String, bridge: String, vni: u32, port: u16 },
+    /// A segment bridge of a big network, linked to the network's bridge (the link's two
+    /// ends are listed as Transient: this entry checks them).
+    Segment { network: String, segment: Segment },
     /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
     /// taken for a stray).
     Shim { network: String },
@@ -154,5 +222,27 @@ mod tests {
         assert!(is_ours("ab12", &b) && is_ours("ab12", &v));
         assert!(!is_ours("ab13", &b));
         assert!(!is_ours("ab12", "eth0"));
+    }
+
+    #[test]
+    fn segments_fill_in_order_and_stop_within_the_bridge_port_limit() {
+        assert_eq!(pick_segment(&[]), Some(0));
+        assert_eq!(pick_segment(&[(0, 959)]), Some(0));
+        assert_eq!(pick_segment(&[(0, 960)]), Some(1));
+        assert_eq!(pick_segment(&[(0, 960), (1, 960), (2, 3)]), Some(2));
+        // A segment emptied by releases is filled again before a new one is made.
+        assert_eq!(pick_segment(&[(0, 960), (2, 960)]), Some(1));
+        let full: Vec<(u32, u32)> = (0..=MAX_SEGMENTS).map(|s| (s, SEGMENT_PORTS)).collect();
+        assert_eq!(pick_segment(&full), None);
+        // The network's bridge: its own endpoints and one link per segment.
+        assert!(SEGMENT_PORTS + MAX_SEGMENTS <= 1000);
+        let n = crate::desired::tests::net("0123456789ab", "big", crate::model::Driver::Bridge, false);
+        let s = segment("ab12", &n, 7);
+        assert_eq!(
+            (s.bridge.as_str(), s.main_end.as_str(), s.segment_end.as_str()),
+            ("nwbab1201234507", "nwlab1201234507", "nwkab1201234507")
+        );
+        assert!(is_ours("ab12", &s.bridge) && is_ours("ab12", &s.main_end) && is_ours("ab12", &s.segment_end));
+        assert_ne!(s.bridge, n.bridge);
     }
 }

@@ -83,7 +83,9 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
     let desired = desired::host(&snap);
     for a in apply::converge(&ctx.tag, &desired, &mut NetlinkKernel { ctx, nl })? {
         match a {
-            Action::EnsureBridge { .. } | Action::EnsureVxlan { .. } => report.bridges_restored += 1,
+            Action::EnsureBridge { .. } | Action::EnsureVxlan { .. } | Action::EnsureSegment { .. } => {
+                report.bridges_restored += 1
+            }
             Action::Enslave { .. } | Action::SetUp { .. } | Action::RecreateVeth { .. } => report.ports_repaired += 1,
             Action::DeleteStray { name } => report.stray_devices.push(name),
         }

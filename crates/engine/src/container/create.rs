@@ -122,7 +122,20 @@ pub fn add_endpoint(
             "--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"
         ));
     }
+    // A bridge network's endpoints fill its bridge, then segment bridges (plan::Segment).
+    let segment = if net.driver == Driver::Bridge {
+        plan::pick_segment(&tx.segment_loads(&net.id)?).ok_or_else(|| {
+            conflict(format!(
+                "network {} holds {} containers on this host, the most its bridges take: use another network",
+                net.name,
+                plan::SEGMENT_PORTS * (plan::MAX_SEGMENTS + 1)
+            ))
+        })?
+    } else {
+        0
+    };
     let ep = Endpoint {
+        segment,
         host_ifname: if net.driver.is_bridged() { plan::host_veth_name(&ctx.tag, &ep_id) } else { String::new() },
         id: ep_id,
         container_id: container_id.to_string(),

@@ -46,6 +46,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     netns::remove_pinned(&ctx.netns_path(&c.id))?;
     trace("release: namespace unpinned");
     let overlay = if crate::overlay::Config::joined(ctx) { crate::overlay::held_by(store, &c.id)? } else { Vec::new() };
+    let held = store.read(|tx| tx.endpoints_of(&c.id))?;
     store.write(|tx| {
         tx.mark_exited(&c.id, code, error, now_nanos())?;
         if c.auto_remove {
@@ -54,6 +55,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         Ok(())
     })?;
     trace("release: store updated");
+    bridge::drop_empty_segments(ctx, store, &held);
     crate::overlay::withdraw(ctx, &overlay, &c.id);
     crate::hostnames::sync_or_warn(ctx, store);
     if matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK) {

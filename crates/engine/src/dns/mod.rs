@@ -448,6 +448,7 @@ mod tests {
             requested_ip6: None,
             mac: String::new(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            segment: 0,
         }
     }
 

@@ -64,6 +64,9 @@ impl Drop for Served {
 
 /// The resolver process's main.
 pub fn run_resolver(ctx: &Ctx) -> Result<()> {
+    // Two sockets per served namespace: a host with thousands of containers needs more
+    // descriptors than the usual soft limit of 1,024 (the hard limit is root's to set).
+    crate::kernel::process::raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(resolver(ctx.clone()))
 }

@@ -10,7 +10,7 @@ use super::NetworkDriver;
 use crate::error::invalid;
 use crate::kernel::netlink::{Netlink, VethSpec};
 use crate::kernel::netns;
-use crate::plan::{self, BridgePlan, EndpointPlan};
+use crate::plan::{self, BridgePlan, EndpointPlan, Segment};
 use crate::plan::{DesiredKind, DesiredLink};
 use crate::store::Network;
 
@@ -79,16 +79,139 @@ impl NetworkDriver for BridgeDriver {
         host: &mut Netlink,
         ctr: &mut Netlink,
         ns: &OwnedFd,
-        _: &Network,
+        n: &Network,
         anchor: u32,
         plan: &EndpointPlan,
     ) -> Result<()> {
+        let anchor = match &plan.segment {
+            Some(s) => ensure_segment(host, s, n.mtu)?,
+            None => anchor,
+        };
         attach(host, ctr, ns, anchor, plan)
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
+        // Segments normally went with their last endpoint; whatever is left goes with the
+        // network (a segment's link goes with its bridge's end).
+        let prefix = format!("nwb{}{}", plan::tag_of(&n.bridge), n.id.get(..6).unwrap_or_default());
+        for l in nl.links()? {
+            if l.name.len() == 15 && l.name.starts_with(&prefix) && l.kind.as_deref() == Some("bridge") {
+                remove_segment(nl, &l.name)?;
+            }
+        }
         remove_bridge(nl, &n.bridge)
     }
+}
+
+/// Makes a segment bridge and its link to the network's bridge exist and be up
+/// (idempotent, safe against a concurrent netwright doing the same); returns the
+/// segment bridge's ifindex. The fast path, when both exist, is two lookups.
+pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
+    let br = match nl.link_by_name(&s.bridge)? {
+        Some(l) if l.up => return ensure_segment_link(nl, s, mtu, l.index),
+        Some(l) => l,
+        None => {
+            match nl.create_bridge(&s.bridge, mtu) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating segment bridge {}", s.bridge)),
+            }
+            nl.link_by_name(&s.bridge)?.with_context(|| format!("bridge {} vanished while being created", s.bridge))?
+        }
+    };
+    if br.kind.as_deref() != Some("bridge") {
+        bail!("device {} exists but is not a bridge: remove it or run `netwright reconcile`", s.bridge);
+    }
+    // No address and no IPv6 of its own: it only carries frames (and would otherwise send
+    // DAD and router solicitations that every container on it receives).
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", s.bridge), "1");
+    nl.request(Netlink::set_up_msg(br.index), 0).with_context(|| format!("bringing {} up", s.bridge))?;
+    ensure_segment_link(nl, s, mtu, br.index)
+}
+
+/// The link: a veth pair in the host namespace, one end a port of the network's bridge,
+/// the other of the segment bridge, both up.
+fn ensure_segment_link(nl: &mut Netlink, s: &Segment, mtu: u32, br: u32) -> Result<u32> {
+    if let Some(l) = nl.link_by_name(&s.segment_end)?
+        && l.master == Some(br)
+        && l.up
+    {
+        return Ok(br);
+    }
+    let main = nl.link_by_name(&s.parent)?.with_context(|| {
+        format!("bridge {} of segment {} is missing: run `netwright reconcile`", s.parent, s.bridge)
+    })?;
+    if nl.link_by_name(&s.main_end)?.is_none() {
+        let here = std::fs::File::open("/proc/thread-self/ns/net").context("opening this namespace")?;
+        let spec = VethSpec {
+            host_name: &s.main_end,
+            peer_name: &s.segment_end,
+            peer_netns: here.as_raw_fd(),
+            peer_mac: None,
+            mtu: Some(mtu),
+            master: Some(main.index),
+            isolated: s.isolated,
+        };
+        match nl.create_veth(&spec) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("linking segment {} to {}", s.bridge, s.parent)),
+        }
+    }
+    let end =
+        nl.link_by_name(&s.segment_end)?.with_context(|| format!("{} vanished while being created", s.segment_end))?;
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", s.segment_end), "1");
+    nl.batch(vec![(Netlink::set_master_msg(end.index, br), 0), (Netlink::set_up_msg(end.index), 0)])
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("plugging {} into {}", s.segment_end, s.bridge))?;
+    Ok(br)
+}
+
+/// What reconcile does: [`ensure_segment`], then the link's end on the network's bridge
+/// is made its port again (a re-made network bridge starts without ports).
+pub fn repair_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
+    let br = ensure_segment(nl, s, mtu)?;
+    let main = nl.link_by_name(&s.parent)?.with_context(|| format!("bridge {} is missing", s.parent))?;
+    let end = nl.link_by_name(&s.main_end)?.with_context(|| format!("{} is missing", s.main_end))?;
+    if end.master != Some(main.index) || !end.up {
+        let mut reqs = vec![(Netlink::set_master_msg(end.index, main.index), 0)];
+        if s.isolated {
+            reqs.push((Netlink::port_isolated_msg(end.index, true), 0));
+        }
+        reqs.push((Netlink::set_up_msg(end.index), 0));
+        nl.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("plugging {} into {}", s.main_end, s.parent))?;
+    }
+    Ok(br)
+}
+
+/// A segment bridge goes with the last endpoint on it: called with endpoints just
+/// released (their rows no longer hold an address). Best effort: reconcile removes any
+/// segment left over as a stray.
+pub fn drop_empty_segments(
+    ctx: &crate::ctx::Ctx,
+    store: &mut crate::store::Store,
+    released: &[crate::store::Endpoint],
+) {
+    for e in released.iter().filter(|e| e.segment > 0 && e.ip.is_some()) {
+        let empty = store.read(|tx| {
+            Ok(if tx.segment_in_use(&e.network_id, e.segment)? { None } else { tx.network(&e.network_id)? })
+        });
+        if let (Ok(Some(n)), Ok(mut nl)) = (empty, Netlink::open()) {
+            let s = plan::segment(&ctx.tag, &n, e.segment);
+            if let Err(err) = remove_segment(&mut nl, &s.bridge) {
+                eprintln!("netwright: removing segment bridge {}: {err:#}", s.bridge);
+            }
+        }
+    }
+}
+
+/// Deletes a segment bridge and its link (best effort on the link: it may be gone).
+pub fn remove_segment(nl: &mut Netlink, bridge: &str) -> Result<()> {
+    let link_end = format!("nwk{}", bridge.get(3..).unwrap_or_default());
+    if let Some(l) = nl.link_by_name(&link_end)? {
+        let _ = nl.delete_link(l.index);
+    }
+    remove_bridge(nl, bridge)
 }
 
 /// Makes the bridge exist, carry the gateway address and be up. Idempotent and safe
@@ -201,7 +324,7 @@ fn explain_veth_error(e: io::Error, plan: &EndpointPlan) -> anyhow::Error {
             plan.host_name
         ),
         Some(libc::EXFULL) => anyhow::anyhow!(
-            "the bridge refused another port ({e}): a Linux bridge takes at most 1024 ports; use another network"
+            "the bridge refused another port ({e}): a Linux bridge takes at most 1024 ports; run `netwright reconcile`"
         ),
         _ => anyhow::Error::from(e).context(format!("creating veth pair {}", plan.host_name)),
     }

@@ -156,3 +156,13 @@ mod tests {
         assert!(!super::alive(None, Some(st)));
     }
 }
+
+/// Raises this process's soft limit on open descriptors to its hard limit (best effort).
+pub fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

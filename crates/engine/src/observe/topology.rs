@@ -89,6 +89,7 @@ pub fn build(ctx: &Ctx, store: &mut Store) -> Result<Topology> {
         .filter_map(|a| match a {
             Action::EnsureBridge { name, .. }
             | Action::EnsureVxlan { name, .. }
+            | Action::EnsureSegment { segment: plan::Segment { bridge: name, .. }, .. }
             | Action::Enslave { port: name, .. } => Some(name.as_str()),
             Action::RecreateVeth { endpoint, .. } => Some(endpoint.host_name.as_str()),
             Action::SetUp { .. } | Action::DeleteStray { .. } => None,

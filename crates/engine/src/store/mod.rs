@@ -70,8 +70,10 @@ CREATE TABLE IF NOT EXISTS endpoints (
     requested_ip6 TEXT,
     mac          TEXT NOT NULL,
     aliases      TEXT NOT NULL DEFAULT '[]',   -- JSON array of --network-alias
+    segment      INTEGER NOT NULL DEFAULT 0,   -- which of the network's bridges (plan::Segment)
     UNIQUE (network_id, ip)
 );
+CREATE INDEX IF NOT EXISTS endpoints_by_segment ON endpoints(network_id, segment);
 CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
 CREATE UNIQUE INDEX IF NOT EXISTS endpoints_ip6 ON endpoints(network_id, ip6);
 CREATE TABLE IF NOT EXISTS ports (
@@ -124,7 +126,7 @@ CREATE TABLE IF NOT EXISTS service_backends (
 );
 CREATE INDEX IF NOT EXISTS backends_by_endpoint ON service_backends(endpoint_id);
 "#;
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 pub struct Store {
     conn: Connection,
@@ -196,6 +198,7 @@ fn endpoint_from_row(r: &Row) -> rusqlite::Result<Endpoint> {
         requested_ip6: opt_parse(r, "requested_ip6")?,
         mac: r.get("mac")?,
         aliases: serde_json::from_str(&r.get::<_, String>("aliases")?).map_err(|_| bad_column("aliases"))?,
+        segment: r.get("segment")?,
     })
 }
 
@@ -269,6 +272,15 @@ impl Store {
         if (2..=8).contains(&version) {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SERVICES} PRAGMA user_version = 9; COMMIT;"))
                 .context("upgrading the store's schema")?;
+        }
+        if (2..=9).contains(&version) {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                ALTER TABLE endpoints ADD COLUMN segment INTEGER NOT NULL DEFAULT 0;
+                CREATE INDEX IF NOT EXISTS endpoints_by_segment ON endpoints(network_id, segment);
+                PRAGMA user_version = 10; COMMIT;",
+            )
+            .context("upgrading the store's schema")?;
         }
         if version < 2 {
             conn.execute_batch(&format!(
@@ -504,13 +516,13 @@ impl Tx<'_> {
 
     pub fn insert_endpoint(&self, e: &Endpoint) -> Result<()> {
         self.0.prepare_cached(
-            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac, aliases, ip6, requested_ip6)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, requested_ip, mac, aliases, ip6, requested_ip6, segment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?.execute(params![
             e.id, e.container_id, e.network_id, e.ifname, e.host_ifname,
             e.ip.map(|i| i.to_string()), e.requested_ip.map(|i| i.to_string()), e.mac,
             serde_json::to_string(&e.aliases)?,
-            e.ip6.map(|i| i.to_string()), e.requested_ip6.map(|i| i.to_string())
+            e.ip6.map(|i| i.to_string()), e.requested_ip6.map(|i| i.to_string()), e.segment
         ])?;
         Ok(())
     }
@@ -518,6 +530,23 @@ impl Tx<'_> {
     pub fn endpoint(&self, id: &str) -> Result<Option<Endpoint>> {
         let mut st = self.0.prepare_cached("SELECT * FROM endpoints WHERE id = ?1")?;
         Ok(st.query_row([id], endpoint_from_row).optional()?)
+    }
+
+    /// How many endpoints holding an address each of a network's bridge segments has.
+    pub fn segment_loads(&self, network_id: &str) -> Result<Vec<(u32, u32)>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT segment, COUNT(*) FROM endpoints WHERE network_id = ?1 AND ip IS NOT NULL GROUP BY segment",
+        )?;
+        let rows = st.query_map([network_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Does any endpoint holding an address sit on this segment of the network?
+    pub fn segment_in_use(&self, network_id: &str, segment: u32) -> Result<bool> {
+        let mut st = self.0.prepare_cached(
+            "SELECT 1 FROM endpoints WHERE network_id = ?1 AND segment = ?2 AND ip IS NOT NULL LIMIT 1",
+        )?;
+        Ok(st.exists(params![network_id, segment])?)
     }
 
     pub fn endpoints_of(&self, container_id: &str) -> Result<Vec<Endpoint>> {

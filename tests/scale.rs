@@ -1,0 +1,172 @@
+//! Past a Linux bridge's 1,024 ports: a network of 1,030 containers (attach mode keeps it
+//! cheap) spreads over its bridge and a chained segment bridge, and stays one network —
+//! the first and the last container reach each other, the last one's published port
+//! answers from the LAN, another network stays isolated, doctor agrees, and releasing
+//! everything leaves no device behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use netwright_engine::kernel::netns;
+
+const N: usize = 1030;
+
+/// Attaches namespaces c{from}..c{to} to `network`, four `netwright attach` at a time;
+/// returns each one's (path, address).
+fn attach_many(
+    sb: &Sandbox,
+    network: &str,
+    range: std::ops::Range<usize>,
+    publish: Option<(usize, &str)>,
+) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let ids: Vec<usize> = range.collect();
+    for chunk in ids.chunks(4) {
+        let children: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let (path, _) = runtime_ns(sb, &format!("c{i}"));
+                let mut args = vec!["attach".to_string(), path.display().to_string(), "--name".into(), format!("c{i}")];
+                args.extend(["--network".into(), network.into()]);
+                if let Some((who, p)) = publish
+                    && who == i
+                {
+                    args.extend(["-p".into(), p.into()]);
+                }
+                let child =
+                    sb.netwright(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+                (path, child.expect("spawning netwright attach"))
+            })
+            .collect();
+        for (path, child) in children {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "attach {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+            let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("attach prints inspect");
+            let ip = doc["NetworkSettings"]["Networks"][network]["IPAddress"].as_str().unwrap().to_string();
+            out.push((path, ip));
+        }
+    }
+    out
+}
+
+/// A TCP server inside `ns` that answers each connection with `reply`.
+fn serve(ns: &OwnedFd, port: u16, reply: &'static str) {
+    let l = netns::within(ns, || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+}
+
+/// Connects from inside `ns` (or from the current namespace) and reads the reply.
+fn fetch(ns: Option<&OwnedFd>, to: SocketAddr) -> Result<String, String> {
+    let go = || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok(r)
+    };
+    match ns {
+        Some(ns) => netns::within(ns, go).map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        None => go().map_err(|e| e.to_string()),
+    }
+}
+
+#[test]
+fn a_network_of_more_than_1024_containers_is_one_network() {
+    let sb = sandbox("scale");
+    sb.ok(&["network", "create", "big", "--subnet", "10.150.0.0/20"]);
+    sb.ok(&["network", "create", "other", "--subnet", "10.151.0.0/24"]);
+    let big = attach_many(&sb, "big", 0..N, Some((N - 1, "18090:80")));
+    let (first, last) = (&big[0], &big[N - 1]);
+
+    // The last containers sit on a segment bridge chained to the network's bridge.
+    let links = sb.host_links();
+    let name_of = |index: u32| links.iter().find(|l| l.index == index).map(|l| l.name.clone());
+    let doc: serde_json::Value = serde_json::from_str(&sb.ok(&["network", "inspect", "big"])).unwrap();
+    let net_bridge = doc[0]["Options"]["com.docker.network.bridge.name"].as_str().unwrap().to_string();
+    let segments = doc[0]["Netwright"]["SegmentBridges"].as_array().cloned().unwrap_or_default();
+    assert_eq!(segments.len(), 1, "one segment bridge: {segments:?}");
+    let veth = |c: &str| {
+        sb.inspect(c)["NetworkSettings"]["Networks"]["big"]["Netwright"]["HostInterface"].as_str().unwrap().to_string()
+    };
+    let master = |dev: &str| links.iter().find(|l| l.name == dev).and_then(|l| l.master).and_then(name_of);
+    assert_eq!(master(&veth("c0")).as_deref(), Some(net_bridge.as_str()), "the first container is on {net_bridge}");
+    let segment = master(&veth(&format!("c{}", N - 1))).expect("the last container's veth has a master");
+    assert_eq!(segments[0].as_str(), Some(segment.as_str()), "network inspect names the segment");
+    assert_eq!(
+        sb.inspect(&format!("c{}", N - 1))["NetworkSettings"]["Networks"]["big"]["Netwright"]["Bridge"].as_str(),
+        Some(segment.as_str()),
+        "inspect names the bridge the container is on"
+    );
+    let ports_of = |b: &str| links.iter().filter(|l| l.master.and_then(name_of).as_deref() == Some(b)).count();
+    assert!(
+        ports_of(&net_bridge) <= 1000 && ports_of(&segment) >= N - 1000,
+        "{} / {}",
+        ports_of(&net_bridge),
+        ports_of(&segment)
+    );
+
+    // First ⇄ last, across the two bridges, both ways.
+    let ns = |p: &PathBuf| netns::open(p).unwrap();
+    let (first_ns, last_ns) = (ns(&first.0), ns(&last.0));
+    serve(&last_ns, 7000, "from-last");
+    serve(&first_ns, 7000, "from-first");
+    let at = |ip: &str, port: u16| SocketAddr::new(ip.parse().unwrap(), port);
+    assert_eq!(fetch(Some(&first_ns), at(&last.1, 7000)).as_deref(), Ok("from-last"));
+    assert_eq!(fetch(Some(&last_ns), at(&first.1, 7000)).as_deref(), Ok("from-first"));
+    // The last one's published port, from the LAN.
+    serve(&last_ns, 80, "published");
+    let from_lan = sb.in_lan(|| fetch(None, at("192.168.1.10", 18090)));
+    assert_eq!(from_lan.as_deref(), Ok("published"), "LAN -> host:18090 -> the last container");
+    // Names work across segments too.
+    let out = Sandbox::in_ns_cmd(&first_ns, "python3")
+        .args([&sb.script("dnsq.py"), &format!("c{}", N - 1)])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&last.1), "c0 resolves the last container's name");
+
+    // Another network stays isolated from both bridges of this one.
+    let other = attach_many(&sb, "other", N..N + 1, None);
+    let other_ns = ns(&other[0].0);
+    assert!(fetch(Some(&other_ns), at(&last.1, 7000)).is_err(), "other -> big (segment) must be dropped");
+    assert!(fetch(Some(&other_ns), at(&first.1, 7000)).is_err(), "other -> big (bridge) must be dropped");
+    agrees(&sb).expect("doctor agrees with a segmented network");
+
+    // Reconcile re-makes a deleted segment bridge and plugs its containers back in.
+    sb.in_host_cmd("ip").args(["link", "del", &segment]).status().unwrap();
+    sb.ok(&["reconcile"]);
+    assert_eq!(fetch(Some(&first_ns), at(&last.1, 7000)).as_deref(), Ok("from-last"), "after reconcile");
+
+    // Release everything: no device of this root stays but the networks' bridges, then none.
+    drop((first_ns, last_ns, other_ns));
+    let names: Vec<String> = (0..=N).map(|i| format!("c{i}")).collect();
+    for chunk in names.chunks(8) {
+        let mut args = vec!["rm", "-f"];
+        args.extend(chunk.iter().map(String::as_str));
+        sb.ok(&args);
+    }
+    for (path, _) in big.iter().chain(&other) {
+        netns::remove_pinned(path).unwrap();
+    }
+    let tag_links = || {
+        let links = sb.host_links();
+        links.into_iter().filter(|l| l.name.starts_with("nw")).map(|l| l.name).collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || tag_links().len() == 2),
+        "only the two networks' bridges are left: {:?}",
+        tag_links()
+    );
+    sb.ok(&["network", "rm", "big", "other"]);
+    assert!(eventually(Duration::from_secs(10), || tag_links().is_empty()), "{:?}", tag_links());
+}
