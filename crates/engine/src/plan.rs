@@ -54,6 +54,7 @@ pub fn is_ours(tag: &str, name: &str) -> bool {
 /// which happens asynchronously, while new containers arrive.
 pub const SEGMENT_PORTS: u32 = 960;
 pub const MAX_SEGMENTS: u32 = 24;
+const _: () = assert!(SEGMENT_PORTS + MAX_SEGMENTS <= 1000);
 
 /// One segment bridge of a network, with its link to the network's bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +236,6 @@ mod tests {
         let full: Vec<(u32, u32)> = (0..=MAX_SEGMENTS).map(|s| (s, SEGMENT_PORTS)).collect();
         assert_eq!(pick_segment(&full), None);
         // The network's bridge: its own endpoints and one link per segment.
-        assert!(SEGMENT_PORTS + MAX_SEGMENTS <= 1000);
         let n = crate::desired::tests::net("0123456789ab", "big", crate::model::Driver::Bridge, false);
         let s = segment("ab12", &n, 7);
         assert_eq!(

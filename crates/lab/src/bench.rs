@@ -57,6 +57,16 @@ pub struct BenchArgs {
     /// the throughput figures over IPv6 too
     #[arg(long)]
     pub ipv6: bool,
+    /// Scale instead: one network grown to --scale-sizes attached namespaces (attach,
+    /// detach, TCP between pairs, LAN → published port, memory per container, release)
+    #[arg(long)]
+    pub scale: bool,
+    /// With --scale: the sizes
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub scale_sizes: Vec<usize>,
+    /// With --scale: `run -d` containers for the memory-per-container figure (0 skips)
+    #[arg(long, default_value_t = 1000)]
+    pub scale_run_d: usize,
     /// With --overlay: attach → first TCP connect from another host, this many times
     #[arg(long, default_value_t = 100)]
     pub overlay_trials: usize,
@@ -68,7 +78,7 @@ pub struct BenchArgs {
     pub overlay_per_host: usize,
 }
 
-fn timed(cmd: &mut Command) -> Result<Duration> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<Duration> {
     let t = Instant::now();
     let out = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
     let d = t.elapsed();
@@ -78,19 +88,19 @@ fn timed(cmd: &mut Command) -> Result<Duration> {
     Ok(d)
 }
 
-struct Stats {
-    min: f64,
-    median: f64,
-    max: f64,
+pub(crate) struct Stats {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
 }
 
-fn stats(mut v: Vec<Duration>) -> Stats {
+pub(crate) fn stats(mut v: Vec<Duration>) -> Stats {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Stats { min: ms(v[0]), median: ms(v[v.len() / 2]), max: ms(v[v.len() - 1]) }
 }
 
-fn cell(s: &Stats) -> String {
+pub(crate) fn cell(s: &Stats) -> String {
     format!("{:>7.2} ({:.2}–{:.2})", s.median, s.min, s.max)
 }
 
@@ -138,6 +148,16 @@ pub fn run(bin: &std::path::Path, args: &BenchArgs) -> Result<i32> {
                 throughput_secs: args.throughput_secs,
                 hosts: args.overlay_hosts,
                 per_host: args.overlay_per_host,
+            },
+        );
+    }
+    if args.scale {
+        return crate::scale::run(
+            &bin,
+            &crate::scale::Opts {
+                sizes: args.scale_sizes.clone(),
+                runs: args.runs.clamp(1, 15),
+                run_d: args.scale_run_d,
             },
         );
     }

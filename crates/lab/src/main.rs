@@ -3,12 +3,13 @@
 //! throwaway sandboxes (`netwright-testkit`).
 //!
 //!     cargo run --release -p netwright-lab -- demo
-//!     cargo run --release -p netwright-lab -- bench [--compare | --overlay | --services | --ipv6] ...
+//!     cargo run --release -p netwright-lab -- bench [--compare | --overlay | --services | --ipv6 | --scale] ...
 
 mod bench;
 mod compare;
 mod demo;
 mod overlay;
+mod scale;
 mod services;
 
 use std::path::PathBuf;

@@ -145,6 +145,16 @@ pub fn in_background(f: impl FnOnce()) {
     }
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit (best effort).
+pub fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -154,15 +164,5 @@ mod tests {
         assert!(super::alive(Some(me), Some(st)));
         assert!(!super::alive(Some(me), Some(st + 1)));
         assert!(!super::alive(None, Some(st)));
-    }
-}
-
-/// Raises this process's soft limit on open descriptors to its hard limit (best effort).
-pub fn raise_nofile() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
