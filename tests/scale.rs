@@ -141,6 +141,9 @@ fn a_network_of_more_than_1024_containers_is_one_network() {
     assert!(fetch(Some(&other_ns), at(&last.1, 7000)).is_err(), "other -> big (segment) must be dropped");
     assert!(fetch(Some(&other_ns), at(&first.1, 7000)).is_err(), "other -> big (bridge) must be dropped");
     agrees(&sb).expect("doctor agrees with a segmented network");
+    // 1,031 containers need more ARP entries than the kernel's default limit: doctor says so.
+    let doctor = String::from_utf8_lossy(&sb.nw(&["doctor"]).stdout).into_owned();
+    assert!(doctor.contains("neighbours") && doctor.contains("2062 ARP entries"), "{doctor}");
 
     // Reconcile re-makes a deleted segment bridge and plugs its containers back in.
     sb.in_host_cmd("ip").args(["link", "del", &segment]).status().unwrap();

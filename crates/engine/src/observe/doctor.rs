@@ -280,6 +280,17 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         )
     });
 
+    // The ARP table is the kernel's, one for every namespace: past gc_thresh3 entries new
+    // neighbours are refused ("neighbour table overflow") and packets to them dropped.
+    let on_bridges = running
+        .iter()
+        .flat_map(|c| endpoints.iter().filter(move |e| e.container_id == c.id && e.ip.is_some()))
+        .filter(|e| networks.iter().any(|n| n.id == e.network_id && n.driver.is_bridged()))
+        .count();
+    out.push(neighbours(on_bridges, |k| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/default/{k}")).ok()?.trim().parse().ok()
+    }));
+
     // DNS asked on the default bridge: no names there, as in Docker.
     let default_only: Vec<&str> = running
         .iter()
@@ -301,6 +312,42 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
         }
     });
     Ok(out)
+}
+
+/// Neighbour-table room for `containers` bridged endpoints: each needs an ARP entry in its
+/// own namespace (its gateway) and one in the host's, all counted against the kernel's
+/// one table (`read` gives a gc_thresh value: visible only from the host's namespace).
+fn neighbours(containers: usize, read: impl Fn(&str) -> Option<u64>) -> Finding {
+    let need = 2 * containers as u64;
+    let fix = || {
+        let t1 = need.next_power_of_two().max(1024);
+        format!(
+            "on the host: sysctl -w net.ipv4.neigh.default.gc_thresh1={t1} net.ipv4.neigh.default.gc_thresh2={} net.ipv4.neigh.default.gc_thresh3={}",
+            t1 * 2,
+            t1 * 4
+        )
+    };
+    match read("gc_thresh3") {
+        Some(t3) if need * 10 > t3 * 9 => Finding {
+            check: "neighbours",
+            level: Level::Warn,
+            detail: format!(
+                "{containers} containers on bridges need about {need} ARP entries, near or past the kernel's limit of {t3} (gc_thresh3): new neighbours are refused and their packets dropped"
+            ),
+            fix: Some(fix()),
+        },
+        Some(t3) => ok("neighbours", format!("{containers} containers on bridges need about {need} of {t3} ARP entries (gc_thresh3)")),
+        // Big and blind: say so, once it matters (the default limit is 1,024).
+        None if need >= 800 => Finding {
+            check: "neighbours",
+            level: Level::Warn,
+            detail: format!(
+                "{containers} containers on bridges need about {need} ARP entries; the kernel's limit (gc_thresh3, 1024 unless raised) is not visible from this network namespace"
+            ),
+            fix: Some(fix()),
+        },
+        None => ok("neighbours", format!("{containers} containers on bridges need about {need} ARP entries")),
+    }
 }
 
 /// Other tables with a forward base chain whose policy is drop. Read with `nft -j` — the
@@ -378,7 +425,20 @@ fn foreign_forward_drop(ours: &str) -> Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_listeners;
+    use super::{Level, neighbours, parse_listeners};
+
+    #[test]
+    fn neighbour_room_is_judged_against_gc_thresh3() {
+        let at = |t3: u64| move |k: &str| (k == "gc_thresh3").then_some(t3);
+        assert_eq!(neighbours(100, at(1024)).level, Level::Ok);
+        let f = neighbours(1030, at(1024));
+        assert_eq!(f.level, Level::Warn);
+        assert!(f.detail.contains("2060") && f.fix.as_deref().unwrap().contains("gc_thresh3=16384"), "{f:?}");
+        assert_eq!(neighbours(1030, at(65536)).level, Level::Ok);
+        // Not visible (a network namespace): quiet while small, a warning once big.
+        assert_eq!(neighbours(100, |_: &str| None).level, Level::Ok);
+        assert_eq!(neighbours(1030, |_: &str| None).level, Level::Warn);
+    }
 
     #[test]
     fn ipv6_sockets_count_for_the_ipv4_they_serve() {
