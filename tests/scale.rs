@@ -144,6 +144,7 @@ fn a_network_of_more_than_1024_containers_is_one_network() {
     // 1,031 containers need more ARP entries than the kernel's default limit: doctor says so.
     let doctor = String::from_utf8_lossy(&sb.nw(&["doctor"]).stdout).into_owned();
     assert!(doctor.contains("neighbours") && doctor.contains("2062 ARP entries"), "{doctor}");
+    assert!(doctor.contains("broadcast") && doctor.contains("netdev_max_backlog"), "{doctor}");
 
     // Reconcile re-makes a deleted segment bridge and plugs its containers back in.
     sb.in_host_cmd("ip").args(["link", "del", &segment]).status().unwrap();

@@ -9,7 +9,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use super::NetworkDriver;
 use crate::error::invalid;
 use crate::kernel::netlink::{Netlink, VethSpec};
-use crate::kernel::{ethtool, netns};
+use crate::kernel::netns;
 use crate::plan::{self, BridgePlan, EndpointPlan, Segment};
 use crate::plan::{DesiredKind, DesiredLink};
 use crate::store::Network;
@@ -161,10 +161,6 @@ fn ensure_segment_link(nl: &mut Netlink, s: &Segment, mtu: u32, br: u32) -> Resu
     let end =
         nl.link_by_name(&s.segment_end)?.with_context(|| format!("{} vanished while being created", s.segment_end))?;
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", s.segment_end), "1");
-    for end in [&s.main_end, &s.segment_end] {
-        ethtool::set_gro(end, true).with_context(|| format!("turning GRO on for {end}"))?;
-        ethtool::set_tso(end, false).with_context(|| format!("turning TSO off for {end}"))?;
-    }
     nl.batch(vec![(Netlink::set_master_msg(end.index, br), 0), (Netlink::set_up_msg(end.index), 0)])
         .map_err(|(_, e)| e)
         .with_context(|| format!("plugging {} into {}", s.segment_end, s.bridge))?;
@@ -282,14 +278,7 @@ pub fn attach(
     })
     .map_err(|e| explain_veth_error(e, plan))?;
     crate::ctx::trace("setup: veth pair made");
-    configure_inside(ctr, ns, plan)?;
-    // GRO on both ends: each receives into its own NAPI ring instead of the CPU's shared
-    // backlog (see kernel::ethtool: broadcasts on big bridges, and bulk throughput).
-    let inside = netns::within(ns, || ethtool::set_gro(&plan.ifname, true))?;
-    inside.and_then(|()| ethtool::set_gro(&plan.host_name, true)).context("turning GRO on")?;
-    ethtool::set_tso(&plan.host_name, false).context("turning TSO off")?;
-    crate::ctx::trace("setup: GRO on");
-    Ok(())
+    configure_inside(ctr, ns, plan)
 }
 
 /// Address, up, lo up and default route for an interface already inside the container:

@@ -1,7 +1,6 @@
 //! Kernel primitives: netlink (links, addresses, routes), network namespaces, nf_tables
 //! and its packet tracing.
 pub mod conntrack;
-pub mod ethtool;
 pub mod mntns;
 pub mod netlink;
 pub mod netns;

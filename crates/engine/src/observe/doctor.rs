@@ -290,6 +290,22 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     out.push(neighbours(on_bridges, |k| {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/default/{k}")).ok()?.trim().parse().ok()
     }));
+    // A broadcast (ARP) on a bridge is one copy per port, all queued on one CPU.
+    let largest = networks
+        .iter()
+        .filter(|n| n.driver.is_bridged())
+        .map(|n| {
+            let size = running
+                .iter()
+                .filter(|c| endpoints.iter().any(|e| e.container_id == c.id && e.network_id == n.id && e.ip.is_some()))
+                .count();
+            (size, n.name.as_str())
+        })
+        .max();
+    if let Some((size, name)) = largest {
+        let backlog = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").ok();
+        out.push(broadcast(size, name, backlog.and_then(|b| b.trim().parse().ok())));
+    }
 
     // DNS asked on the default bridge: no names there, as in Docker.
     let default_only: Vec<&str> = running
@@ -336,7 +352,10 @@ fn neighbours(containers: usize, read: impl Fn(&str) -> Option<u64>) -> Finding 
             ),
             fix: Some(fix()),
         },
-        Some(t3) => ok("neighbours", format!("{containers} containers on bridges need about {need} of {t3} ARP entries (gc_thresh3)")),
+        Some(t3) => ok(
+            "neighbours",
+            format!("{containers} containers on bridges need about {need} of {t3} ARP entries (gc_thresh3)"),
+        ),
         // Big and blind: say so, once it matters (the default limit is 1,024).
         None if need >= 800 => Finding {
             check: "neighbours",
@@ -347,6 +366,33 @@ fn neighbours(containers: usize, read: impl Fn(&str) -> Option<u64>) -> Finding 
             fix: Some(fix()),
         },
         None => ok("neighbours", format!("{containers} containers on bridges need about {need} ARP entries")),
+    }
+}
+
+/// Broadcast fan-out of the biggest bridged network against the CPU backlog: a veth
+/// queues what it receives on the CPU's backlog (net.core.netdev_max_backlog, 1,000 by
+/// default; visible only from the host's namespace), and a bridge floods an ARP request
+/// to every port at once, so past that many containers some never see it: they are
+/// unreachable until they speak first.
+fn broadcast(size: usize, network: &str, backlog: Option<u64>) -> Finding {
+    let room = backlog.unwrap_or(1000);
+    if (size as u64) < room * 9 / 10 {
+        return ok(
+            "broadcast",
+            format!("the biggest network, {network}, floods an ARP request to {size} ports (backlog {room})"),
+        );
+    }
+    let seen = if backlog.is_some() { "" } else { " (1,000 unless raised; not visible from this network namespace)" };
+    Finding {
+        check: "broadcast",
+        level: Level::Warn,
+        detail: format!(
+            "network {network} floods each ARP request to {size} ports, near or past the {room} packets a CPU queues (net.core.netdev_max_backlog){seen}: the copies beyond are dropped and containers miss each other's first contact"
+        ),
+        fix: Some(format!(
+            "on the host: sysctl -w net.core.netdev_max_backlog={}",
+            ((size as u64) * 2).next_power_of_two().max(2048)
+        )),
     }
 }
 
@@ -425,7 +471,16 @@ fn foreign_forward_drop(ours: &str) -> Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::{Level, neighbours, parse_listeners};
+    use super::{Level, broadcast, neighbours, parse_listeners};
+
+    #[test]
+    fn broadcast_fan_out_is_judged_against_the_backlog() {
+        assert_eq!(broadcast(100, "a", None).level, Level::Ok);
+        let f = broadcast(1030, "big", None);
+        assert_eq!(f.level, Level::Warn);
+        assert!(f.fix.as_deref().unwrap().contains("netdev_max_backlog=4096"), "{f:?}");
+        assert_eq!(broadcast(1030, "big", Some(8192)).level, Level::Ok);
+    }
 
     #[test]
     fn neighbour_room_is_judged_against_gc_thresh3() {
