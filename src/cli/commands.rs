@@ -241,6 +241,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             writeln!(out, "released {} crashed container(s){}", r.released.len(), list(&r.released))?;
             writeln!(out, "restored {} bridge(s)", r.bridges_restored)?;
             writeln!(out, "repaired {} port(s)", r.ports_repaired)?;
+            if r.routes_restored > 0 {
+                writeln!(out, "restored {} route(s) to containers on segment bridges", r.routes_restored)?;
+            }
             if r.overlay_entries > 0 {
                 writeln!(out, "rewrote {} overlay forwarding entr(ies)", r.overlay_entries)?;
             }

@@ -65,11 +65,9 @@ impl fmt::Display for Action {
             Action::EnsureVxlan { name, network, .. } => {
                 write!(f, "VXLAN device {name} of overlay network {network} is missing, down or off its bridge")
             }
-            Action::EnsureSegment { network, segment, .. } => write!(
-                f,
-                "segment bridge {} of network {network} (or its link {} ⇄ {}) is missing, down or unplugged",
-                segment.bridge, segment.main_end, segment.segment_end
-            ),
+            Action::EnsureSegment { network, segment, .. } => {
+                write!(f, "segment bridge {} of network {network} is missing or unconfigured", segment.bridge)
+            }
             Action::Enslave { port, bridge, .. } => write!(f, "veth {port} is not a port of bridge {bridge}"),
             Action::SetUp { name } => write!(f, "device {name} is down"),
             Action::RecreateVeth { endpoint, container, .. } => {
@@ -114,12 +112,11 @@ pub fn diff(tag: &str, desired: &Desired, live: &[LiveLink]) -> Vec<Action> {
                 }
             }
             DesiredKind::Segment { network, segment } => {
-                let port_of = |name: &str, master: &str| {
-                    by_name.get(name).is_some_and(|l| l.up && l.master.as_deref() == Some(master))
-                };
-                let ok = have.is_some_and(|l| l.up && l.kind.as_deref() == Some("bridge"))
-                    && port_of(&segment.segment_end, &segment.bridge)
-                    && port_of(&segment.main_end, &segment.parent);
+                let ok = have.is_some_and(|l| {
+                    l.up && l.kind.as_deref() == Some("bridge")
+                        && l.addrs.contains(&(IpAddr::V4(segment.gateway), 32))
+                        && segment.gateway6.is_none_or(|g| l.addrs.contains(&(IpAddr::V6(g), 128)))
+                });
                 if !ok {
                     bridges.push(Action::EnsureSegment {
                         network: network.clone(),
@@ -233,7 +230,7 @@ impl Kernel for NetlinkKernel<'_> {
                     .with_context(|| format!("overlay network {network} is no longer in the store"))?;
                 crate::drivers::overlay::ensure(self.ctx, self.nl, &net).map(drop)
             }
-            Action::EnsureSegment { segment, mtu, .. } => bridge::repair_segment(self.nl, segment, *mtu).map(drop),
+            Action::EnsureSegment { segment, mtu, .. } => bridge::ensure_segment(self.nl, segment, *mtu).map(drop),
             Action::Enslave { port, bridge, isolated } => {
                 let (port, master) = (self.index(port)?, self.index(bridge)?);
                 let mut reqs = vec![(Netlink::set_master_msg(port, master), 0)];
@@ -325,23 +322,15 @@ mod tests {
                     });
                 }
                 Action::EnsureSegment { segment, .. } => {
-                    let s = segment.clone();
-                    self.links.retain(|l| ![&s.bridge, &s.main_end, &s.segment_end].contains(&&l.name));
-                    for (name, kind, master) in [
-                        (s.bridge, "bridge", None),
-                        (s.main_end, "veth", Some(s.parent.clone())),
-                        (s.segment_end, "veth", Some(segment.bridge.clone())),
-                    ] {
-                        let index = self.links.len() as u32 + 100;
-                        self.links.push(LiveLink {
-                            index,
-                            name,
-                            kind: Some(kind.into()),
-                            master,
-                            up: true,
-                            addrs: vec![],
-                        });
-                    }
+                    self.links.retain(|l| l.name != segment.bridge);
+                    self.links.push(LiveLink {
+                        index: next,
+                        name: segment.bridge.clone(),
+                        kind: Some("bridge".into()),
+                        master: None,
+                        up: true,
+                        addrs: vec![(IpAddr::V4(segment.gateway), 32)],
+                    });
                 }
                 Action::DeleteStray { name } => self.links.retain(|l| &l.name != name),
             }

@@ -140,6 +140,9 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
         }
     } else {
         let mut host = Netlink::open()?;
+        if let Some(n) = store.read(|tx| tx.network(&ep.network_id))? {
+            bridge::unroute(&mut host, &n, &ep);
+        }
         if let Some(l) = host.link_by_name(&ep.host_ifname)? {
             host.delete_link(l.index)?;
         }

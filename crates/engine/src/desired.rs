@@ -32,9 +32,6 @@ pub fn host(snap: &Snapshot) -> Desired {
         segments.dedup_by_key(|e| e.segment);
         for e in segments {
             let segment = plan::segment(plan::tag_of(&e.host_ifname), n, e.segment);
-            for end in [&segment.main_end, &segment.segment_end] {
-                links.push(DesiredLink { name: end.clone(), mtu: n.mtu, kind: DesiredKind::Transient });
-            }
             let kind = DesiredKind::Segment { network: n.name.clone(), segment: segment.clone() };
             links.push(DesiredLink { name: segment.bridge, mtu: n.mtu, kind });
         }
@@ -68,6 +65,32 @@ pub fn host(snap: &Snapshot) -> Desired {
         }
     }
     Desired { links }
+}
+
+/// The host's routes to running containers on segment bridges (crate::plan::Segment):
+/// (address, segment bridge). Part of the desired state: reconcile makes them, doctor
+/// reports those missing.
+pub fn segment_routes(snap: &Snapshot) -> Vec<(std::net::IpAddr, String)> {
+    let mut out = Vec::new();
+    for c in snap.containers.iter().filter(|c| c.state == State::Running) {
+        for e in snap.endpoints.iter().filter(|e| e.container_id == c.id && e.segment > 0) {
+            let (Some(ip), Some(n)) = (e.ip, snap.networks.iter().find(|n| n.id == e.network_id)) else { continue };
+            let bridge = plan::port_bridge(n, e);
+            out.push((ip.into(), bridge.clone()));
+            if let Some(ip6) = e.ip6 {
+                out.push((ip6.into(), bridge));
+            }
+        }
+    }
+    out
+}
+
+/// The network bridges that have segments (they answer ARP for them).
+pub fn segmented(snap: &Snapshot) -> Vec<&Network> {
+    snap.networks
+        .iter()
+        .filter(|n| snap.endpoints.iter().any(|e| e.network_id == n.id && e.segment > 0 && e.ip.is_some()))
+        .collect()
 }
 
 /// Whether a container has a network of its own that the host-side plan covers.

@@ -28,9 +28,8 @@ pub fn ifb_name(tag: &str, endpoint_id: &str) -> String {
     format!("nwi{tag}{}", &endpoint_id[..8])
 }
 
-/// Name prefixes of netwright's devices: bridges, veths, macvlan shims, ifbs, VXLAN, and
-/// the two ends of a segment's link.
-const PREFIXES: [&str; 7] = ["nwb", "nwv", "nwm", "nwi", "nwx", "nwl", "nwk"];
+/// Name prefixes of netwright's devices: bridges, veths, macvlan shims, ifbs, VXLAN.
+const PREFIXES: [&str; 5] = ["nwb", "nwv", "nwm", "nwi", "nwx"];
 
 /// True for a device any netwright root may have made (by its name's prefix).
 pub fn is_netwright_device(name: &str) -> bool {
@@ -42,46 +41,40 @@ pub fn is_ours(tag: &str, name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p)) && name.get(3..7) == Some(tag)
 }
 
-/// A Linux bridge takes at most 1,024 ports (the kernel's BR_MAX_PORTS; port numbers are
-/// 10 bits), so one bridge cannot hold a big network. A bridge network puts its first
-/// SEGMENT_PORTS endpoints on its own bridge and the next ones on segment bridges, each
-/// joined to the network's bridge by a veth pair (its "link"): one L2 domain, one subnet,
-/// one gateway, so names, aliases, -p, isolation and NAT work as before. Routed traffic
-/// enters the host at the network's bridge wherever the container sits, which is why the
-/// firewall needs no segment in its sets. The network's bridge holds SEGMENT_PORTS
-/// endpoints plus one link per segment, within 1,023 with room to spare: a released
-/// container's veth stays a (down) port until the kernel has destroyed its namespace,
-/// which happens asynchronously, while new containers arrive.
-pub const SEGMENT_PORTS: u32 = 960;
-pub const MAX_SEGMENTS: u32 = 24;
-const _: () = assert!(SEGMENT_PORTS + MAX_SEGMENTS <= 1000);
+/// Big networks. A Linux bridge takes at most 1,024 ports (the kernel's BR_MAX_PORTS), and
+/// one L2 domain cannot grow much past 1,000 anyway: a bridge floods each ARP request to
+/// every port at once, one copy per port queued on one CPU, whose backlog holds 1,000
+/// packets (net.core.netdev_max_backlog) — the rest are dropped and containers miss each
+/// other. So a bridge network puts its first SEGMENT_PORTS endpoints on its own bridge and
+/// the next ones on segment bridges: each its own L2 domain, the host routing between
+/// them. Every segment bridge carries the gateway address (/32) and answers ARP for the
+/// network's addresses elsewhere (proxy_arp, no delay), as the network's bridge does once
+/// it has segments; the host has a /32 route per container on a segment. One subnet, one
+/// gateway: names, aliases, -p, isolation and NAT work as before; the firewall knows a
+/// network's segments as its bridges (crate::firewall).
+pub const SEGMENT_PORTS: u32 = 500;
+pub const MAX_SEGMENTS: u32 = 48;
 
-/// One segment bridge of a network, with its link to the network's bridge.
+/// One segment bridge of a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub index: u32,
     /// "nwb" + tag + network id prefix + two digits (15 chars).
     pub bridge: String,
-    /// The link's end on the network's bridge ("nwl…") and on the segment ("nwk…").
-    pub main_end: String,
-    pub segment_end: String,
     /// The network's own bridge.
     pub parent: String,
-    /// icc=false: the link's end on the network's bridge is isolated, so containers on
-    /// different segments cannot reach each other through it (the segment's end is not:
-    /// every container must reach the gateway).
-    pub isolated: bool,
+    /// The network's gateway, on the segment bridge as a /32 (and /128).
+    pub gateway: Ipv4Addr,
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 pub fn segment(tag: &str, n: &Network, index: u32) -> Segment {
-    let suffix = format!("{tag}{}{index:02}", &n.id[..6]);
     Segment {
         index,
-        bridge: format!("nwb{suffix}"),
-        main_end: format!("nwl{suffix}"),
-        segment_end: format!("nwk{suffix}"),
+        bridge: format!("nwb{tag}{}{index:02}", &n.id[..6]),
         parent: n.bridge.clone(),
-        isolated: !crate::firewall::icc(n),
+        gateway: n.gateway,
+        gateway6: n.gateway6,
     }
 }
 
@@ -182,8 +175,7 @@ pub enum DesiredKind {
     /// An overlay network's VXLAN device: a port of `bridge`, up (its local VTEP and
     /// underlay device come from the cluster's configuration when it is made).
     Vxlan { network: String, bridge: String, vni: u32, port: u16 },
-    /// A segment bridge of a big network, linked to the network's bridge (the link's two
-    /// ends are listed as Transient: this entry checks them).
+    /// A segment bridge of a big network: up, carrying the gateway address.
     Segment { network: String, segment: Segment },
     /// A macvlan network's host shim (its own driver ensures it; listed so that it is not
     /// taken for a stray).
@@ -228,21 +220,19 @@ mod tests {
     #[test]
     fn segments_fill_in_order_and_stop_within_the_bridge_port_limit() {
         assert_eq!(pick_segment(&[]), Some(0));
-        assert_eq!(pick_segment(&[(0, 959)]), Some(0));
-        assert_eq!(pick_segment(&[(0, 960)]), Some(1));
-        assert_eq!(pick_segment(&[(0, 960), (1, 960), (2, 3)]), Some(2));
+        assert_eq!(pick_segment(&[(0, 499)]), Some(0));
+        assert_eq!(pick_segment(&[(0, 500)]), Some(1));
+        assert_eq!(pick_segment(&[(0, 500), (1, 500), (2, 3)]), Some(2));
         // A segment emptied by releases is filled again before a new one is made.
-        assert_eq!(pick_segment(&[(0, 960), (2, 960)]), Some(1));
+        assert_eq!(pick_segment(&[(0, 500), (2, 500)]), Some(1));
+        // Half a CPU's default backlog per L2 domain; two digits name a segment.
+        const { assert!(SEGMENT_PORTS <= 500 && MAX_SEGMENTS < 100) };
         let full: Vec<(u32, u32)> = (0..=MAX_SEGMENTS).map(|s| (s, SEGMENT_PORTS)).collect();
         assert_eq!(pick_segment(&full), None);
-        // The network's bridge: its own endpoints and one link per segment.
         let n = crate::desired::tests::net("0123456789ab", "big", crate::model::Driver::Bridge, false);
         let s = segment("ab12", &n, 7);
-        assert_eq!(
-            (s.bridge.as_str(), s.main_end.as_str(), s.segment_end.as_str()),
-            ("nwbab1201234507", "nwlab1201234507", "nwkab1201234507")
-        );
-        assert!(is_ours("ab12", &s.bridge) && is_ours("ab12", &s.main_end) && is_ours("ab12", &s.segment_end));
+        assert_eq!(s.bridge, "nwbab1201234507");
+        assert!(is_ours("ab12", &s.bridge));
         assert_ne!(s.bridge, n.bridge);
     }
 }

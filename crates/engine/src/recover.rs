@@ -52,6 +52,50 @@ pub struct Report {
     pub stray_namespaces: Vec<String>,
     /// Overlay forwarding entries (FDB + neighbour) written or deleted to match etcd.
     pub overlay_entries: usize,
+    /// Routes to containers on segment bridges that were missing.
+    pub routes_restored: usize,
+}
+
+/// Makes the missing routes of [`desired::segment_routes`] (chunked: one batch of acks
+/// must fit the socket's buffer); returns how many there were.
+fn restore_segment_routes(nl: &mut Netlink, snap: &Snapshot) -> Result<usize> {
+    for n in desired::segmented(snap) {
+        crate::drivers::bridge::answer_for_others(&n.bridge);
+    }
+    let missing = missing_segment_routes(nl, snap)?;
+    let mut by_bridge: Vec<(String, Vec<std::net::IpAddr>)> = Vec::new();
+    for (ip, bridge) in &missing {
+        match by_bridge.iter_mut().find(|(b, _)| b == bridge) {
+            Some((_, v)) => v.push(*ip),
+            None => by_bridge.push((bridge.clone(), vec![*ip])),
+        }
+    }
+    for (bridge, ips) in by_bridge {
+        let Some(l) = nl.link_by_name(&bridge)? else { continue };
+        for chunk in ips.chunks(256) {
+            crate::drivers::bridge::segment_routes(nl, l.index, chunk, true)?;
+        }
+    }
+    Ok(missing.len())
+}
+
+/// The routes of [`desired::segment_routes`] the kernel does not have (IPv4 checked
+/// against the route table; IPv6 ones are always made again, idempotently).
+pub fn missing_segment_routes(nl: &mut Netlink, snap: &Snapshot) -> Result<Vec<(std::net::IpAddr, String)>> {
+    let want = desired::segment_routes(snap);
+    if want.is_empty() {
+        return Ok(want);
+    }
+    let names: std::collections::HashMap<u32, String> = nl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let have: HashSet<(std::net::IpAddr, &str)> = nl
+        .routes_v4()?
+        .iter()
+        .filter_map(|r| match (r.dst, r.oif.and_then(|i| names.get(&i))) {
+            (Some(ipnet::IpNet::V4(d)), Some(dev)) if d.prefix_len() == 32 => Some((d.addr().into(), dev.as_str())),
+            _ => None,
+        })
+        .collect();
+    Ok(want.into_iter().filter(|(ip, dev)| ip.is_ipv6() || !have.contains(&(*ip, dev.as_str()))).collect())
 }
 
 /// The store's view of a root, read in one transaction.
@@ -90,6 +134,9 @@ pub fn reconcile(ctx: &Ctx, store: &mut Store, nl: &mut Netlink) -> Result<Repor
             Action::DeleteStray { name } => report.stray_devices.push(name),
         }
     }
+    // Big networks: the host's routes to the containers on segment bridges (a re-made
+    // segment bridge comes back without them), and ARP answered across segments.
+    report.routes_restored = restore_segment_routes(nl, &snap)?;
     // Services: VIPs back on their (possibly re-made) bridges, backends as the containers are.
     crate::services::ensure_vips(store, nl)?;
     let all: Vec<String> = snap.networks.iter().map(|n| n.id.clone()).collect();

@@ -96,7 +96,15 @@ fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
     let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
+    // The host's routes to it on segment bridges, while the store still holds its addresses.
+    let on_segments: Vec<_> = eps.iter().filter(|e| e.segment > 0 && e.ip.is_some()).collect();
+    let nets = if on_segments.is_empty() { vec![] } else { store.read(|tx| tx.networks()).unwrap_or_default() };
     if let Ok(mut nl) = host_nl {
+        for e in on_segments {
+            if let Some(n) = nets.iter().find(|n| n.id == e.network_id) {
+                bridge::unroute(&mut nl, n, e);
+            }
+        }
         if ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some()) {
             process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
         }

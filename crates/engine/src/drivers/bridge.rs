@@ -83,32 +83,34 @@ impl NetworkDriver for BridgeDriver {
         anchor: u32,
         plan: &EndpointPlan,
     ) -> Result<()> {
-        let anchor = match &plan.segment {
-            Some(s) => ensure_segment(host, s, n.mtu)?,
-            None => anchor,
-        };
-        attach(host, ctr, ns, anchor, plan)
+        let Some(s) = &plan.segment else { return attach(host, ctr, ns, anchor, plan) };
+        let index = ensure_segment(host, s, n.mtu)?;
+        attach(host, ctr, ns, index, plan)?;
+        let ips: Vec<std::net::IpAddr> =
+            std::iter::once(plan.addr.into()).chain(plan.addr6.map(|(a, _)| a.into())).collect();
+        segment_routes(host, index, &ips, true)
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
         // Segments normally went with their last endpoint; whatever is left goes with the
-        // network (a segment's link goes with its bridge's end).
+        // network.
         let prefix = format!("nwb{}{}", plan::tag_of(&n.bridge), n.id.get(..6).unwrap_or_default());
         for l in nl.links()? {
             if l.name.len() == 15 && l.name.starts_with(&prefix) && l.kind.as_deref() == Some("bridge") {
-                remove_segment(nl, &l.name)?;
+                remove_bridge(nl, &l.name)?;
             }
         }
         remove_bridge(nl, &n.bridge)
     }
 }
 
-/// Makes a segment bridge and its link to the network's bridge exist and be up
-/// (idempotent, safe against a concurrent netwright doing the same); returns the
-/// segment bridge's ifindex. The fast path, when both exist, is two lookups.
+/// Makes a segment bridge exist, carry the gateway and answer ARP for the rest of the
+/// network, and be up (idempotent, safe against a concurrent netwright doing the same);
+/// the network's bridge answers ARP for the segments' containers too. Returns the segment
+/// bridge's ifindex; the fast path, when it is up, is one lookup.
 pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
     let br = match nl.link_by_name(&s.bridge)? {
-        Some(l) if l.up => return ensure_segment_link(nl, s, mtu, l.index),
+        Some(l) if l.up => return Ok(l.index),
         Some(l) => l,
         None => {
             match nl.create_bridge(&s.bridge, mtu) {
@@ -122,96 +124,84 @@ pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
     if br.kind.as_deref() != Some("bridge") {
         bail!("device {} exists but is not a bridge: remove it or run `netwright reconcile`", s.bridge);
     }
-    // No address and no IPv6 of its own: it only carries frames (and would otherwise send
-    // DAD and router solicitations that every container on it receives).
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", s.bridge), "1");
-    nl.request(Netlink::set_up_msg(br.index), 0).with_context(|| format!("bringing {} up", s.bridge))?;
-    ensure_segment_link(nl, s, mtu, br.index)
+    for dev in [&s.bridge, &s.parent] {
+        answer_for_others(dev);
+    }
+    let ipv6 = if s.gateway6.is_some() { "0" } else { "1" };
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", s.bridge), ipv6);
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/accept_ra", s.bridge), "0");
+    // The gateway as a host address: the segment's containers find it here, whatever the
+    // host's arp_ignore; a /32 adds no route that would compete with the network's bridge.
+    let mut reqs = vec![(Netlink::add_addr_msg(br.index, s.gateway, 32), NLM_F_CREATE | NLM_F_REPLACE)];
+    if let Some(gw6) = s.gateway6 {
+        reqs.push((Netlink::add_addr6_msg(br.index, gw6, 128), NLM_F_CREATE | NLM_F_REPLACE));
+    }
+    reqs.push((Netlink::set_up_msg(br.index), 0));
+    nl.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring segment bridge {}", s.bridge))?;
+    Ok(br.index)
 }
 
-/// The link: a veth pair in the host namespace, one end a port of the network's bridge,
-/// the other of the segment bridge, both up.
-fn ensure_segment_link(nl: &mut Netlink, s: &Segment, mtu: u32, br: u32) -> Result<u32> {
-    if let Some(l) = nl.link_by_name(&s.segment_end)?
-        && l.master == Some(br)
-        && l.up
-    {
-        return Ok(br);
-    }
-    let main = nl.link_by_name(&s.parent)?.with_context(|| {
-        format!("bridge {} of segment {} is missing: run `netwright reconcile`", s.parent, s.bridge)
-    })?;
-    if nl.link_by_name(&s.main_end)?.is_none() {
-        let here = std::fs::File::open("/proc/thread-self/ns/net").context("opening this namespace")?;
-        let spec = VethSpec {
-            host_name: &s.main_end,
-            peer_name: &s.segment_end,
-            peer_netns: here.as_raw_fd(),
-            peer_mac: None,
-            mtu: Some(mtu),
-            master: Some(main.index),
-            isolated: s.isolated,
-        };
-        match nl.create_veth(&spec) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e).with_context(|| format!("linking segment {} to {}", s.bridge, s.parent)),
-        }
-    }
-    let end =
-        nl.link_by_name(&s.segment_end)?.with_context(|| format!("{} vanished while being created", s.segment_end))?;
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", s.segment_end), "1");
-    nl.batch(vec![(Netlink::set_master_msg(end.index, br), 0), (Netlink::set_up_msg(end.index), 0)])
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("plugging {} into {}", s.segment_end, s.bridge))?;
-    Ok(br)
+/// A bridge of a segmented network answers ARP for addresses the host routes elsewhere
+/// (another segment), at once: proxy_arp with no proxy delay (the default delays each
+/// answer up to 0.8 s). Published ports on 127.0.0.1 reach segments as they reach the
+/// network's bridge (route_localnet). Our own devices only.
+pub fn answer_for_others(dev: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/proxy_arp"), "1");
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/neigh/{dev}/proxy_delay"), "0");
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet"), "1");
 }
 
-/// What reconcile does: [`ensure_segment`], then the link's end on the network's bridge
-/// is made its port again (a re-made network bridge starts without ports).
-pub fn repair_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
-    let br = ensure_segment(nl, s, mtu)?;
-    let main = nl.link_by_name(&s.parent)?.with_context(|| format!("bridge {} is missing", s.parent))?;
-    let end = nl.link_by_name(&s.main_end)?.with_context(|| format!("{} is missing", s.main_end))?;
-    if end.master != Some(main.index) || !end.up {
-        let mut reqs = vec![(Netlink::set_master_msg(end.index, main.index), 0)];
-        if s.isolated {
-            reqs.push((Netlink::port_isolated_msg(end.index, true), 0));
+/// The host's route to a container on a segment: its address (/32, /128) out of the
+/// segment bridge. `add`: made (replacing any equal one) or deleted (best effort).
+pub fn segment_routes(nl: &mut Netlink, segment_index: u32, ips: &[std::net::IpAddr], add: bool) -> Result<()> {
+    let flags = if add { NLM_F_CREATE | NLM_F_REPLACE } else { 0 };
+    let reqs = ips.iter().map(|ip| (Netlink::host_route_msg(*ip, segment_index, add), flags)).collect();
+    match nl.batch(reqs) {
+        Ok(()) => Ok(()),
+        Err((_, e)) if !add => {
+            // Gone already (with its bridge, or by hand): nothing to undo.
+            if e.raw_os_error() == Some(libc::ESRCH) { Ok(()) } else { Err(e.into()) }
         }
-        reqs.push((Netlink::set_up_msg(end.index), 0));
-        nl.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("plugging {} into {}", s.main_end, s.parent))?;
+        Err((_, e)) => Err(anyhow::Error::from(e).context("routing to a container on a segment bridge")),
     }
-    Ok(br)
+}
+
+/// Before a released endpoint's address is freed: the host's route to it on its segment
+/// (a container given the address next may sit elsewhere).
+pub fn unroute(nl: &mut Netlink, n: &Network, e: &crate::store::Endpoint) {
+    if e.segment == 0 || !n.driver.is_bridged() {
+        return;
+    }
+    let ips: Vec<std::net::IpAddr> = e.ip.map(Into::into).into_iter().chain(e.ip6.map(Into::into)).collect();
+    if let Ok(Some(l)) = nl.link_by_name(&plan::port_bridge(n, e)) {
+        let _ = segment_routes(nl, l.index, &ips, false);
+    }
 }
 
 /// A segment bridge goes with the last endpoint on it: called with endpoints just
 /// released (their rows no longer hold an address). Best effort: reconcile removes any
-/// segment left over as a stray.
+/// segment left over as a stray. The firewall forgets it too.
 pub fn drop_empty_segments(
     ctx: &crate::ctx::Ctx,
     store: &mut crate::store::Store,
     released: &[crate::store::Endpoint],
 ) {
+    let mut dropped = false;
     for e in released.iter().filter(|e| e.segment > 0 && e.ip.is_some()) {
         let empty = store.read(|tx| {
             Ok(if tx.segment_in_use(&e.network_id, e.segment)? { None } else { tx.network(&e.network_id)? })
         });
         if let (Ok(Some(n)), Ok(mut nl)) = (empty, Netlink::open()) {
             let s = plan::segment(&ctx.tag, &n, e.segment);
-            if let Err(err) = remove_segment(&mut nl, &s.bridge) {
-                eprintln!("netwright: removing segment bridge {}: {err:#}", s.bridge);
+            match remove_bridge(&mut nl, &s.bridge) {
+                Ok(()) => dropped = true,
+                Err(err) => eprintln!("netwright: removing segment bridge {}: {err:#}", s.bridge),
             }
         }
     }
-}
-
-/// Deletes a segment bridge and its link (best effort on the link: it may be gone).
-pub fn remove_segment(nl: &mut Netlink, bridge: &str) -> Result<()> {
-    let link_end = format!("nwk{}", bridge.get(3..).unwrap_or_default());
-    if let Some(l) = nl.link_by_name(&link_end)? {
-        let _ = nl.delete_link(l.index);
+    if dropped && let Err(err) = crate::firewall::ensure(ctx, store) {
+        eprintln!("netwright: updating the firewall's sets: {err:#}");
     }
-    remove_bridge(nl, bridge)
 }
 
 /// Makes the bridge exist, carry the gateway address and be up. Idempotent and safe

@@ -141,6 +141,8 @@ pub struct Inputs {
     /// The VTEPs of the other hosts' overlay endpoints.
     pub vteps: Vec<Ipv4Addr>,
     pub services: Vec<ServiceState>,
+    /// Big networks' segment bridges (crate::plan::Segment), by network id.
+    pub segments: Vec<(String, Vec<String>)>,
 }
 
 pub fn inputs(store: &mut Store) -> Result<Inputs> {
@@ -153,8 +155,24 @@ pub fn inputs(store: &mut Store) -> Result<Inputs> {
             ports: tx.active_ports()?,
             vteps,
             services: if tx.has_services()? { crate::services::all(tx)? } else { vec![] },
+            segments: segments_in_use(tx)?,
         })
     })
+}
+
+/// The segment bridges in use, by network: read from the endpoints on them.
+fn segments_in_use(tx: &crate::store::Tx) -> Result<Vec<(String, Vec<String>)>> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let networks = tx.networks()?;
+    for (network_id, segment, host_ifname) in tx.segments_in_use()? {
+        let Some(n) = networks.iter().find(|n| n.id == network_id) else { continue };
+        let name = crate::plan::segment(crate::plan::tag_of(&host_ifname), n, segment).bridge;
+        match out.iter_mut().find(|(id, _)| *id == network_id) {
+            Some((_, v)) => v.push(name),
+            None => out.push((network_id, vec![name])),
+        }
+    }
+    Ok(out)
 }
 
 pub fn option_enabled(n: &Network, keys: &[&str], default: bool) -> bool {
@@ -204,21 +222,29 @@ pub fn desired(inp: &Inputs, family: Family) -> Desired {
         d.vteps = vteps.iter().map(|v| Elem::new(v.octets().to_vec(), None).with_comment("cluster VTEP")).collect();
     }
     for n in networks.iter().filter(|n| n.driver.is_bridged()) {
-        let key = Elem::new(nft::ifname_key(&n.bridge), None).with_comment(format!("network {}", n.name));
-        d.bridges.push(key.clone());
-        d.same.push(
-            Elem::new([nft::ifname_key(&n.bridge), nft::ifname_key(&n.bridge)].concat(), None)
-                .with_comment(format!("network {}", n.name)),
-        );
+        // The network's bridge and its segment bridges: one network to the firewall.
+        let mut devices = vec![n.bridge.clone()];
+        devices.extend(inp.segments.iter().filter(|(id, _)| *id == n.id).flat_map(|(_, v)| v.iter().cloned()));
         let masq = match family {
             Family::V4 => masquerades(n),
             Family::V6 => masquerades6(n),
         };
-        if masq {
-            d.masq.push(key.clone());
-        }
-        if n.internal {
-            d.internal.push(key);
+        for dev in &devices {
+            let key = Elem::new(nft::ifname_key(dev), None).with_comment(format!("network {}", n.name));
+            d.bridges.push(key.clone());
+            // Between segments the host routes: within the network unless icc=false.
+            for other in devices.iter().filter(|o| *o == dev || icc(n)) {
+                d.same.push(
+                    Elem::new([nft::ifname_key(dev), nft::ifname_key(other)].concat(), None)
+                        .with_comment(format!("network {}", n.name)),
+                );
+            }
+            if masq {
+                d.masq.push(key.clone());
+            }
+            if n.internal {
+                d.internal.push(key);
+            }
         }
     }
     for p in ports {

@@ -413,6 +413,28 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE)
     }
 
+    /// A host route (/32 or /128) to `dst` out of device `oif`, scope link: to add
+    /// (NewRoute) or to delete (DelRoute).
+    pub fn host_route_msg(dst: IpAddr, oif: u32, add: bool) -> RouteNetlinkMessage {
+        let (family, len, addr) = match dst {
+            IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+            IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+        };
+        let mut msg = RouteMessage::default();
+        msg.header = RouteHeader {
+            address_family: family,
+            destination_prefix_length: len,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Boot,
+            scope: RouteScope::Link,
+            kind: RouteType::Unicast,
+            ..Default::default()
+        };
+        msg.attributes.push(RouteAttribute::Destination(addr));
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        if add { RouteNetlinkMessage::NewRoute(msg) } else { RouteNetlinkMessage::DelRoute(msg) }
+    }
+
     pub fn set_up_msg(index: u32) -> RouteNetlinkMessage {
         let mut msg = LinkMessage::default();
         msg.header.index = index;

@@ -148,11 +148,14 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     // the kernel with its namespace, or by netwright's helper): down strays are on their
     // way out, not drift. (reconcile removes them all the same.)
     let leaving = |name: &str| live.iter().any(|l| l.name == name && !l.up);
-    let drift: Vec<String> = actions
+    let mut drift: Vec<String> = actions
         .iter()
         .filter(|a| !matches!(a, Action::DeleteStray { name } if leaving(name)))
         .map(|a| a.to_string())
         .collect();
+    for (ip, dev) in crate::recover::missing_segment_routes(&mut nl, &snap)?.iter().filter(|(ip, _)| ip.is_ipv4()) {
+        drift.push(format!("route to {ip} via segment bridge {dev} is missing"));
+    }
     out.push(if drift.is_empty() {
         ok("drift", "store and kernel agree")
     } else {
@@ -290,18 +293,17 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     out.push(neighbours(on_bridges, |k| {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/default/{k}")).ok()?.trim().parse().ok()
     }));
-    // A broadcast (ARP) on a bridge is one copy per port, all queued on one CPU.
-    let largest = networks
-        .iter()
-        .filter(|n| n.driver.is_bridged())
-        .map(|n| {
-            let size = running
-                .iter()
-                .filter(|c| endpoints.iter().any(|e| e.container_id == c.id && e.network_id == n.id && e.ip.is_some()))
-                .count();
-            (size, n.name.as_str())
-        })
-        .max();
+    // A broadcast (ARP) on a bridge is one copy per port, all queued on one CPU: the
+    // biggest L2 domain (a network's bridge, or one of its segment bridges) counts.
+    let mut domains: std::collections::HashMap<(String, &str), usize> = std::collections::HashMap::new();
+    for c in &running {
+        for e in endpoints.iter().filter(|e| e.container_id == c.id && e.ip.is_some()) {
+            if let Some(n) = networks.iter().find(|n| n.id == e.network_id && n.driver.is_bridged()) {
+                *domains.entry((crate::plan::port_bridge(n, e), n.name.as_str())).or_default() += 1;
+            }
+        }
+    }
+    let largest = domains.into_iter().map(|((_, name), size)| (size, name)).max();
     if let Some((size, name)) = largest {
         let backlog = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog").ok();
         out.push(broadcast(size, name, backlog.and_then(|b| b.trim().parse().ok())));
@@ -379,7 +381,9 @@ fn broadcast(size: usize, network: &str, backlog: Option<u64>) -> Finding {
     if (size as u64) < room * 9 / 10 {
         return ok(
             "broadcast",
-            format!("the biggest network, {network}, floods an ARP request to {size} ports (backlog {room})"),
+            format!(
+                "the biggest L2 domain (on network {network}) floods an ARP request to {size} ports (backlog {room})"
+            ),
         );
     }
     let seen = if backlog.is_some() { "" } else { " (1,000 unless raised; not visible from this network namespace)" };

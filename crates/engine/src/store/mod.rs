@@ -541,6 +541,16 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// (network id, segment, a host device name of it) for every segment (> 0) in use.
+    pub fn segments_in_use(&self) -> Result<Vec<(String, u32, String)>> {
+        let mut st = self.0.prepare_cached(
+            "SELECT network_id, segment, MIN(host_ifname) FROM endpoints
+             WHERE segment > 0 AND ip IS NOT NULL GROUP BY network_id, segment ORDER BY network_id, segment",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Does any endpoint holding an address sit on this segment of the network?
     pub fn segment_in_use(&self, network_id: &str, segment: u32) -> Result<bool> {
         let mut st = self.0.prepare_cached(
