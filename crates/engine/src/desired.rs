@@ -28,6 +28,20 @@ pub fn host(snap: &Snapshot) -> Desired {
         // A big network's segment bridges: those that hold an endpoint with an address.
         let mut segments: Vec<&Endpoint> =
             snap.endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some() && e.segment > 0).collect();
+        if n.driver == crate::model::Driver::Bridge {
+            // The spare segment may stay without endpoints (drivers::bridge::drop_empty_segments).
+            let mut loads: Vec<(u32, u32)> = Vec::new();
+            for e in snap.endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some()) {
+                match loads.iter_mut().find(|(s, _)| *s == e.segment) {
+                    Some((_, c)) => *c += 1,
+                    None => loads.push((e.segment, 1)),
+                }
+            }
+            if let (Some(s), Some(e)) = (plan::spare_segment(&loads), snap.endpoints.iter().find(|e| e.network_id == n.id)) {
+                let name = plan::segment(plan::tag_of(&e.host_ifname), n, s).bridge;
+                links.push(DesiredLink { name, mtu: n.mtu, kind: DesiredKind::Transient });
+            }
+        }
         segments.sort_by_key(|e| e.segment);
         segments.dedup_by_key(|e| e.segment);
         for e in segments {

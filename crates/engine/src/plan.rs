@@ -84,6 +84,12 @@ pub fn pick_segment(loads: &[(u32, u32)]) -> Option<u32> {
     (0..=MAX_SEGMENTS).find(|s| loads.iter().find(|(k, _)| k == s).is_none_or(|(_, n)| *n < SEGMENT_PORTS))
 }
 
+/// The spare segment: the empty one the next endpoint would go on, when every lower one
+/// is full. It may exist without endpoints (made by the last one that left it).
+pub fn spare_segment(loads: &[(u32, u32)]) -> Option<u32> {
+    pick_segment(loads).filter(|s| *s > 0 && !loads.iter().any(|(k, n)| k == s && *n > 0))
+}
+
 /// The root tag inside one of its device names ("nwv" + tag + …).
 pub fn tag_of(device: &str) -> &str {
     device.get(3..7).unwrap_or_default()
@@ -229,6 +235,11 @@ mod tests {
         const { assert!(SEGMENT_PORTS <= 500 && MAX_SEGMENTS < 100) };
         let full: Vec<(u32, u32)> = (0..=MAX_SEGMENTS).map(|s| (s, SEGMENT_PORTS)).collect();
         assert_eq!(pick_segment(&full), None);
+        // The spare: where the next one goes, while nobody is there.
+        assert_eq!(spare_segment(&[(0, 500)]), Some(1));
+        assert_eq!(spare_segment(&[(0, 499)]), None);
+        assert_eq!(spare_segment(&[(0, 500), (1, 2)]), None);
+        assert_eq!(spare_segment(&[(0, 500), (1, 500)]), Some(2));
         let n = crate::desired::tests::net("0123456789ab", "big", crate::model::Driver::Bridge, false);
         let s = segment("ab12", &n, 7);
         assert_eq!(s.bridge, "nwbab1201234507");

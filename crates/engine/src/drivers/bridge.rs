@@ -178,28 +178,53 @@ pub fn unroute(nl: &mut Netlink, n: &Network, e: &crate::store::Endpoint) {
     }
 }
 
-/// A segment bridge goes with the last endpoint on it: called with endpoints just
-/// released (their rows no longer hold an address). Best effort: reconcile removes any
-/// segment left over as a stray. The firewall forgets it too.
+/// A segment bridge goes once no endpoint is on it — except the spare: the empty segment
+/// the next endpoint would be put on (every lower one is full), kept so that a network
+/// hovering at a segment's edge does not make and delete a bridge each time (see
+/// [`plan::spare_segment`]). Called after releasing `released` (their rows no longer hold
+/// an address); best effort, in the background (deleting a device costs the kernel
+/// 20–40 ms); reconcile removes anything left as a stray. The firewall forgets them too.
 pub fn drop_empty_segments(
     ctx: &crate::ctx::Ctx,
     store: &mut crate::store::Store,
     released: &[crate::store::Endpoint],
 ) {
-    let mut dropped = false;
-    for e in released.iter().filter(|e| e.segment > 0 && e.ip.is_some()) {
-        let empty = store.read(|tx| {
-            Ok(if tx.segment_in_use(&e.network_id, e.segment)? { None } else { tx.network(&e.network_id)? })
-        });
-        if let (Ok(Some(n)), Ok(mut nl)) = (empty, Netlink::open()) {
-            let s = plan::segment(&ctx.tag, &n, e.segment);
-            match remove_bridge(&mut nl, &s.bridge) {
-                Ok(()) => dropped = true,
-                Err(err) => eprintln!("netwright: removing segment bridge {}: {err:#}", s.bridge),
+    let mut nets: Vec<&str> = released.iter().filter(|e| e.ip.is_some()).map(|e| e.network_id.as_str()).collect();
+    nets.sort();
+    nets.dedup();
+    let mut doomed = Vec::new();
+    for id in nets {
+        let Ok(Some((n, loads))) = store.read(|tx| {
+            let Some(n) = tx.network(id)?.filter(|n| n.driver == crate::model::Driver::Bridge) else { return Ok(None) };
+            Ok(Some((n, tx.segment_loads(id)?)))
+        }) else {
+            continue;
+        };
+        let released_here = released.iter().filter(|e| e.network_id == n.id).map(|e| e.segment);
+        let top = loads.iter().map(|(s, _)| *s).chain(released_here).max().unwrap_or(0);
+        if top == 0 && loads.iter().all(|(_, c)| *c + 1 < plan::SEGMENT_PORTS) {
+            continue; // never segmented, not at the edge
+        }
+        let spare = plan::spare_segment(&loads);
+        for s in 1..=(top + 1).min(plan::MAX_SEGMENTS) {
+            if Some(s) != spare && !loads.iter().any(|(k, _)| *k == s) {
+                doomed.push(plan::segment(&ctx.tag, &n, s).bridge);
             }
         }
     }
-    if dropped && let Err(err) = crate::firewall::ensure(ctx, store) {
+    let Ok(mut nl) = Netlink::open() else { return };
+    let doomed: Vec<String> = doomed.into_iter().filter(|b| nl.link_by_name(b).ok().flatten().is_some()).collect();
+    if doomed.is_empty() {
+        return;
+    }
+    crate::kernel::process::in_background(move || {
+        if let Ok(mut nl) = Netlink::open() {
+            for b in &doomed {
+                let _ = remove_bridge(&mut nl, b);
+            }
+        }
+    });
+    if let Err(err) = crate::firewall::ensure(ctx, store) {
         eprintln!("netwright: updating the firewall's sets: {err:#}");
     }
 }

@@ -160,16 +160,25 @@ pub fn inputs(store: &mut Store) -> Result<Inputs> {
     })
 }
 
-/// The segment bridges in use, by network: read from the endpoints on them.
+/// The segment bridges in use, by network — and the spare one (crate::plan::spare_segment),
+/// so that a network at a segment's edge changes no set.
 fn segments_in_use(tx: &crate::store::Tx) -> Result<Vec<(String, Vec<String>)>> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let loads = tx.all_segment_loads()?;
+    if !loads.iter().any(|(_, s, n, _)| *s > 0 || *n + 1 >= crate::plan::SEGMENT_PORTS) {
+        return Ok(out);
+    }
     let networks = tx.networks()?;
-    for (network_id, segment, host_ifname) in tx.segments_in_use()? {
-        let Some(n) = networks.iter().find(|n| n.id == network_id) else { continue };
-        let name = crate::plan::segment(crate::plan::tag_of(&host_ifname), n, segment).bridge;
-        match out.iter_mut().find(|(id, _)| *id == network_id) {
-            Some((_, v)) => v.push(name),
-            None => out.push((network_id, vec![name])),
+    for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Bridge) {
+        let mine: Vec<&(String, u32, u32, String)> = loads.iter().filter(|l| l.0 == n.id).collect();
+        let Some(tag) = mine.first().map(|l| crate::plan::tag_of(&l.3)) else { continue };
+        let counts: Vec<(u32, u32)> = mine.iter().map(|l| (l.1, l.2)).collect();
+        let mut segments: Vec<u32> = counts.iter().map(|(s, _)| *s).filter(|s| *s > 0).collect();
+        segments.extend(crate::plan::spare_segment(&counts));
+        segments.sort();
+        if !segments.is_empty() {
+            let names = segments.into_iter().map(|s| crate::plan::segment(tag, n, s).bridge).collect();
+            out.push((n.id.clone(), names));
         }
     }
     Ok(out)

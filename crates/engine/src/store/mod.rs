@@ -541,13 +541,14 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// (network id, segment, a host device name of it) for every segment (> 0) in use.
-    pub fn segments_in_use(&self) -> Result<Vec<(String, u32, String)>> {
+    /// (network id, segment, endpoints, a host device name of it) for every segment with
+    /// endpoints holding an address, of every network.
+    pub fn all_segment_loads(&self) -> Result<Vec<(String, u32, u32, String)>> {
         let mut st = self.0.prepare_cached(
-            "SELECT network_id, segment, MIN(host_ifname) FROM endpoints
-             WHERE segment > 0 AND ip IS NOT NULL GROUP BY network_id, segment ORDER BY network_id, segment",
+            "SELECT network_id, segment, COUNT(*), MIN(host_ifname) FROM endpoints
+             WHERE ip IS NOT NULL GROUP BY network_id, segment ORDER BY network_id, segment",
         )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
