@@ -271,6 +271,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
         Cmd::OverlayAgent => netwright_engine::overlay::agent::run(&ctx)?,
+        Cmd::Release { id, code } => runtime::release_as_monitor(&ctx, &id, code)?,
         Cmd::Conntrack { container, format } => {
             use netwright_engine::observe::conntrack as ct;
             let mut store = ctx.store()?;
@@ -317,7 +318,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
 /// create` on h1 must list it).
 fn cluster_membership(ctx: &Ctx, cli: &Cli) -> Result<()> {
     use netwright_engine::overlay::{self, Config};
-    if matches!(cli.command, Cmd::OverlayAgent | Cmd::DnsSupervisor | Cmd::Resolver | Cmd::Cluster(_)) {
+    if matches!(
+        cli.command,
+        Cmd::OverlayAgent | Cmd::DnsSupervisor | Cmd::Resolver | Cmd::Cluster(_) | Cmd::Release { .. }
+    ) {
         return Ok(());
     }
     if let Some(url) = &cli.etcd {

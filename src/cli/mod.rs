@@ -223,6 +223,9 @@ pub enum Cmd {
     /// (internal) the overlay agent: this host's lease and its etcd watch
     #[command(name = "_overlay", hide = true)]
     OverlayAgent,
+    /// (internal) a `run -d` monitor's last act: release its container's network
+    #[command(name = "_release", hide = true)]
+    Release { id: String, code: i32 },
 }
 
 #[derive(Subcommand, Debug)]

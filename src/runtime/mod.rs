@@ -125,7 +125,8 @@ fn run_detached(ctx: &Ctx, spec: Spec) -> Result<i32> {
 /// A detached monitor reports "OK id" or "ERR code message" on `report`, then closes it.
 fn supervise(ctx: &Ctx, spec: &Spec, report: Option<fs::File>) -> Result<i32> {
     let mut store = ctx.store()?;
-    let started = start(ctx, &mut store, spec, report.is_some());
+    let detached = report.is_some();
+    let started = start(ctx, &mut store, spec, detached);
     let (container, child) = match (started, report) {
         (Ok(s), Some(mut r)) => {
             let _ = writeln!(r, "OK {}", s.0.id);
@@ -149,6 +150,11 @@ fn supervise(ctx: &Ctx, spec: &Spec, report: Option<fs::File>) -> Result<i32> {
     // The monitor lives as long as the container: hand back what starting it needed (the
     // store's page cache, buffers) while it waits — one of these per container.
     drop(store);
+    if detached {
+        // Become the small monitor (same process); it execs `_release` at the end.
+        let err = hand_over(ctx, &container, child.id() as i32);
+        eprintln!("netwright: {err}: monitoring in place");
+    }
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
     forward_signals_to(child.id() as i32);
@@ -156,6 +162,30 @@ fn supervise(ctx: &Ctx, spec: &Spec, report: Option<fs::File>) -> Result<i32> {
     let mut store = ctx.store()?;
     container::release(ctx, &mut store, &container, code, None)?;
     Ok(code)
+}
+
+/// exec()s `netwright-monitor` (beside this binary) in this process; returns only if it
+/// cannot.
+fn hand_over(ctx: &Ctx, c: &Container, child: i32) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let me = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let monitor = me.with_file_name("netwright-monitor");
+    std::process::Command::new(&monitor).args([child.to_string(), c.id.clone()]).arg(&me).arg(&ctx.root).exec()
+}
+
+/// `netwright _release ID CODE`: what the small monitor exec()s once the container exited
+/// — the release a monitor does, in the monitor's own process.
+pub fn release_as_monitor(ctx: &Ctx, id: &str, code: i32) -> Result<()> {
+    let mut store = ctx.store()?;
+    let Some(c) = store.read(|tx| tx.container(id))?.filter(|c| c.id == id) else { return Ok(()) };
+    if c.state == netwright_engine::store::State::Exited {
+        return Ok(());
+    }
+    container::release(ctx, &mut store, &c, code, None)?;
+    Ok(())
 }
 
 /// Creates the container and starts its process; on failure nothing is left running.

@@ -37,7 +37,9 @@ pub fn host(snap: &Snapshot) -> Desired {
                     None => loads.push((e.segment, 1)),
                 }
             }
-            if let (Some(s), Some(e)) = (plan::spare_segment(&loads), snap.endpoints.iter().find(|e| e.network_id == n.id)) {
+            if let (Some(s), Some(e)) =
+                (plan::spare_segment(&loads), snap.endpoints.iter().find(|e| e.network_id == n.id))
+            {
                 let name = plan::segment(plan::tag_of(&e.host_ifname), n, s).bridge;
                 links.push(DesiredLink { name, mtu: n.mtu, kind: DesiredKind::Transient });
             }

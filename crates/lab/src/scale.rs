@@ -350,7 +350,10 @@ fn run_d_memory(sb: &Sandbox, count: usize) -> Result<()> {
     let monitors = || -> (u64, usize) {
         let m: Vec<i32> = process::of_root(&sb.root)
             .into_iter()
-            .filter(|(_, argv)| argv.get(1).is_some_and(|a| a == "run"))
+            .filter(|(_, argv)| {
+                argv.first().is_some_and(|a| a.ends_with("netwright-monitor"))
+                    || argv.get(1).is_some_and(|a| a == "run")
+            })
             .map(|(p, _)| p)
             .collect();
         (m.iter().map(|p| process::kb(*p, "smaps_rollup", "Pss:")).sum(), m.len())
