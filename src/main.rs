@@ -35,6 +35,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    netwright_engine::ctx::trace("arguments read");
     let code = match cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -87,7 +87,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
                 eprintln!("{}", explain_container(&ctx, &c.id)?);
             }
             let mut store = engine.store()?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&inspect_doc(&ctx, &mut store, &c)?)?)?;
+            let doc = inspect_doc(&ctx, &mut store, &c)?;
+            netwright_engine::ctx::trace("attach: inspect read");
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            netwright_engine::ctx::trace("attach: printed");
         }
         Cmd::Detach { containers } => {
             let mut store = ctx.store()?;

@@ -193,6 +193,7 @@ pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
     store.write(|tx| tx.mark_running(&created.container.id, None, started))?;
     trace("attach: marked running");
     crate::hostnames::sync_or_warn(ctx, store);
+    trace("attach: host names synced");
     let mut c = created.container;
     c.state = State::Running;
     c.started = Some(started);
