@@ -325,8 +325,13 @@ fn netwright_memory(root: &Path) -> (usize, u64, u64) {
     let (mut monitors, mut monitor_kb, mut dns_kb) = (0, 0, 0);
     for (p, argv) in netwright_engine::kernel::process::of_root(root) {
         let pss = netwright_engine::kernel::process::kb(p, "smaps_rollup", "Pss:");
+        let small_monitor = argv.first().is_some_and(|a| a.ends_with("netwright-monitor"));
         match argv.get(1).map(String::as_str) {
             Some("_resolver" | "_dns") => dns_kb += pss,
+            _ if small_monitor => {
+                monitors += 1;
+                monitor_kb += pss;
+            }
             Some("run") => {
                 monitors += 1;
                 monitor_kb += pss;
