@@ -65,11 +65,7 @@ impl Grower<'_> {
                         .spawn()?,
                 );
             }
-            for c in children {
-                let out = c.wait_with_output()?;
-                if !out.status.success() {
-                    bail!("attaching: {}", String::from_utf8_lossy(&out.stderr).trim());
-                }
+            for out in wait_all(children, "attaching")? {
                 let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
                 let ip = doc["NetworkSettings"]["Networks"][NETWORK]["IPAddress"].as_str().unwrap_or_default();
                 self.ips.push(ip.parse().context("attach printed no address")?);
@@ -92,12 +88,7 @@ impl Grower<'_> {
                     self.sb.netwright(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
-            for c in children {
-                let out = c.wait_with_output()?;
-                if !out.status.success() {
-                    bail!("detaching: {}", String::from_utf8_lossy(&out.stderr).trim());
-                }
-            }
+            wait_all(children, "detaching")?;
         }
         let d = t.elapsed();
         for i in 0..self.ips.len() {
@@ -106,6 +97,15 @@ impl Grower<'_> {
         self.ips.clear();
         Ok(d)
     }
+}
+
+/// Waits for netwright processes started together; the first failure is the error.
+fn wait_all(children: Vec<std::process::Child>, what: &str) -> Result<Vec<std::process::Output>> {
+    let outs = children.into_iter().map(|c| c.wait_with_output()).collect::<std::io::Result<Vec<_>>>()?;
+    if let Some(bad) = outs.iter().find(|o| !o.status.success()) {
+        bail!("{what}: {}", String::from_utf8_lossy(&bad.stderr).trim());
+    }
+    Ok(outs)
 }
 
 /// A TCP connect from inside one namespace to a listener inside another: the time to
@@ -229,45 +229,39 @@ pub fn run(bin: &std::path::Path, o: &Opts) -> Result<i32> {
         });
         let (tcp, lan) = if size >= 2 {
             let drops0 = backlog_drops();
-            let (mut v, mut failed) = (Vec::new(), 0);
-            for (k, (x, y)) in pairs(size, 20).into_iter().enumerate() {
-                let (fx, fy) = (netns::open(&g.ns_path(x))?, netns::open(&g.ns_path(y))?);
-                match connect_between(&fx, &fy, g.ips[y], 7000 + k as u16) {
-                    Ok(d) => v.push(d),
-                    Err(_) => failed += 1,
+            // Connects between 20 random pairs: (median, failures).
+            let round = |base: u16| -> Result<(f64, usize)> {
+                let (mut v, mut failed) = (Vec::new(), 0);
+                for (k, (x, y)) in pairs(size, 20).into_iter().enumerate() {
+                    let (fx, fy) = (netns::open(&g.ns_path(x))?, netns::open(&g.ns_path(y))?);
+                    match connect_between(&fx, &fy, g.ips[y], base + k as u16) {
+                        Ok(d) => v.push(d),
+                        Err(_) => failed += 1,
+                    }
                 }
-            }
+                Ok((if v.is_empty() { f64::NAN } else { stats(v).median }, failed))
+            };
+            let (tcp, failed) = round(7000)?;
             if failed > 0 {
                 println!(
                     "        {failed} of 20 first contacts failed; the CPUs' backlogs dropped {} packets meanwhile (a bridge floods each ARP request to every port: see doctor's broadcast check)",
                     backlog_drops() - drops0
                 );
             }
-            let tcp = if v.is_empty() { f64::NAN } else { stats(v).median };
             // Again between the same pairs: the neighbours are known now (the first
-            // connect includes ARP, which a bridge floods to every port).
-            let mut warm = Vec::new();
-            for (k, (x, y)) in pairs(size, 20).into_iter().enumerate() {
-                let (fx, fy) = (netns::open(&g.ns_path(x))?, netns::open(&g.ns_path(y))?);
-                if let Ok(d) = connect_between(&fx, &fy, g.ips[y], 7100 + k as u16) {
-                    warm.push(d);
-                }
-            }
-            let warm = if warm.is_empty() { f64::NAN } else { stats(warm).median };
+            // connect includes ARP).
+            let (warm, _) = round(7100)?;
             // The newest namespace publishes PORT; the LAN reaches it through the host.
             let newest = size - 1;
             let path = g.ns_path(newest);
-            timed(&mut sb.netwright(["detach", &format!("s{newest}")]))?;
-            timed(&mut sb.netwright([
-                "attach",
-                path.to_str().unwrap_or_default(),
-                "--name",
-                &format!("s{newest}"),
-                "--network",
-                NETWORK,
-                "-p",
-                &format!("{PORT}:80"),
-            ]))?;
+            let reattach = |publish: &[&str]| -> Result<Duration> {
+                let name = format!("s{newest}");
+                timed(&mut sb.netwright(["detach", &name]))?;
+                let mut args = vec!["attach", path.to_str().unwrap_or_default(), "--name", &name, "--network", NETWORK];
+                args.extend(publish);
+                timed(&mut sb.netwright(&args))
+            };
+            reattach(&["-p", &format!("{PORT}:80")])?;
             let ns = netns::open(&path)?;
             let l = netns::within(&ns, || TcpListener::bind(("0.0.0.0", 80)))??;
             let server = std::thread::spawn(move || l.accept().map(|(mut s, _)| s.write_all(b"x")));
@@ -280,15 +274,7 @@ pub fn run(bin: &std::path::Path, o: &Opts) -> Result<i32> {
                 Ok(t.elapsed())
             });
             drop(server);
-            timed(&mut sb.netwright(["detach", &format!("s{newest}")]))?;
-            timed(&mut sb.netwright([
-                "attach",
-                path.to_str().unwrap_or_default(),
-                "--name",
-                &format!("s{newest}"),
-                "--network",
-                NETWORK,
-            ]))?;
+            reattach(&[])?;
             let lan = match lan {
                 Ok(d) => format!("ok {:.3} ms", d.as_secs_f64() * 1000.0),
                 Err(e) => format!("FAILED ({e})"),
@@ -372,12 +358,7 @@ fn run_d_memory(sb: &Sandbox, count: usize) -> Result<()> {
                     .spawn()
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        for c in children {
-            let out = c.wait_with_output()?;
-            if !out.status.success() {
-                bail!("run -d: {}", String::from_utf8_lossy(&out.stderr).trim());
-            }
-        }
+        wait_all(children, "run -d")?;
     }
     let took = t.elapsed();
     std::thread::sleep(Duration::from_millis(500));
