@@ -1,4 +1,5 @@
-//! The bridge driver: a Linux bridge per network, a veth pair per endpoint.
+//! The bridge driver: a Linux bridge per network, a veth pair per endpoint — and, past 500
+//! endpoints, segment bridges the host routes between (see crate::plan::SEGMENT_PORTS).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
