@@ -19,6 +19,18 @@ pub struct Snapshot {
     pub endpoints: Vec<Endpoint>,
 }
 
+impl Snapshot {
+    /// Each container's endpoints, found once (a scan per container is quadratic at
+    /// 10,000 containers).
+    fn by_container(&self) -> std::collections::HashMap<&str, Vec<&Endpoint>> {
+        let mut m: std::collections::HashMap<&str, Vec<&Endpoint>> = std::collections::HashMap::new();
+        for e in &self.endpoints {
+            m.entry(e.container_id.as_str()).or_default().push(e);
+        }
+        m
+    }
+}
+
 /// The host namespace's devices for this root, from the store's snapshot.
 pub fn host(snap: &Snapshot) -> Desired {
     let mut links = Vec::new();
@@ -52,11 +64,12 @@ pub fn host(snap: &Snapshot) -> Desired {
             links.push(DesiredLink { name: segment.bridge, mtu: n.mtu, kind });
         }
     }
+    let by_container = snap.by_container();
     for c in &snap.containers {
         if !c.network_mode.is_network() || c.state == State::Exited {
             continue;
         }
-        for e in snap.endpoints.iter().filter(|e| e.container_id == c.id) {
+        for e in by_container.get(c.id.as_str()).into_iter().flatten() {
             let Some(n) = snap.networks.iter().find(|n| n.id == e.network_id) else { continue };
             let (Some(ip), true) = (e.ip, drivers::of(n.driver).has_host_device()) else { continue };
             let kind = if c.state == State::Running {
@@ -88,8 +101,9 @@ pub fn host(snap: &Snapshot) -> Desired {
 /// reports those missing.
 pub fn segment_routes(snap: &Snapshot) -> Vec<(std::net::IpAddr, String)> {
     let mut out = Vec::new();
+    let by_container = snap.by_container();
     for c in snap.containers.iter().filter(|c| c.state == State::Running) {
-        for e in snap.endpoints.iter().filter(|e| e.container_id == c.id && e.segment > 0) {
+        for e in by_container.get(c.id.as_str()).into_iter().flatten().filter(|e| e.segment > 0) {
             let (Some(ip), Some(n)) = (e.ip, snap.networks.iter().find(|n| n.id == e.network_id)) else { continue };
             let bridge = plan::port_bridge(n, e);
             out.push((ip.into(), bridge.clone()));
