@@ -200,6 +200,36 @@ fn detached_logs_stop_and_generated_names() {
     sb.ok(&["rm", &name]);
 }
 
+/// A `run -d` monitor becomes the small freestanding one (same process, the container its
+/// child), forwards signals to the container and releases it with its exit code.
+#[test]
+fn the_small_monitor_forwards_signals_and_releases() {
+    let sb = sandbox("smallmon");
+    sb.ok(&["run", "-d", "--name", "mon", "--", "sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.1; done"]);
+    let pid = sb.inspect("mon")["State"]["Pid"].as_i64().expect("a running container has a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let monitor: i32 = status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().parse().unwrap();
+    // It is the small monitor, not the big binary monitoring in place.
+    let small = || {
+        let comm = std::fs::read_to_string(format!("/proc/{monitor}/comm")).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap_or_default();
+        comm.trim() == "netwright-monit" && exe.to_string_lossy().contains("memfd:netwright-monitor")
+    };
+    assert!(eventually(Duration::from_secs(5), small), "the monitor (pid {monitor}) did not become netwright-monitor");
+    let cmdline = std::fs::read(format!("/proc/{monitor}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"netwright-monitor\0"), "{}", String::from_utf8_lossy(&cmdline));
+    // A signal to the monitor reaches the container, whose exit code the release records.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGUSR1).unwrap();
+    assert!(eventually(Duration::from_secs(10), || sb.inspect("mon")["State"]["Status"] == "exited"));
+    assert_eq!(sb.inspect("mon")["State"]["ExitCode"], 42, "the forwarded SIGUSR1 ended it with its trap's code");
+    let gone = || {
+        // Ended (or a zombie until its new parent reaps it).
+        std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+            .map_or(true, |st| st.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
+    assert!(eventually(Duration::from_secs(10), gone), "the monitor ends after the release");
+}
+
 #[test]
 fn ipam_honours_ip_and_range_and_derives_mac() {
     let sb = sandbox("ipam");

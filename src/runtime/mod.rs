@@ -164,16 +164,36 @@ fn supervise(ctx: &Ctx, spec: &Spec, report: Option<fs::File>) -> Result<i32> {
     Ok(code)
 }
 
-/// exec()s `netwright-monitor` (beside this binary) in this process; returns only if it
-/// cannot.
+/// The small monitor (monitor/netwright-monitor.rs, built by build.rs): a few kB of
+/// freestanding code carried in this binary, so it cannot go missing or be another version.
+static SMALL_MONITOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/netwright-monitor"));
+
+/// exec()s the small monitor in this process, from a memfd; returns only if it cannot.
 fn hand_over(ctx: &Ctx, c: &Container, child: i32) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    let me = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => return e,
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::ffi::CString;
+    let run = || -> nix::Result<std::convert::Infallible> {
+        let me = std::env::current_exe().map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let fd = memfd_create(c"netwright-monitor", MFdFlags::MFD_CLOEXEC)?;
+        let mut f = fs::File::from(fd);
+        f.write_all(SMALL_MONITOR).map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let cstr = |s: &[u8]| CString::new(s).map_err(|_| nix::Error::EINVAL);
+        let args = [
+            cstr(b"netwright-monitor")?,
+            cstr(child.to_string().as_bytes())?,
+            cstr(c.id.as_bytes())?,
+            cstr(me.as_os_str().as_encoded_bytes())?,
+            cstr(ctx.root.as_os_str().as_encoded_bytes())?,
+        ];
+        let env: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| CString::new([k.as_encoded_bytes(), b"=", v.as_encoded_bytes()].concat()).ok())
+            .collect();
+        nix::unistd::fexecve(&f, &args, &env)
     };
-    let monitor = me.with_file_name("netwright-monitor");
-    std::process::Command::new(&monitor).args([child.to_string(), c.id.clone()]).arg(&me).arg(&ctx.root).exec()
+    match run() {
+        Ok(never) => match never {},
+        Err(e) => std::io::Error::from(e),
+    }
 }
 
 /// `netwright _release ID CODE`: what the small monitor exec()s once the container exited
