@@ -28,6 +28,7 @@ use super::{Decision, Zone};
 use crate::ctx::Ctx;
 use crate::kernel::netns;
 use crate::kernel::nftables::{self as nft, Batch, Expr, Nftables};
+use crate::store::Store;
 
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -81,7 +82,14 @@ async fn resolver(ctx: Ctx) -> Result<()> {
         rotate: AtomicUsize::new(0),
     });
     let mut served: HashMap<String, Served> = HashMap::new();
-    sync(&ctx, &shared, &mut served);
+    // One connection for the resolver's life. Besides sparing an open per sync, it keeps
+    // the store's WAL open: each netwright command is a short process, and when its close
+    // is the last connection's SQLite checkpoints the WAL into the database and deletes it
+    // (two fsyncs, ~1 ms of every attach), after which the next command's open rebuilds
+    // the WAL index. With the resolver holding it, neither happens; the WAL is
+    // checkpointed by the commit that grows it past 1,000 pages.
+    let mut store = ctx.store()?;
+    sync(&mut store, &ctx, &shared, &mut served);
     // A safety net only: every change arrives as a "sync <id>" from the command making it.
     let mut tick = tokio::time::interval(IDLE_TICK);
     tick.tick().await;
@@ -94,19 +102,20 @@ async fn resolver(ctx: Ctx) -> Result<()> {
                 let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut line)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
                 let text = String::from_utf8_lossy(&line[..n]).into_owned();
                 match text.trim().strip_prefix("sync ") {
-                    Some(id) => sync_one(&ctx, &shared, &mut served, id.trim()),
-                    None if text.trim() == "remotes" => sync_remotes(&ctx, &shared),
-                    None if text.trim() == "services" => sync_services(&ctx, &shared),
-                    None => sync(&ctx, &shared, &mut served),
+                    Some(id) => sync_one(&mut store, &ctx, &shared, &mut served, id.trim()),
+                    None if text.trim() == "remotes" => sync_remotes(&mut store, &shared),
+                    None if text.trim() == "services" => sync_services(&mut store, &shared),
+                    None => sync(&mut store, &ctx, &shared, &mut served),
                 }
                 let _ = stream.write_all(b"ok\n").await;
             }
             _ = tick.tick() => {
-                sync(&ctx, &shared, &mut served);
+                sync(&mut store, &ctx, &shared, &mut served);
                 // Nothing to serve for two ticks in a row: the root's last named container
                 // is gone, so are we (the next one to need us starts us again).
                 idle_ticks = if served.is_empty() { idle_ticks + 1 } else { 0 };
                 if idle_ticks >= 2 {
+                    drop(store); // the last connection now, maybe: its close checkpoints the WAL
                     std::process::exit(EXIT_IDLE);
                 }
             }
@@ -120,8 +129,7 @@ const IDLE_TICK: Duration = Duration::from_secs(10);
 const EXIT_IDLE: i32 = 3;
 
 /// One container changed: update its records and listeners only (O(1) in containers).
-fn sync_one(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: &str) {
-    let Ok(mut store) = ctx.store() else { return };
+fn sync_one(store: &mut Store, ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>, id: &str) {
     let Ok((nets, c, eps)) = store.read(|tx| Ok((tx.networks()?, tx.container(id)?, tx.endpoints_of(id)?))) else {
         return;
     };
@@ -152,22 +160,19 @@ fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Serv
 }
 
 /// Re-reads only the other hosts' endpoints (overlay names).
-fn sync_remotes(ctx: &Ctx, shared: &Arc<Shared>) {
-    let Ok(mut store) = ctx.store() else { return };
+fn sync_remotes(store: &mut Store, shared: &Arc<Shared>) {
     let Ok((nets, remotes)) = store.read(|tx| Ok((tx.networks()?, tx.remote_endpoints()?))) else { return };
     shared.zone.write().expect("zone lock").set_remotes(&nets, &remotes);
 }
 
 /// Re-reads only the services (VIPs, and their backends for tasks.NAME).
-fn sync_services(ctx: &Ctx, shared: &Arc<Shared>) {
-    let Ok(mut store) = ctx.store() else { return };
+fn sync_services(store: &mut Store, shared: &Arc<Shared>) {
     let Ok(svcs) = store.read(crate::services::all) else { return };
     shared.zone.write().expect("zone lock").set_services(&svcs);
 }
 
 /// Rebuilds the zone from the store and adopts/drops containers to match.
-fn sync(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
-    let Ok(mut store) = ctx.store() else { return };
+fn sync(store: &mut Store, ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Served>) {
     let Ok((nets, ctrs, eps, remotes, svcs)) = store.read(|tx| {
         Ok((tx.networks()?, tx.containers()?, tx.all_endpoints()?, tx.remote_endpoints()?, crate::services::all(tx)?))
     }) else {

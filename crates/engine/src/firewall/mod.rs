@@ -146,13 +146,19 @@ pub struct Inputs {
 }
 
 pub fn inputs(store: &mut Store) -> Result<Inputs> {
+    inputs_with(store, true)
+}
+
+/// The inputs, the published ports only when `ports` (every container's: what `ensure`, on
+/// every attach, neither checks nor needs — reading them made each attach O(containers)).
+fn inputs_with(store: &mut Store, ports: bool) -> Result<Inputs> {
     store.read(|tx| {
         let mut vteps: Vec<Ipv4Addr> = tx.remote_endpoints()?.into_iter().map(|r| r.vtep).collect();
         vteps.sort();
         vteps.dedup();
         Ok(Inputs {
             networks: tx.networks()?,
-            ports: tx.active_ports()?,
+            ports: if ports { tx.active_ports()? } else { vec![] },
             vteps,
             services: if tx.has_services()? { crate::services::all(tx)? } else { vec![] },
             segments: segments_in_use(tx)?,
@@ -686,7 +692,7 @@ fn enable_forwarding6() -> Result<()> {
 /// Rebuilds the table if what a command depends on is not there: the table, every rule of
 /// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
-    let inp = Inputs { ports: vec![], ..inputs(store)? };
+    let inp = inputs_with(store, false)?;
     crate::ctx::trace("firewall: inputs read");
     if check::drift(ctx, &inp, check::Scope::Skeleton)?.is_empty() {
         return Ok(());
