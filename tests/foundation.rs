@@ -90,7 +90,8 @@ fn container_sees_only_lo_and_eth0_and_its_own_files() {
         "--",
         "sh",
         "-c",
-        "hostname; cat /etc/hostname; grep web1 /etc/hosts; ip -o -4 addr show eth0; ip route",
+        "hostname; cat /etc/hostname; grep web1 /etc/hosts; ip -o -4 addr show eth0; ip route; \
+         echo ipv6-addresses: $(ip -o -6 addr show dev eth0 | wc -l)",
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "web1");
@@ -98,6 +99,8 @@ fn container_sees_only_lo_and_eth0_and_its_own_files() {
     assert!(lines[2].starts_with("172.17.0.") && lines[2].ends_with("web1"), "{out}");
     assert!(lines[3].contains("172.17.0.") && lines[3].contains("/16"), "{out}");
     assert!(out.contains("default via 172.17.0.1 dev eth0"), "{out}");
+    // An IPv4-only network: no IPv6 link-local on eth0 (no chatter flooded to the others).
+    assert!(out.contains("ipv6-addresses: 0"), "{out}");
     // The host's own files were not touched.
     assert!(!std::fs::read_to_string("/etc/hosts").unwrap().contains("web1"));
 }

@@ -443,6 +443,15 @@ impl Netlink {
         RouteNetlinkMessage::SetLink(msg)
     }
 
+    /// No IPv6 link-local address (and so no DAD, router solicitation or MLD) on `index`:
+    /// for a device of an IPv4-only network, set before it goes up.
+    pub fn no_ipv6_link_local_msg(index: u32) -> RouteNetlinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(no_ipv6_link_local());
+        RouteNetlinkMessage::SetLink(msg)
+    }
+
     /// Enslaves `index` to the bridge `master` (a port whose bridge was re-created).
     pub fn set_master_msg(index: u32, master: u32) -> RouteNetlinkMessage {
         let mut msg = LinkMessage::default();

@@ -86,10 +86,8 @@ pub fn create_pinned(path: &Path) -> Result<OwnedFd> {
     let original = current()?;
     let made = (|| -> Result<OwnedFd> {
         unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-        // Devices made here later (the container's eth0) get no IPv6 until netwright
-        // gives them an IPv6 address: like Docker for IPv4-only networks, and no
-        // link-local chatter flooded to every other container. lo keeps ::1.
-        let _ = fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+        // (Devices netwright makes in here get no IPv6 link-local unless their network has
+        // IPv6: set per device by netlink, drivers::bridge::configure_inside.)
         mount(Some("/proc/thread-self/ns/net"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_context(|| format!("pinning namespace at {}", path.display()))?;
         Ok(open(path)?)
@@ -113,10 +111,7 @@ pub fn pin_existing(src: &Path, path: &Path) -> Result<OwnedFd> {
     let made = (|| -> Result<OwnedFd> {
         mount(Some(src), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_context(|| format!("pinning namespace {} at {}", src.display(), path.display()))?;
-        let ns = open(path)?;
-        // Devices moved in later get no IPv6 link-local chatter, as in namespaces we make.
-        within(&ns, || fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"))?.ok();
-        Ok(ns)
+        Ok(open(path)?)
     })();
     if made.is_err() {
         let _ = umount2(path, MntFlags::MNT_DETACH);
