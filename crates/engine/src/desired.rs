@@ -115,6 +115,20 @@ pub fn segment_routes(snap: &Snapshot) -> Vec<(std::net::IpAddr, String)> {
     out
 }
 
+/// The proxy entries by which a segmented network's bridge answers for the IPv6 addresses
+/// of running containers on its segments: (address, the network's bridge).
+pub fn ndp_proxies(snap: &Snapshot) -> Vec<(std::net::Ipv6Addr, String)> {
+    let by_container = snap.by_container();
+    let mut out = Vec::new();
+    for c in snap.containers.iter().filter(|c| c.state == State::Running) {
+        for e in by_container.get(c.id.as_str()).into_iter().flatten().filter(|e| e.segment > 0) {
+            let (Some(ip6), Some(n)) = (e.ip6, snap.networks.iter().find(|n| n.id == e.network_id)) else { continue };
+            out.push((ip6, n.bridge.clone()));
+        }
+    }
+    out
+}
+
 /// The network bridges that have segments (they answer ARP for them).
 pub fn segmented(snap: &Snapshot) -> Vec<&Network> {
     snap.networks

@@ -76,6 +76,19 @@ fn restore_segment_routes(nl: &mut Netlink, snap: &Snapshot) -> Result<usize> {
             crate::drivers::bridge::segment_routes(nl, l.index, chunk, true)?;
         }
     }
+    // The IPv6 proxy entries, all made again (idempotent, like the IPv6 routes).
+    let mut proxies: Vec<(String, Vec<std::net::Ipv6Addr>)> = Vec::new();
+    for (ip6, parent) in desired::ndp_proxies(snap) {
+        match proxies.iter_mut().find(|(p, _)| *p == parent) {
+            Some((_, v)) => v.push(ip6),
+            None => proxies.push((parent, vec![ip6])),
+        }
+    }
+    for (parent, ips) in proxies {
+        for chunk in ips.chunks(256) {
+            crate::drivers::bridge::ndp_proxies(nl, &parent, chunk, true)?;
+        }
+    }
     Ok(missing.len())
 }
 

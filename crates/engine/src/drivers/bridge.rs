@@ -89,7 +89,11 @@ impl NetworkDriver for BridgeDriver {
         attach(host, ctr, ns, index, plan)?;
         let ips: Vec<std::net::IpAddr> =
             std::iter::once(plan.addr.into()).chain(plan.addr6.map(|(a, _)| a.into())).collect();
-        segment_routes(host, index, &ips, true)
+        segment_routes(host, index, &ips, true)?;
+        match plan.addr6 {
+            Some((addr6, _)) => ndp_proxies(host, &s.parent, &[addr6], true),
+            None => Ok(()),
+        }
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
@@ -149,6 +153,10 @@ pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
 pub fn answer_for_others(dev: &str) {
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/proxy_arp"), "1");
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/neigh/{dev}/proxy_delay"), "0");
+    // IPv6: the network's bridge answers for the segments' containers from proxy entries
+    // (ndp_proxies); the segments' containers route the subnet through the gateway.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/proxy_ndp"), "1");
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/neigh/{dev}/proxy_delay"), "0");
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/route_localnet"), "1");
 }
 
@@ -167,6 +175,27 @@ pub fn segment_routes(nl: &mut Netlink, segment_index: u32, ips: &[std::net::IpA
     }
 }
 
+/// The network's bridge answers neighbour solicitations for a segment's container: the
+/// containers on the network's own bridge have the whole IPv6 subnet on their link and ask
+/// there. One proxy entry per such container (`add`: made or replaced; else deleted, best
+/// effort).
+pub fn ndp_proxies(nl: &mut Netlink, parent: &str, ips: &[std::net::Ipv6Addr], add: bool) -> Result<()> {
+    let Some(l) = nl.link_by_name(parent)? else {
+        return if add {
+            Err(anyhow::anyhow!("bridge {parent} is missing: run `netwright reconcile`"))
+        } else {
+            Ok(())
+        };
+    };
+    let flags = if add { NLM_F_CREATE | NLM_F_REPLACE } else { 0 };
+    let reqs = ips.iter().map(|ip| (Netlink::ndp_proxy_msg(l.index, *ip, add), flags)).collect();
+    match nl.batch(reqs) {
+        Ok(()) => Ok(()),
+        Err(_) if !add => Ok(()), // gone already (with the bridge, or by hand)
+        Err((_, e)) => Err(anyhow::Error::from(e).context(format!("answering for segment containers on {parent}"))),
+    }
+}
+
 /// Before a released endpoint's address is freed: the host's route to it on its segment
 /// (a container given the address next may sit elsewhere).
 pub fn unroute(nl: &mut Netlink, n: &Network, e: &crate::store::Endpoint) {
@@ -176,6 +205,9 @@ pub fn unroute(nl: &mut Netlink, n: &Network, e: &crate::store::Endpoint) {
     let ips: Vec<std::net::IpAddr> = e.ip.map(Into::into).into_iter().chain(e.ip6.map(Into::into)).collect();
     if let Ok(Some(l)) = nl.link_by_name(&plan::port_bridge(n, e)) {
         let _ = segment_routes(nl, l.index, &ips, false);
+    }
+    if let Some(ip6) = e.ip6 {
+        let _ = ndp_proxies(nl, &n.bridge, &[ip6], false);
     }
 }
 
@@ -332,7 +364,22 @@ pub fn configure_inside(ctr: &mut Netlink, ns: &OwnedFd, plan: &EndpointPlan) ->
         reqs.push((Netlink::default_route_msg(plan.gateway, inner.index), NLM_F_CREATE | NLM_F_EXCL));
     }
     if let Some((addr6, prefix6)) = plan.addr6 {
-        reqs.push((Netlink::add_addr6_msg(inner.index, addr6, prefix6), NLM_F_CREATE | NLM_F_EXCL));
+        match (&plan.segment, plan.gateway6) {
+            // On a segment, the rest of the subnet is not on this link and the host does not
+            // answer neighbour solicitations for all of it (IPv4's proxy_arp has no IPv6
+            // equal short of one proxy entry per address and bridge): the subnet is routed
+            // through the gateway. For a neighbour on the same segment the host forwards
+            // and sends a redirect, after which the two talk directly.
+            (Some(_), Some(gw6)) => {
+                let subnet6 = ipnet::IpNet::V6(ipnet::Ipv6Net::new(addr6, prefix6)?.trunc());
+                reqs.extend([
+                    (Netlink::add_addr6_off_link_msg(inner.index, addr6, prefix6), NLM_F_CREATE | NLM_F_EXCL),
+                    (Netlink::host_route_msg(gw6.into(), inner.index, true), NLM_F_CREATE | NLM_F_EXCL),
+                    (Netlink::route_via_msg(subnet6, gw6.into(), inner.index), NLM_F_CREATE | NLM_F_EXCL),
+                ]);
+            }
+            _ => reqs.push((Netlink::add_addr6_msg(inner.index, addr6, prefix6), NLM_F_CREATE | NLM_F_EXCL)),
+        }
         if let (true, Some(gw6)) = (plan.default_route, plan.gateway6) {
             reqs.push((Netlink::default_route_msg(gw6, inner.index), NLM_F_CREATE | NLM_F_EXCL));
         }

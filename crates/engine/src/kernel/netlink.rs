@@ -508,6 +508,17 @@ impl Netlink {
     /// An IPv6 address, usable at once (no duplicate address detection: a container must be
     /// reachable the moment it starts, and IPAM already made the address unique).
     pub fn add_addr6_msg(index: u32, addr: std::net::Ipv6Addr, prefix: u8) -> RouteNetlinkMessage {
+        Self::addr6_msg(index, addr, prefix, false)
+    }
+
+    /// The IPv6 address without the route to its prefix the kernel would add with it
+    /// (IFA_F_NOPREFIXROUTE): for a container on a segment bridge, whose subnet is not
+    /// all on its link (crate::plan::Segment).
+    pub fn add_addr6_off_link_msg(index: u32, addr: std::net::Ipv6Addr, prefix: u8) -> RouteNetlinkMessage {
+        Self::addr6_msg(index, addr, prefix, true)
+    }
+
+    fn addr6_msg(index: u32, addr: std::net::Ipv6Addr, prefix: u8, no_prefix_route: bool) -> RouteNetlinkMessage {
         use netlink_packet_route::address::{AddressFlags, AddressHeaderFlags};
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet6;
@@ -517,8 +528,33 @@ impl Netlink {
         msg.header.flags = AddressHeaderFlags::Nodad;
         msg.attributes.push(AddressAttribute::Local(IpAddr::V6(addr)));
         msg.attributes.push(AddressAttribute::Address(IpAddr::V6(addr)));
-        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        let flags =
+            if no_prefix_route { AddressFlags::Nodad | AddressFlags::Noprefixroute } else { AddressFlags::Nodad };
+        msg.attributes.push(AddressAttribute::Flags(flags));
         RouteNetlinkMessage::NewAddress(msg)
+    }
+
+    /// A route to `dst` through `gateway` out of `oif`.
+    pub fn route_via_msg(dst: ipnet::IpNet, gateway: IpAddr, oif: u32) -> RouteNetlinkMessage {
+        let mut msg = Self::via(gateway, oif);
+        msg.header.destination_prefix_length = dst.prefix_len();
+        msg.attributes.push(RouteAttribute::Destination(match dst.addr() {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+        RouteNetlinkMessage::NewRoute(msg)
+    }
+
+    /// The host answers neighbour solicitations for `addr` on `index` (a proxy entry, as
+    /// `ip -6 neigh add proxy ADDR dev DEV`), or no longer (`add` false).
+    pub fn ndp_proxy_msg(index: u32, addr: std::net::Ipv6Addr, add: bool) -> RouteNetlinkMessage {
+        use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.ifindex = index;
+        msg.header.flags = NeighbourFlags::Proxy;
+        msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(addr)));
+        if add { RouteNetlinkMessage::NewNeighbour(msg) } else { RouteNetlinkMessage::DelNeighbour(msg) }
     }
 
     pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
@@ -551,7 +587,13 @@ impl Netlink {
 
     /// The default route of `gateway`'s family through it on `oif`.
     pub fn default_route_msg(gateway: impl Into<IpAddr>, oif: u32) -> RouteNetlinkMessage {
-        let (family, gw) = match gateway.into() {
+        RouteNetlinkMessage::NewRoute(Self::via(gateway.into(), oif))
+    }
+
+    /// A main-table route through `gateway` out of `oif`, to everywhere (until given a
+    /// destination).
+    fn via(gateway: IpAddr, oif: u32) -> RouteMessage {
+        let (family, gw) = match gateway {
             IpAddr::V4(a) => (AddressFamily::Inet, RouteAddress::Inet(a)),
             IpAddr::V6(a) => (AddressFamily::Inet6, RouteAddress::Inet6(a)),
         };
@@ -566,7 +608,7 @@ impl Netlink {
         };
         msg.attributes.push(RouteAttribute::Gateway(gw));
         msg.attributes.push(RouteAttribute::Oif(oif));
-        RouteNetlinkMessage::NewRoute(msg)
+        msg
     }
 
     /// IPv4 routes of the main table.
