@@ -271,7 +271,7 @@ fn redirect(udp_port: u16, tcp_port: u16, gateways: &[Ipv4Addr]) -> Result<()> {
     let mut nft = Nftables::open()?;
     nft.commit(&b).map_err(|(i, e)| anyhow!("installing the DNS redirect (message {i}): {e}"))?;
     // A new container waits for this: not for a grace period of someone's release.
-    nft.close_detached();
+    nft.close_in_background();
     Ok(())
 }
 
