@@ -348,7 +348,8 @@ pub fn configure_inside(ctr: &mut Netlink, ns: &OwnedFd, plan: &EndpointPlan) ->
         crate::ctx::trace("setup: IPv6 on inside");
     }
     let mut reqs = Vec::new();
-    if plan.addr6.is_none() {
+    // (Below IPv6's minimum MTU the device has no IPv6 at all: nothing to turn off.)
+    if plan.addr6.is_none() && plan.mtu >= crate::kernel::netlink::IPV6_MIN_MTU {
         // IPv4 only: no IPv6 link-local, so no chatter the bridge floods to every other
         // container. Per device, by netlink: a sysctl in the container's namespace would
         // cost a /proc/sys lookup that grows with the number of namespaces on the host
