@@ -172,12 +172,11 @@ static SMALL_MONITOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/netwrigh
 fn hand_over(ctx: &Ctx, c: &Container, child: i32) -> std::io::Error {
     use nix::sys::memfd::{MFdFlags, memfd_create};
     use std::ffi::CString;
-    let run = || -> nix::Result<std::convert::Infallible> {
-        let me = std::env::current_exe().map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let fd = memfd_create(c"netwright-monitor", MFdFlags::MFD_CLOEXEC)?;
-        let mut f = fs::File::from(fd);
-        f.write_all(SMALL_MONITOR).map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let cstr = |s: &[u8]| CString::new(s).map_err(|_| nix::Error::EINVAL);
+    let run = || -> std::io::Result<std::convert::Infallible> {
+        let me = std::env::current_exe()?;
+        let mut f = fs::File::from(memfd_create(c"netwright-monitor", MFdFlags::MFD_CLOEXEC)?);
+        f.write_all(SMALL_MONITOR)?;
+        let cstr = |s: &[u8]| CString::new(s).map_err(|_| std::io::Error::from(nix::Error::EINVAL));
         let args = [
             cstr(b"netwright-monitor")?,
             cstr(child.to_string().as_bytes())?,
@@ -188,11 +187,11 @@ fn hand_over(ctx: &Ctx, c: &Container, child: i32) -> std::io::Error {
         let env: Vec<CString> = std::env::vars_os()
             .filter_map(|(k, v)| CString::new([k.as_encoded_bytes(), b"=", v.as_encoded_bytes()].concat()).ok())
             .collect();
-        nix::unistd::fexecve(&f, &args, &env)
+        Ok(nix::unistd::fexecve(&f, &args, &env)?)
     };
     match run() {
         Ok(never) => match never {},
-        Err(e) => std::io::Error::from(e),
+        Err(e) => e,
     }
 }
 

@@ -63,33 +63,32 @@ fn restore_segment_routes(nl: &mut Netlink, snap: &Snapshot) -> Result<usize> {
         crate::drivers::bridge::answer_for_others(&n.bridge);
     }
     let missing = missing_segment_routes(nl, snap)?;
-    let mut by_bridge: Vec<(String, Vec<std::net::IpAddr>)> = Vec::new();
-    for (ip, bridge) in &missing {
-        match by_bridge.iter_mut().find(|(b, _)| b == bridge) {
-            Some((_, v)) => v.push(*ip),
-            None => by_bridge.push((bridge.clone(), vec![*ip])),
-        }
-    }
-    for (bridge, ips) in by_bridge {
+    for (bridge, ips) in by_bridge(missing.iter().cloned()) {
         let Some(l) = nl.link_by_name(&bridge)? else { continue };
         for chunk in ips.chunks(256) {
             crate::drivers::bridge::segment_routes(nl, l.index, chunk, true)?;
         }
     }
     // The IPv6 proxy entries, all made again (idempotent, like the IPv6 routes).
-    let mut proxies: Vec<(String, Vec<std::net::Ipv6Addr>)> = Vec::new();
-    for (ip6, parent) in desired::ndp_proxies(snap) {
-        match proxies.iter_mut().find(|(p, _)| *p == parent) {
-            Some((_, v)) => v.push(ip6),
-            None => proxies.push((parent, vec![ip6])),
-        }
-    }
-    for (parent, ips) in proxies {
+    for (parent, ips) in by_bridge(desired::ndp_proxies(snap)) {
         for chunk in ips.chunks(256) {
             crate::drivers::bridge::ndp_proxies(nl, &parent, chunk, true)?;
         }
     }
     Ok(missing.len())
+}
+
+/// (address, bridge) pairs grouped by bridge, in the order bridges first appear: one
+/// netlink batch per bridge.
+fn by_bridge<A>(pairs: impl IntoIterator<Item = (A, String)>) -> Vec<(String, Vec<A>)> {
+    let mut out: Vec<(String, Vec<A>)> = Vec::new();
+    for (addr, bridge) in pairs {
+        match out.iter_mut().find(|(b, _)| *b == bridge) {
+            Some((_, v)) => v.push(addr),
+            None => out.push((bridge, vec![addr])),
+        }
+    }
+    out
 }
 
 /// The routes of [`desired::segment_routes`] the kernel does not have (IPv4 checked
