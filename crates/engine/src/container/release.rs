@@ -96,6 +96,23 @@ fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
     let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
+    let ns = netns::open(&ctx.netns_path(&c.id)).ok();
+    let attached = c.netns_source.is_some();
+    if attached && let Some(ns) = &ns {
+        // The helper starts before anything goes down: a kill of this process after a
+        // host end went down must not leave it there for good (an intent makes the next
+        // command run all of this again only while the store still holds the container).
+        // A veth goes with its host end; a macvlan has only its inside end.
+        let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
+        let (host, ns) = (host.clone(), ns.try_clone());
+        process::in_background(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            on_links(Netlink::open(), &host, Netlink::delete_link);
+            if let Ok(ns) = ns {
+                on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
+            }
+        });
+    }
     // The host's routes to it on segment bridges, while the store still holds its addresses.
     let on_segments: Vec<_> = eps.iter().filter(|e| e.segment > 0 && e.ip.is_some()).collect();
     let nets = if on_segments.is_empty() { vec![] } else { store.read(|tx| tx.networks()).unwrap_or_default() };
@@ -110,24 +127,13 @@ fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
         }
         on_links(Ok::<_, std::io::Error>(nl), &host, set_down);
     }
-    let Ok(ns) = netns::open(&ctx.netns_path(&c.id)) else { return };
-    let attached = c.netns_source.is_some();
+    let Some(ns) = ns else { return };
     if attached {
         let _ = netns::within(&ns, crate::dns::server::remove_redirect);
     }
     let inside: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
     on_links(bridge::netlink_in(&ns), &inside, set_down);
     trace("release: interfaces down");
-    if !attached {
-        return;
-    }
-    // A veth goes with its host end; a macvlan has only its inside end.
-    let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
-    process::in_background(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        on_links(Netlink::open(), &host, Netlink::delete_link);
-        on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
-    });
 }
 
 /// Applies `f` to each named link that exists, best effort (the kernel may be taking them
