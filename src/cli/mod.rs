@@ -79,6 +79,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Cmd {
     /// Manage networks
     #[command(subcommand)]
@@ -229,6 +230,7 @@ pub enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ServiceCmd {
     /// Create a service: a VIP on a network, named in DNS, spreading connections over its backends
     Create {
@@ -274,6 +276,7 @@ pub enum ServiceCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ClusterCmd {
     /// Join this host to the cluster at --etcd URL (recorded: later commands need not repeat it)
     Join {
@@ -292,6 +295,7 @@ pub enum ClusterCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum SystemCmd {
     /// Remove every container, network and kernel object of this state root, then the root
     /// itself (how to uninstall netwright)
@@ -303,6 +307,7 @@ pub enum SystemCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum NetworkCmd {
     /// Create a network
     Create(NetworkCreateArgs),
@@ -408,7 +413,8 @@ pub struct AttachArgs {
     pub net: NetArgs,
 }
 
-/// How a container is networked: shared by `run` and `attach`.
+// How a container is networked: shared by `run` and `attach`. (Not a doc comment: with
+// deferred subcommands, a flattened struct's doc would become the command's about.)
 #[derive(Args, Debug)]
 pub struct NetArgs {
     #[arg(long)]
