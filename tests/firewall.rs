@@ -208,6 +208,25 @@ fn admin_chain_reconcile_after_flush_and_foreign_tables() {
     nft(&sb, &["delete", "table", "ip", &t]);
     sb.ok(&["run", "--rm", "--", "true"]);
     retry(|| from_lan(&sb, "192.168.1.10", 8080, "tcp")).expect("restored by the next run");
+    // Or one missing rule: the check a `run` makes reads no rules while nothing changed
+    // since netwright last saw them right (the ruleset generation), and does otherwise.
+    sb.ok(&["run", "--rm", "--", "true"]);
+    let traced = sb.netwright(["run", "--rm", "--", "true"]).env("NETWRIGHT_TRACE", "1").output().unwrap();
+    let trace = String::from_utf8_lossy(&traced.stderr);
+    assert!(trace.contains("firewall: unchanged since checked"), "no rules read when nothing changed:\n{trace}");
+    let egress = "egress: masquerade a network's traffic leaving the host";
+    let listing = nft(&sb, &["-a", "list", "chain", "ip", &t, "postrouting"]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains(egress))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .expect("the egress rule")
+        .trim()
+        .to_string();
+    nft(&sb, &["delete", "rule", "ip", &t, "postrouting", "handle", &handle]);
+    assert!(!rules(&sb).contains(egress));
+    sb.ok(&["run", "--rm", "--", "true"]);
+    assert!(rules(&sb).contains(egress), "the next run put the deleted rule back:\n{}", rules(&sb));
     // netwright never touched the foreign table (the flush above was the admin's).
     nft(&sb, &["add", "table", "ip", "foreign"]);
     nft(&sb, &["add", "chain", "ip", "foreign", "fw", "{ type filter hook forward priority 0; }"]);

@@ -10,6 +10,7 @@
 //! missing and never flushed.
 
 pub mod check;
+mod checked;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -573,6 +574,7 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
     let networks = &inp.networks;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
+    let before = checked::now(&mut nft);
     for family in [Family::V4, Family::V6] {
         if family == Family::V6 && !wants_v6(networks) {
             // No dual-stack network (any more): no ip6 table.
@@ -604,6 +606,8 @@ fn sync_locked(ctx: &Ctx, store: &mut Store) -> Result<()> {
         }
         commit(&mut nft, &b, &format!("the {} table", family.label()))?;
     }
+    // A rebuild leaves the tables right.
+    checked::after_own_commits(ctx, &mut nft, before, Some(fingerprint(&inp)));
     if networks.iter().any(|n| n.driver.is_bridged() && masquerades(n)) {
         enable_forwarding()?;
     }
@@ -691,13 +695,42 @@ fn enable_forwarding6() -> Result<()> {
 
 /// Rebuilds the table if what a command depends on is not there: the table, every rule of
 /// the skeleton, the per-network sets (an `nft flush …` by an admin or another tool).
+/// Nothing is read when no table of the namespace changed since this root last knew it
+/// right ([`checked`]).
 pub fn ensure(ctx: &Ctx, store: &mut Store) -> Result<()> {
     let inp = inputs_with(store, false)?;
     crate::ctx::trace("firewall: inputs read");
+    let now = Nftables::open().ok().and_then(|mut nft| checked::now(&mut nft));
+    let want = fingerprint(&inp);
+    if now.as_ref().and_then(|m| checked::known_good(ctx, m)) == Some(want) {
+        crate::ctx::trace("firewall: unchanged since checked");
+        return Ok(());
+    }
     if check::drift(ctx, &inp, check::Scope::Skeleton)?.is_empty() {
+        // (Read before the check: a change since then shows as another generation.)
+        if let Some(m) = &now {
+            checked::record(ctx, m, want);
+        }
         return Ok(());
     }
     sync_all(ctx, store)
+}
+
+/// The fingerprint of what a skeleton check compares with the kernel: the per-network
+/// and overlay sets (the skeleton's rules are the same for every store).
+fn fingerprint(inp: &Inputs) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for family in [Family::V4, Family::V6] {
+        if family == Family::V6 && !wants_v6(&inp.networks) {
+            continue;
+        }
+        family.label().hash(&mut h);
+        for (set, elems) in desired(inp, family).by_set(family).into_iter().filter(|(s, _)| !s.starts_with("pub_")) {
+            (set, elems).hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// Adds (or removes) one container's published ports: map elements only, in each
@@ -710,6 +743,8 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, o
     let _guard = lock(ctx)?;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
+    let before = checked::now(&mut nft);
+    let desired = before.as_ref().and_then(|m| checked::known_good(ctx, m));
     for family in [Family::V4, Family::V6] {
         let mut by_set: Vec<(&str, Vec<Elem>)> = vec![("pub_ip", vec![]), ("pub_any", vec![])];
         for m in mappings {
@@ -746,6 +781,7 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, o
             }
         }
     }
+    checked::after_own_commits(ctx, &mut nft, before, desired);
     // Closing may wait for a grace period (ours, or a recent release's): not here.
     nft.close_detached();
     Ok(())

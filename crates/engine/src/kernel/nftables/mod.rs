@@ -34,7 +34,13 @@ const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
 pub const NFT_MSG_TRACE: u16 = 17;
+/// NFT_MSG_NEWGEN's attribute: the ruleset generation (be32).
+const NFTA_GEN_ID: u16 = 1;
+/// SOL_SOCKET option: the socket's network namespace's cookie (u64, unique within a boot).
+const SO_NETNS_COOKIE: libc::c_int = 71;
 
 /// SOL_NETLINK option: acknowledgements carry no copy of the request.
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -94,6 +100,8 @@ pub struct Nftables {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Transactions committed through this socket (each adds one to the generation).
+    commits: u32,
 }
 
 impl Nftables {
@@ -115,7 +123,7 @@ impl Nftables {
                 std::mem::size_of::<libc::c_int>() as u32,
             );
         }
-        Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024] })
+        Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024], commits: 0 })
     }
 
     /// Room for `acks` acknowledgements in the receive buffer (a big batch's).
@@ -242,7 +250,64 @@ impl Nftables {
                 acked += 1;
             }
         }
+        self.commits += 1;
         Ok(())
+    }
+
+    /// How many transactions this socket has committed.
+    pub fn commits(&self) -> u32 {
+        self.commits
+    }
+
+    /// The namespace's ruleset generation: nf_tables adds one for every transaction
+    /// committed in the namespace, by anyone (NFT_MSG_GETGEN).
+    pub fn generation(&mut self) -> io::Result<u32> {
+        let mut out = Vec::new();
+        self.seq += 1;
+        let seq = self.seq;
+        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN;
+        Self::header(&mut out, ty, NLM_F_REQUEST | NLM_F_ACK, seq, 0, 0, &[]);
+        self.sock.send(&out, 0)?;
+        let mut found = None;
+        loop {
+            for m in recv_msgs(&self.sock, &mut self.buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.ty == NLMSG_ERROR {
+                    return match (m.err, found) {
+                        (0, Some(g)) => Ok(g),
+                        (0, None) => Err(io::Error::other("nf_tables answered without a generation")),
+                        (e, _) => Err(io::Error::from_raw_os_error(-e)),
+                    };
+                }
+                if m.ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+                    let attrs = attrs_of(m.payload.get(4..).unwrap_or_default());
+                    found = attrs
+                        .iter()
+                        .find(|(t, _)| *t == NFTA_GEN_ID)
+                        .and_then(|(_, v)| Some(u32::from_be_bytes((*v).try_into().ok()?)));
+                }
+            }
+        }
+    }
+
+    /// The cookie of the socket's network namespace: unlike its inode number, never
+    /// reused within a boot.
+    pub fn netns_cookie(&self) -> io::Result<u64> {
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into a live u64.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(cookie) }
     }
 
     /// Closes the socket on a thread of its own: the way for a long-lived process that
@@ -258,33 +323,42 @@ impl Nftables {
     /// Closes the socket without making the caller wait. Closing an nf_tables socket makes
     /// the kernel finish freeing what earlier transactions deleted, which waits for an RCU
     /// grace period (nft_rcv_nl_event → nf_tables_trans_destroy_flush_work: ~10 ms here,
-    /// HZ=250). The deletion itself is committed and in force already, so a short-lived
-    /// grandchild holds the last reference and does that waiting instead of the caller.
+    /// HZ=250) — also at exit, where the process's parent would wait for it. The deletion
+    /// itself is committed and in force already, so a child that shares our memory (no
+    /// page tables copied: a fork cost ~0.4 ms per command) holds the last reference and
+    /// does that waiting instead. For short-lived commands only: the child is reaped by
+    /// init once the command has exited (long-lived processes use
+    /// [`Self::close_in_background`]).
     pub fn close_detached(self) {
-        let sock = self.sock.as_raw_fd();
         let Ok((r, w)) = nix::unistd::pipe() else { return };
-        // The read end is closed by hand below (and only the grandchild reads it).
-        let (r, w) = (std::os::fd::IntoRawFd::into_raw_fd(r), w);
-        // SAFETY: the grandchild only makes async-signal-safe calls (close_range, read,
-        // close), so this is sound from any process, the multi-threaded resolver included.
-        unsafe {
-            super::fork_detached(|| {
-                // Keep only the socket and the pipe's read end: nobody waits on our copies
-                // of stdout, stderr or other pipes.
-                let (lo, hi) = (sock.min(r) as u32, sock.max(r) as u32);
-                libc::close_range(0, lo.saturating_sub(1), 0);
-                if hi > lo + 1 {
-                    libc::close_range(lo + 1, hi - 1, 0);
-                }
-                libc::close_range(hi + 1, u32::MAX, 0);
-                let mut b = [0u8; 1];
-                // EOF: the caller's copy of the socket is closed; ours is the last.
-                while libc::read(r, b.as_mut_ptr().cast(), 1) < 0 && *libc::__errno_location() == libc::EINTR {}
-                libc::close(sock);
-            });
+        let r = std::os::fd::IntoRawFd::into_raw_fd(r);
+        let arg = ((self.sock.as_raw_fd() as u32 as usize) << 32) | r as u32 as usize;
+        // A stack of its own, never unmapped: the child may run on it after we return.
+        // SAFETY: an anonymous private mapping; checked before use.
+        let stack = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                HOLDER_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if stack != libc::MAP_FAILED {
+            // SAFETY: the child runs `hold_and_close` on its own stack (the top of the
+            // mapping, which is never unmapped) and touches nothing else of ours: its
+            // argument travels in the pointer's bits. CLONE_VM without CLONE_THREAD: its
+            // own process with its own copy of the descriptor table, so it holds a
+            // reference to the socket. Exit signal 0: no SIGCHLD, and no plain wait()
+            // of ours or a runtime's reaps it by mistake.
+            unsafe {
+                let top = (stack as *mut u8).add(HOLDER_STACK).cast();
+                libc::clone(hold_and_close, top, libc::CLONE_VM, arg as *mut libc::c_void);
+            }
         }
-        // Socket first, then the pipe: the grandchild's EOF means ours is closed. (Without
-        // a fork, this close is the last and waits here.)
+        // Socket first, then the pipe: the child's EOF means ours is closed. (Without a
+        // child, this close is the last and waits here.)
         drop(self);
         drop(w);
         // SAFETY: r is the pipe's read end, owned here and closed once.
@@ -470,6 +544,34 @@ pub fn ifname_key(name: &str) -> Vec<u8> {
     let mut k = name.as_bytes().to_vec();
     k.resize(16, 0);
     k
+}
+
+/// The stack of [`Nftables::close_detached`]'s child: it makes a few system calls only.
+const HOLDER_STACK: usize = 16 * 1024;
+
+/// [`Nftables::close_detached`]'s child, in our memory: keeps only the socket and the pipe's
+/// read end (both in `arg`), waits for EOF (the caller closed its copy of the socket), closes
+/// the socket — the kernel's wait for the grace period happens here — and returns (glibc's
+/// clone then exits the child).
+extern "C" fn hold_and_close(arg: *mut libc::c_void) -> libc::c_int {
+    let (sock, r) = (((arg as usize) >> 32) as u32, (arg as usize) as u32);
+    let (lo, hi) = (sock.min(r), sock.max(r));
+    // SAFETY: raw system calls on descriptor numbers in this process's own table. Only
+    // async-signal-safe calls, no allocation (we share the caller's heap and TLS); errno is
+    // the caller's thread's and is written only if a call fails (read: EINTR only).
+    unsafe {
+        if lo > 0 {
+            libc::close_range(0, lo - 1, 0);
+        }
+        if hi > lo + 1 {
+            libc::close_range(lo + 1, hi - 1, 0);
+        }
+        libc::close_range(hi + 1, u32::MAX, 0);
+        let mut b = [0u8; 1];
+        while libc::read(r as i32, b.as_mut_ptr().cast(), 1) < 0 && *libc::__errno_location() == libc::EINTR {}
+        libc::close(sock as i32);
+    }
+    0
 }
 
 #[cfg(test)]
