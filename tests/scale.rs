@@ -148,7 +148,15 @@ fn a_network_of_more_than_1024_containers_is_one_network() {
         c => &others.iter().find(|(o, _)| *o == c).unwrap().1,
     };
     for (a, b) in [(0, N - 1), (N - 1, 0), (mid, N - 1), (N - 1, mid), (N - 2, N - 1), (N - 1, N - 2)] {
-        let got = fetch(Some(by_ns(a)), at6(b));
+        // (Three tries: once in CI-like load a first connect timed out at 2 s while the
+        // neighbour discovery of a just-made segment settled; the next one answered.)
+        let mut got = fetch(Some(by_ns(a)), at6(b));
+        for _ in 0..2 {
+            if got.is_ok() {
+                break;
+            }
+            got = fetch(Some(by_ns(a)), at6(b));
+        }
         assert_eq!(got.as_deref(), Ok(format!("c{b}").as_str()), "c{a} -> c{b} over IPv6");
     }
     // The last one's published port, from the LAN.
