@@ -101,6 +101,16 @@ fn container_sees_only_lo_and_eth0_and_its_own_files() {
     assert!(out.contains("default via 172.17.0.1 dev eth0"), "{out}");
     // An IPv4-only network: no IPv6 link-local on eth0 (no chatter flooded to the others).
     assert!(out.contains("ipv6-addresses: 0"), "{out}");
+    // A bridge port (the host end) has no IPv6 at all, so no route in the host's IPv6
+    // table per container (the kernel walks that table on every device up and down).
+    sb.ok(&["run", "-d", "--name", "c1", "--", "sleep", "300"]);
+    let doc = sb.inspect("c1");
+    let port = doc["NetworkSettings"]["Networks"]["bridge"]["Netwright"]["HostInterface"].as_str().unwrap().to_string();
+    let path = format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6");
+    let conf = sb.in_host(|| std::fs::read_to_string(&path));
+    assert_eq!(conf.map(|s| s.trim().to_string()).ok().as_deref(), Some("1"), "IPv6 is off on {port}");
+    let routes = sb.in_host_cmd("ip").args(["-6", "route", "show", "table", "all", "dev", &port]).output().unwrap();
+    assert!(routes.status.success() && routes.stdout.is_empty(), "{}", String::from_utf8_lossy(&routes.stdout));
     // The host's own files were not touched.
     assert!(!std::fs::read_to_string("/etc/hosts").unwrap().contains("web1"));
 }
