@@ -59,7 +59,7 @@ pub fn drift(ctx: &Ctx, inp: &super::Inputs, scope: Scope) -> Result<Vec<String>
         // Sets and maps, element by element.
         let d = desired(inp, family);
         // The published-port maps (one element per port) only for a full check.
-        let wanted = d.by_set(family).into_iter().filter(|(set, _)| scope == Scope::Full || !set.starts_with("pub_"));
+        let wanted = d.checked(family, scope == Scope::Full);
         for (set, elems) in wanted {
             debug_assert!(sets(family).iter().any(|s| s.name == set));
             let live = match nftc.set_elems(f, &t, set) {

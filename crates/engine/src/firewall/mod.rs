@@ -129,6 +129,12 @@ impl Desired {
         v.extend([("pub_ip", &self.pub_ip), ("pub_any", &self.pub_any)]);
         v
     }
+
+    /// [`Self::by_set`] without the published-port maps unless `ports`: what a skeleton
+    /// check compares (a full check compares everything).
+    pub fn checked(&self, family: Family, ports: bool) -> Vec<(&'static str, &Vec<Elem>)> {
+        self.by_set(family).into_iter().filter(|(set, _)| ports || !set.starts_with("pub_")).collect()
+    }
 }
 
 /// A service with its backends.
@@ -726,7 +732,7 @@ fn fingerprint(inp: &Inputs) -> u64 {
             continue;
         }
         family.label().hash(&mut h);
-        for (set, elems) in desired(inp, family).by_set(family).into_iter().filter(|(s, _)| !s.starts_with("pub_")) {
+        for (set, elems) in desired(inp, family).checked(family, false) {
             (set, elems).hash(&mut h);
         }
     }
