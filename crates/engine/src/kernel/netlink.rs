@@ -318,9 +318,6 @@ impl Netlink {
         ]));
         let mut reqs = vec![(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)];
         if spec.master.is_some() {
-            // A bridge port: no IPv6 link-local (else every new port sends DAD, MLD and
-            // router solicitations that the bridge floods to every other container —
-            // work that grows with the number of containers), then up. Same round trip.
             let mut by_name = LinkMessage::default();
             by_name.attributes.push(LinkAttribute::IfName(spec.host_name.to_string()));
             let mut gen_mode = by_name.clone();
@@ -328,11 +325,6 @@ impl Netlink {
             let mut up = by_name;
             up.header.flags = LinkFlags::Up;
             up.header.change_mask = LinkFlags::Up;
-            // Below IPv6's minimum MTU the kernel gives the device no IPv6 at all (and
-            // refuses the address generation mode): nothing to turn off then.
-            if spec.mtu.is_none_or(|m| m >= IPV6_MIN_MTU) {
-                reqs.push((RouteNetlinkMessage::SetLink(gen_mode), 0));
-            }
             if spec.isolated {
                 // Port options travel as link info of the port, on NEWLINK of an existing device.
                 let mut port = LinkMessage::default();
@@ -343,13 +335,19 @@ impl Netlink {
                 ]));
                 reqs.push((RouteNetlinkMessage::NewLink(port), 0));
             }
+            // Below IPv6's minimum MTU the kernel gives the device no IPv6 at all (and
+            // refuses the address generation mode): nothing to turn off then.
             if spec.mtu.is_none_or(|m| m >= IPV6_MIN_MTU) {
-                // And no IPv6 at all before it goes up: a port needs none, and each port
-                // with IPv6 on has a multicast route in the host's IPv6 table, which the
-                // kernel walks whole whenever a device's carrier or state changes
-                // (rt6_sync_up, rt6_sync_down_dev): at 10,000 containers that walk was 3 ms
-                // of each attach (0.2 at N = 0). No netlink attribute sets it; the sysctl
-                // costs ~0.1 ms.
+                // A bridge port needs no IPv6, and goes up without it. With it, each port
+                // had a link-local address (DAD, MLD and router solicitations the bridge
+                // floods to every other container) and a multicast route in the host's IPv6
+                // table, which the kernel walks whole whenever a device's carrier or state
+                // changes (rt6_sync_up, rt6_sync_down_dev): at 10,000 containers that walk
+                // was 3 ms of each attach (0.2 at N = 0). No netlink attribute turns IPv6
+                // off; the sysctl (~0.1 ms) comes between two batches, and the address
+                // generation mode in the first is what is left if the sysctl cannot be
+                // written.
+                reqs.push((RouteNetlinkMessage::SetLink(gen_mode), 0));
                 self.batch(reqs).map_err(|(_, e)| e)?;
                 let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.host_name), "1");
                 reqs = Vec::new();

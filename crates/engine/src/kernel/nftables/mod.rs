@@ -311,10 +311,11 @@ impl Nftables {
     }
 
     /// Closes the socket on a thread of its own: the way for a long-lived process that
-    /// serves many containers (the DNS resolver), for which forking — what
-    /// [`Self::close_detached`] does — copies a memory map and a descriptor table that
-    /// grow with every container served (measured: most of the resolver's time per
-    /// adopted namespace at 3,000 containers went to fork's copy_page_range and dup_fd).
+    /// serves many containers (the DNS resolver). [`Self::close_detached`]'s child would
+    /// stay a zombie for as long as such a process lives, and still copies a descriptor
+    /// table that grows with every container served (when that child was a fork, the
+    /// copies were most of the resolver's time per adopted namespace at 3,000 containers:
+    /// copy_page_range and dup_fd).
     pub fn close_in_background(self) {
         // If no thread can be made, close here (and wait).
         let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(self));
