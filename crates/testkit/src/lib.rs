@@ -57,7 +57,10 @@ impl Sandbox {
         let dir = std::env::temp_dir().join(format!("netwright-{label}-{}", netwright_engine::ctx::random_hex(8)));
         let nsdir = dir.join("ns");
         fs::create_dir_all(&nsdir)?;
-        fs::write(dir.join(OWNER), std::process::id().to_string())?;
+        // Written aside and renamed: another test's sweep_orphans must never read a
+        // half-written (empty) owner and take this live sandbox for an orphan.
+        fs::write(dir.join("owner.tmp"), std::process::id().to_string())?;
+        fs::rename(dir.join("owner.tmp"), dir.join(OWNER))?;
         netns::ensure_shared_dir(&nsdir)?;
         // From here on, Drop cleans up whatever exists.
         let mut sb = Sandbox {
@@ -391,8 +394,9 @@ fn sweep_orphans() {
             continue;
         }
         let Ok(owner) = fs::read_to_string(e.path().join(OWNER)) else { continue };
-        let alive = owner.trim().parse::<i32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
+        // An owner that does not parse is not taken for a dead one: skip it.
+        let Ok(pid) = owner.trim().parse::<i32>() else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             tear_down(&e.path());
         }
     }
