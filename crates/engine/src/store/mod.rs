@@ -745,6 +745,26 @@ fn mapping_from_row(r: &Row) -> rusqlite::Result<Mapping> {
 mod tests {
     use super::*;
 
+    /// A store in a directory of its own that is removed however the test ends (a failed
+    /// assertion unwinds through Drop).
+    struct Scratch(std::path::PathBuf, Option<Store>);
+    impl Scratch {
+        fn new(what: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("netwright-{what}-{}", std::process::id()));
+            let store = Store::open(&dir).expect("a fresh store");
+            Scratch(dir, Some(store))
+        }
+        fn store(&self) -> &Store {
+            self.1.as_ref().expect("open until dropped")
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            drop(self.1.take());
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn plan(store: &Store, sql: &str) -> String {
         let mut st = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("a valid query");
         let unbound = vec![rusqlite::types::Null; st.parameter_count()];
@@ -756,9 +776,8 @@ mod tests {
     /// releases (ip set NULL), moves, direct and cascaded deletes.
     #[test]
     fn segment_loads_follow_the_endpoints() {
-        let dir = std::env::temp_dir().join(format!("netwright-store-loads-{}", std::process::id()));
-        let store = Store::open(&dir).expect("a fresh store");
-        let c = &store.conn;
+        let scratch = Scratch::new("store-loads");
+        let c = &scratch.store().conn;
         type Loads = Vec<(String, i64, i64)>;
         let counted = |c: &Connection| -> (Loads, Loads) {
             let q = |sql: &str| -> Loads {
@@ -807,22 +826,20 @@ mod tests {
         assert_eq!(kept, truth);
         c.execute_batch("DELETE FROM containers;").unwrap();
         assert_eq!(counted(c).0, vec![], "no row left for empty segments");
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// With 10,000 containers on a network, a table scan per attach was a noticeable part of
     /// it: the segment queries must be answered from the partial index or the kept counts.
     #[test]
     fn per_attach_queries_search_an_index() {
-        let dir = std::env::temp_dir().join(format!("netwright-store-test-{}", std::process::id()));
-        let store = Store::open(&dir).expect("a fresh store");
+        let scratch = Scratch::new("store-plans");
+        let store = scratch.store();
         for sql in [ALL_SEGMENT_LOADS, SEGMENT_IN_USE] {
-            let p = plan(&store, sql);
+            let p = plan(store, sql);
             assert!(p.contains("COVERING INDEX endpoints_live_by_segment"), "{sql}\n→ {p}");
         }
         for sql in [SEGMENT_LOADS, ALL_SEGMENT_LOADS] {
-            let p = plan(&store, sql);
+            let p = plan(store, sql);
             let counts = p.contains("SCAN endpoints") || p.contains("endpoints_live_by_segment (network_id=?)");
             assert!(p.contains("segment_loads") && !counts, "no endpoint is counted: {sql}\n→ {p}");
         }
@@ -832,10 +849,8 @@ mod tests {
             (JOINERS, "INDEX containers_by_mode"),
             (PORT_HOLDER, "INDEX ports_by_port"),
         ] {
-            let p = plan(&store, sql);
+            let p = plan(store, sql);
             assert!(p.starts_with("SEARCH") && p.contains(index), "{sql}\n→ {p}");
         }
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
