@@ -334,19 +334,33 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         Ok(Rows { container, endpoints: eps, nets, mappings, owner })
     })?;
     trace("create: store rows written");
-    let made = setup(ctx, &mut host_nl, &rows, &mode, spec);
+    // The firewall's part (nf_tables in the host's namespace) and the links (rtnetlink, the
+    // container's namespace) take different kernel locks and share no state: the firewall
+    // is checked and the ports published on a second thread while the links are made. On
+    // a failure of either, the undo below takes back both (unpublishing what may not have
+    // been published falls back to a rebuild).
+    let (made, firewall_done) = std::thread::scope(|s| {
+        let rows = &rows;
+        let firewall = s.spawn(|| -> Result<()> {
+            if rows.nets.iter().any(|n| n.driver.is_bridged()) {
+                // Restores the table, its rules and the network sets if an admin's flush or
+                // a reboot took them (a few small reads when all is well).
+                firewall::ensure(ctx, store)?;
+                trace("setup: firewall checked");
+            }
+            if let Some(to) = rows.endpoints.first().and_then(|e| e.target()).filter(|_| !rows.mappings.is_empty()) {
+                firewall::publish(ctx, store, &rows.mappings, to, &rows.container.name, true)?;
+                trace("setup: ports published");
+            }
+            Ok(())
+        });
+        let made = setup(ctx, &mut host_nl, rows, &mode, spec);
+        (made, firewall.join())
+    });
+    let firewall_done = firewall_done.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     let Rows { container, endpoints, nets, mappings, .. } = rows;
     let made = made.and_then(|(created, dns)| {
-        if nets.iter().any(|n| n.driver.is_bridged()) {
-            // Restores the table, its rules and the network sets if an admin's flush or a
-            // reboot took them (a few small reads when all is well).
-            firewall::ensure(ctx, store)?;
-            trace("setup: firewall checked");
-        }
-        if let Some(to) = endpoints.first().and_then(|e| e.target()).filter(|_| !mappings.is_empty()) {
-            firewall::publish(ctx, store, &mappings, to, &container.name, true)?;
-            trace("setup: ports published");
-        }
+        firewall_done?;
         // A container carrying a service's selector becomes one of its backends.
         let joined: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
         crate::services::refresh(ctx, store, crate::services::Scope::Endpoints { joined: &joined, leaving: &[] })?;
