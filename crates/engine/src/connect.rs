@@ -127,7 +127,7 @@ pub fn finish_disconnect(ctx: &Ctx, store: &mut Store, container_id: &str, endpo
     let mut rebuild = false;
     if let (Some(to), true) = (ep.target(), ep.ifname == "eth0" && !ports.is_empty()) {
         // Already gone (a disconnect killed after this step): rebuilt once the store agrees.
-        rebuild = firewall::publish(ctx, store, &ports, to, "", false).is_err();
+        rebuild = firewall::unpublish(ctx, &ports, to).is_err();
     }
     trace("disconnect: ports unpublished");
     if ep.host_ifname.is_empty() {

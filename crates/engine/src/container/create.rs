@@ -349,7 +349,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 trace("setup: firewall checked");
             }
             if let Some(to) = rows.endpoints.first().and_then(|e| e.target()).filter(|_| !rows.mappings.is_empty()) {
-                firewall::publish(ctx, store, &rows.mappings, to, &rows.container.name, true)?;
+                firewall::publish(ctx, store, &rows.mappings, to, &rows.container.name)?;
                 trace("setup: ports published");
             }
             Ok(())
@@ -387,7 +387,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 crate::overlay::network::release(ctx, &held(&nets, &endpoints), &container.id);
             }
             let unpublished = match endpoints.first().and_then(|e| e.target()) {
-                Some(to) => firewall::publish(ctx, store, &mappings, to, "", false).is_ok(),
+                Some(to) => firewall::unpublish(ctx, &mappings, to).is_ok(),
                 None => mappings.is_empty(),
             };
             let _ = netns::remove_pinned(&ctx.netns_path(&container.id));

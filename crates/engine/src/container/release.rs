@@ -1,6 +1,7 @@
-//! Releasing a container's network: ports first (a DNAT must never point at an address that
-//! is gone), interfaces down, the namespace unpinned (the kernel destroys its devices in
-//! batch), the store updated, DNS told. Also the sweep of containers whose owner died.
+//! Releasing a container's network: ports out and interfaces down (at once, on two
+//! threads), the namespace unpinned (the kernel destroys its devices in batch), then the
+//! store updated (a DNAT must never point at an address that is someone else's), DNS told.
+//! Also the sweep of containers whose owner died.
 
 use std::fs;
 use std::time::Duration;
@@ -21,24 +22,36 @@ use crate::store::{Container, State, Store};
 /// Frees a container's network: its namespace (the kernel then destroys the veth pair
 /// with it), its addresses in the store; records the exit; removes it if --rm.
 pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
-    // Rules before links: a DNAT must never point at an address that is gone.
     trace("release: start");
     let (mappings, to) =
         store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.target()))))?;
-    let unpublished = match to {
-        Some(to) => firewall::publish(ctx, store, &mappings, to, "", false).is_ok(),
-        None => mappings.is_empty(),
-    };
-    trace("release: ports unpublished");
-    // Services stop sending new connections here before the interfaces go.
-    let eps: Vec<String> =
-        store.read(|tx| Ok(tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()).map(|e| e.id).collect()))?;
-    let leaving = crate::services::Scope::Endpoints { joined: &[], leaving: &eps };
-    if let Err(e) = crate::services::refresh(ctx, store, leaving) {
-        eprintln!("netwright: updating services' backends: {e:#}");
-    }
-    detach_for_joiners(ctx, store, c)?;
-    take_interfaces_down(ctx, store, c);
+    // The published ports come out (nf_tables) on a second thread while the interfaces go
+    // down (rtnetlink): different kernel locks, no shared state. Both are done before the
+    // store lets the addresses go, so no DNAT ever points at an address someone else holds.
+    let (unpublished, down) = std::thread::scope(|s| {
+        let ports = s.spawn(|| {
+            let done = match to {
+                Some(to) => firewall::unpublish(ctx, &mappings, to).is_ok(),
+                None => mappings.is_empty(),
+            };
+            trace("release: ports unpublished");
+            done
+        });
+        let down = (|| -> Result<()> {
+            // Services stop sending new connections here before the interfaces go.
+            let eps: Vec<String> = store
+                .read(|tx| Ok(tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()).map(|e| e.id).collect()))?;
+            let leaving = crate::services::Scope::Endpoints { joined: &[], leaving: &eps };
+            if let Err(e) = crate::services::refresh(ctx, store, leaving) {
+                eprintln!("netwright: updating services' backends: {e:#}");
+            }
+            detach_for_joiners(ctx, store, c)?;
+            take_interfaces_down(ctx, store, c);
+            Ok(())
+        })();
+        (ports.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), down)
+    });
+    down?;
     if let Some(pid) = c.pid {
         // Processes the container left behind in its session would pin the namespace.
         let _ = signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);

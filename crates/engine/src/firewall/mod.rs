@@ -739,12 +739,37 @@ fn fingerprint(inp: &Inputs) -> u64 {
     h.finish()
 }
 
-/// Adds (or removes) one container's published ports: map elements only, in each
-/// family's table where the container has an address.
-/// `owner`: the container's name, the elements' comment (what `nft list` shows).
-pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, owner: &str, add: bool) -> Result<()> {
+/// Adds one container's published ports: map elements only, in each family's table where
+/// the container has an address. `owner`: the container's name, the elements' comment
+/// (what `nft list` shows).
+pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, owner: &str) -> Result<()> {
+    match change_ports(ctx, mappings, to, owner, true)? {
+        // The table is gone: rebuild from the store, which is the truth (and already has
+        // the new mappings).
+        Changed::TableGone => sync_locked(ctx, store),
+        Changed::Done => Ok(()),
+    }
+}
+
+/// Takes one container's published ports out. Needs no store: an error (an element or the
+/// table already gone) leaves the caller to rebuild once the store no longer has them (a
+/// rebuild now would put them back).
+pub fn unpublish(ctx: &Ctx, mappings: &[Mapping], to: Target) -> Result<()> {
+    match change_ports(ctx, mappings, to, "", false)? {
+        Changed::TableGone => Err(anyhow!("the {} table is gone", table_name(ctx))),
+        Changed::Done => Ok(()),
+    }
+}
+
+enum Changed {
+    Done,
+    /// Adding, and the table is not there.
+    TableGone,
+}
+
+fn change_ports(ctx: &Ctx, mappings: &[Mapping], to: Target, owner: &str, add: bool) -> Result<Changed> {
     if mappings.is_empty() {
-        return Ok(());
+        return Ok(Changed::Done);
     }
     let _guard = lock(ctx)?;
     let t = table_name(ctx);
@@ -778,10 +803,7 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, o
         }
         match nft.commit(&b) {
             Ok(()) => {}
-            // Adding, and the table is gone: rebuild from the store, which is the truth (and
-            // already has the new mappings). Removing, an element is already gone: the caller
-            // rebuilds once the store no longer has them (a rebuild now would put them back).
-            Err((_, e)) if add && e.raw_os_error() == Some(libc::ENOENT) => return sync_locked(ctx, store),
+            Err((_, e)) if add && e.raw_os_error() == Some(libc::ENOENT) => return Ok(Changed::TableGone),
             Err((i, e)) => {
                 return Err(anyhow!("nftables refused the port mappings ({} table, message {i}): {e}", family.label()));
             }
@@ -790,7 +812,7 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, o
     checked::after_own_commits(ctx, &mut nft, before, desired);
     // Closing may wait for a grace period (ours, or a recent release's): not here.
     nft.close_detached();
-    Ok(())
+    Ok(Changed::Done)
 }
 
 #[cfg(test)]
