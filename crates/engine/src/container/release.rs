@@ -39,8 +39,9 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         });
         let down = (|| -> Result<()> {
             // Services stop sending new connections here before the interfaces go.
-            let eps: Vec<String> = store
-                .read(|tx| Ok(tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()).map(|e| e.id).collect()))?;
+            let eps: Vec<String> = store.read(|tx| {
+                Ok(tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()).map(|e| e.id).collect())
+            })?;
             let leaving = crate::services::Scope::Endpoints { joined: &[], leaving: &eps };
             if let Err(e) = crate::services::refresh(ctx, store, leaving) {
                 eprintln!("netwright: updating services' backends: {e:#}");
