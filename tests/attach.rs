@@ -152,10 +152,15 @@ fn attach_refuses_what_is_not_a_runtimes_namespace() {
     for cmd in [&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"][..], &["link", "set", "eth0", "up"]] {
         assert!(Sandbox::in_ns_cmd(&ns, "ip").args(cmd).status().unwrap().success());
     }
-    let (_, err) = sb.fails(&["attach", p, "--network", "app"]);
+    // With a port: it is published on a second thread while the links are made, so it
+    // may be in the map when the links fail; the undo must take it out again.
+    let (_, err) = sb.fails(&["attach", p, "--network", "app", "-p", "18080:80"]);
     assert!(err.contains("already has an interface eth0 in use"), "{err}");
     assert_eq!(sb.ok(&["ps", "-a", "-q"]).trim(), "");
     assert_eq!(sb.host_links().len(), before);
+    let ruleset = sb.in_host_cmd("nft").args(["list", "ruleset"]).output().unwrap();
+    let ruleset = String::from_utf8_lossy(&ruleset.stdout);
+    assert!(ruleset.contains("pub_any") && !ruleset.contains("18080"), "{ruleset}");
     netns::remove_pinned(&path).unwrap();
 }
 
