@@ -755,15 +755,13 @@ pub fn publish(ctx: &Ctx, store: &mut Store, mappings: &[Mapping], to: Target, o
 /// table already gone) leaves the caller to rebuild once the store no longer has them (a
 /// rebuild now would put them back).
 pub fn unpublish(ctx: &Ctx, mappings: &[Mapping], to: Target) -> Result<()> {
-    match change_ports(ctx, mappings, to, "", false)? {
-        Changed::TableGone => Err(anyhow!("the {} table is gone", table_name(ctx))),
-        Changed::Done => Ok(()),
-    }
+    // Removing, a missing table or element is an error: TableGone is an add's answer only.
+    change_ports(ctx, mappings, to, "", false).map(drop)
 }
 
 enum Changed {
     Done,
-    /// Adding, and the table is not there.
+    /// Adding, and the table is not there (removing, that is an error).
     TableGone,
 }
 
