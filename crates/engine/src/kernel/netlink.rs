@@ -304,8 +304,15 @@ impl Netlink {
             peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         peer.attributes.push(LinkAttribute::NetNsFd(spec.peer_netns));
+        // One queue each way on both ends, said at creation. Without it the kernel gives a
+        // veth one queue per possible CPU and then cuts the live count to one (veth_init_queues
+        // → netif_set_real_num_tx_queues), waiting for an expedited RCU grace period per end:
+        // that wait was ~90 % of the time a veth pair took to make (sched_switch traced; 0.3
+        // to 20 ms on this 2-CPU VM). The datapath is the same: one queue is what it ran on.
+        peer.attributes.extend([LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]);
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(spec.host_name.to_string()));
+        msg.attributes.extend([LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]);
         if let Some(mtu) = spec.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
