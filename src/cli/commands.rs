@@ -82,13 +82,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Attach(a) => {
             let explain = a.net.explain;
-            let c = engine.attach(Spec { netns: Some(a.netns), ..a.net.spec() })?;
+            let a = engine.attach(Spec { netns: Some(a.netns), ..a.net.spec() })?;
             if explain {
-                eprintln!("{}", explain_container(&ctx, &c.id)?);
+                eprintln!("{}", explain_container(&ctx, &a.container.id)?);
             }
-            let mut store = engine.store()?;
-            let doc = inspect_doc(&ctx, &mut store, &c)?;
-            netwright_engine::ctx::trace("attach: inspect read");
+            // What was set up, as `inspect` shows it (from what attach returned, not read again).
+            let eps: Vec<_> = a.endpoints.into_iter().map(|(e, n)| (e, Some(n))).collect();
+            let doc = output::container_inspect(&ctx, &a.container, &eps, &a.ports);
+            netwright_engine::ctx::trace("attach: inspect made");
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             netwright_engine::ctx::trace("attach: printed");
         }

@@ -93,7 +93,7 @@ impl Engine {
 
     /// Networks a namespace a runtime made and owns (`spec.netns`): set up, and alive for
     /// as long as that namespace is.
-    pub fn attach(&self, spec: Spec) -> Result<Container> {
+    pub fn attach(&self, spec: Spec) -> Result<container::Attached> {
         self.changing(|ctx, store| container::attach(ctx, store, spec))
     }
 

@@ -31,6 +31,10 @@ pub struct Created {
     pub mnt_template: Option<OwnedFd>,
     /// Where the container's /etc files are (its own, or its network owner's).
     pub files_dir: PathBuf,
+    /// Its endpoints, each with its network, in interface order.
+    pub endpoints: Vec<(Endpoint, Network)>,
+    /// Its published ports.
+    pub ports: Vec<ports::Mapping>,
 }
 
 /// Allocates an address on `net` (the requested one, or the next free) and records the
@@ -334,14 +338,21 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
         Ok(Rows { container, endpoints: eps, nets, mappings, owner })
     })?;
     trace("create: store rows written");
-    // The firewall's part (nf_tables in the host's namespace) and the links (rtnetlink, the
-    // container's namespace) take different kernel locks and share no state: the firewall
-    // is checked and the ports published on a second thread while the links are made. On
-    // a failure of either, the undo below takes back both (unpublishing what may not have
-    // been published falls back to a rebuild).
+    // The container's files (the filesystem) and the firewall's part (nf_tables in the
+    // host's namespace) share no state and no kernel lock with the links (rtnetlink, the
+    // container's namespace): they are done on a second thread while the links are made.
+    // On a failure of either, the undo below takes back both (unpublishing what may not
+    // have been published falls back to a rebuild; the directory is removed whole).
     let (made, firewall_done) = std::thread::scope(|s| {
         let rows = &rows;
+        let mode = &mode;
         let firewall = s.spawn(|| -> Result<()> {
+            // A host-mode container uses the host's files; a joiner its owner's.
+            if !matches!(mode, Mode::Host) && rows.owner.is_none() {
+                let embedded_dns = rows.nets.iter().any(|n| n.serves_names());
+                files::write(ctx, &rows.container, &rows.endpoints, spec, embedded_dns)?;
+                trace("setup: files written");
+            }
             if rows.nets.iter().any(|n| n.driver.is_bridged()) {
                 // Restores the table, its rules and the network sets if an admin's flush or
                 // a reboot took them (a few small reads when all is well).
@@ -354,7 +365,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             }
             Ok(())
         });
-        let made = setup(ctx, &mut host_nl, rows, &mode, spec);
+        let made = setup(ctx, &mut host_nl, rows, mode);
         (made, firewall.join())
     });
     let firewall_done = firewall_done.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -380,7 +391,8 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
                 crate::overlay::agent::nudge(ctx);
                 trace("setup: overlay peers told");
             }
-            Ok(Created { container, netns, mnt_template, files_dir })
+            let endpoints = endpoints.into_iter().zip(nets).collect();
+            Ok(Created { container, netns, mnt_template, files_dir, endpoints, ports: mappings })
         }
         Err(e) => {
             if overlay {
@@ -430,15 +442,20 @@ fn held(nets: &[Network], eps: &[Endpoint]) -> Vec<crate::overlay::Held> {
 type Setup = ((Option<OwnedFd>, Option<OwnedFd>, std::path::PathBuf), Option<crate::dns::server::PendingSync>);
 
 /// Files, namespace and interfaces for each mode.
-fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec) -> Result<Setup> {
+fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode) -> Result<Setup> {
     let (c, eps, nets, owner) = (&rows.container, &rows.endpoints[..], &rows.nets[..], rows.owner.as_ref());
-    // Every container has a directory (its log lives there), whatever its network.
-    fs::create_dir_all(ctx.container_dir(&c.id))
-        .with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))?;
+    // Every container has a directory (its log lives there), whatever its network; with
+    // its own network, the files written beside the links make it (see `create`).
+    let own_dir = || {
+        fs::create_dir_all(ctx.container_dir(&c.id))
+            .with_context(|| format!("creating {}", ctx.container_dir(&c.id).display()))
+    };
     if let Mode::Host = mode {
+        own_dir()?;
         return Ok(((None, None, ctx.container_dir(&c.id)), None));
     }
     if let Some(o) = owner {
+        own_dir()?;
         // The owner's namespace and files; a host-mode owner means the host's namespace.
         let ns = if o.network_mode == NetworkMode::Host {
             None
@@ -452,13 +469,6 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec
         return Ok(((ns, Some(template), ctx.container_dir(&o.id)), None));
     }
     let embedded_dns = nets.iter().any(|n| n.serves_names());
-    files::write(ctx, c, eps, spec, embedded_dns)?;
-    trace("setup: files written");
-    let mut bridges = Vec::new();
-    for n in nets {
-        bridges.push(drivers::of(n.driver).ensure_network(ctx, host_nl, n)?);
-    }
-    trace("setup: bridge ensured");
     netns::ensure_shared_dir(&ctx.netns_dir())?;
     let (ns, template) = match &c.netns_source {
         // The runtime's namespace, pinned here too: reconcile, trace and DNS find every
@@ -488,8 +498,14 @@ fn setup(ctx: &Ctx, host_nl: &mut Netlink, rows: &Rows, mode: &Mode, spec: &Spec
     }
     // lo first: 127.0.0.11 exists once lo is up, and the resolver binds it.
     ctr_nl.request(Netlink::set_up_msg(1), 0).context("bringing lo up")?;
-    // The resolver adopts the namespace (its rows are written) while the links are made.
+    // The resolver adopts the namespace (its rows are written) while the bridges and the
+    // links are made: asked first, as it is the longest of the three.
     let dns = if embedded_dns { Some(crate::dns::server::sync_start(ctx, true, Some(&c.id))?) } else { None };
+    let mut bridges = Vec::new();
+    for n in nets {
+        bridges.push(drivers::of(n.driver).ensure_network(ctx, host_nl, n)?);
+    }
+    trace("setup: bridge ensured");
     for (i, (ep, net)) in eps.iter().zip(nets).enumerate() {
         let ip = ep.ip.expect("allocated above");
         let plan = plan::endpoint(net, ep, ip, i == 0);

@@ -10,6 +10,7 @@ mod files;
 mod release;
 
 pub use create::{Created, add_endpoint, create};
+
 pub use files::resolv_conf;
 pub use release::{release, release_if_orphaned, sweep};
 
@@ -23,7 +24,7 @@ use crate::ipam;
 use crate::kernel::netns;
 use crate::names;
 use crate::network;
-use crate::store::{Container, State, Store};
+use crate::store::{Container, Endpoint, Network, State, Store};
 
 /// What a front end asks for: `run`'s and `attach`'s network options.
 #[derive(Debug, Clone, Default)]
@@ -144,9 +145,18 @@ impl Mode {
     }
 }
 
+/// An attached namespace as it was set up: what a front end reports, with no second read
+/// of the store.
+pub struct Attached {
+    pub container: Container,
+    /// Each endpoint with its network, in interface order.
+    pub endpoints: Vec<(Endpoint, Network)>,
+    pub ports: Vec<crate::ports::Mapping>,
+}
+
 /// `netwright attach`: networks a namespace a runtime made and owns (as `netavark setup`
 /// does). No process and no monitor: the container is alive while that namespace is.
-pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
+pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Attached> {
     let path = spec.netns.as_deref().expect("attach has a namespace");
     let f = fs::File::open(path).map_err(|e| {
         not_found(format!(
@@ -194,10 +204,10 @@ pub fn attach(ctx: &Ctx, store: &mut Store, spec: Spec) -> Result<Container> {
     trace("attach: marked running");
     crate::hostnames::sync_or_warn(ctx, store);
     trace("attach: host names synced");
-    let mut c = created.container;
-    c.state = State::Running;
-    c.started = Some(started);
-    Ok(c)
+    let mut container = created.container;
+    container.state = State::Running;
+    container.started = Some(started);
+    Ok(Attached { container, endpoints: created.endpoints, ports: created.ports })
 }
 
 /// Forgets a released container: its row (endpoints and ports with it) and its files.
