@@ -8,6 +8,13 @@ mod runtime;
 use clap::Parser;
 
 fn main() {
+    // One malloc arena for all threads: a command's second thread (the firewall's and the
+    // files' part of an attach) would otherwise make an arena of its own, whose first
+    // pages are page faults the short command pays for nothing.
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     netwright_engine::ctx::trace("main");
     // Installed as `netavark` (a link in Podman's helper_binaries_dir): netavark's protocol.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
