@@ -85,7 +85,7 @@ pub fn dump() -> io::Result<Vec<Conn>> {
         &[],
     );
     sock.send(&out, 0)?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = super::recv_buffer();
     let mut conns = Vec::new();
     loop {
         for m in recv_msgs(&sock, &mut buf)? {
@@ -210,7 +210,7 @@ impl Events {
     pub fn subscribe() -> io::Result<Events> {
         let mut sock = Socket::new(NETLINK_NETFILTER)?;
         sock.bind(&SocketAddr::new(0, GROUPS_NEW_DESTROY))?;
-        Ok(Events { sock, buf: vec![0u8; 64 * 1024] })
+        Ok(Events { sock, buf: super::recv_buffer() })
     }
 
     /// The next batch of events (waits for at least one message).

@@ -7,6 +7,13 @@ pub mod netns;
 pub mod nftables;
 pub mod nftrace;
 
+/// A netlink receive buffer: 64 kB of capacity (a dump's datagrams are up to 32 kB), not
+/// zeroed: each receive fills what it returns (`set_len` after `recv`). Zeroing it cost a
+/// dozen page faults per socket, and a short command opens several.
+pub fn recv_buffer() -> Vec<u8> {
+    Vec::with_capacity(64 * 1024)
+}
+
 /// Runs `child` in a grandchild that nobody waits for (init adopts it) and returns once the
 /// intermediate child has exited. False when fork failed: `child` did not run.
 ///

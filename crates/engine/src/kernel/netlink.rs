@@ -106,7 +106,7 @@ impl Netlink {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
-        Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024] })
+        Ok(Self { sock, seq: 1, buf: super::recv_buffer() })
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16) -> u32 {
@@ -214,9 +214,12 @@ impl Netlink {
 
     fn recv_msgs(&mut self) -> io::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
         let n = loop {
-            // SAFETY: buf is a valid, writable buffer of the given length.
-            let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
+            // SAFETY: buf's allocation is writable for its capacity; the kernel wrote the
+            // first n bytes, which become the vector's contents.
+            let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.capacity(), 0) };
             if n >= 0 {
+                // SAFETY: n ≤ capacity bytes were written by the kernel.
+                unsafe { self.buf.set_len(n as usize) };
                 break n as usize;
             }
             let err = io::Error::last_os_error();

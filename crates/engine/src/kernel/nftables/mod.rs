@@ -123,7 +123,7 @@ impl Nftables {
                 std::mem::size_of::<libc::c_int>() as u32,
             );
         }
-        Ok(Self { sock, seq: 1, buf: vec![0; 64 * 1024], commits: 0 })
+        Ok(Self { sock, seq: 1, buf: crate::kernel::recv_buffer(), commits: 0 })
     }
 
     /// Room for `acks` acknowledgements in the receive buffer (a big batch's).
@@ -482,13 +482,15 @@ pub struct Msg {
 }
 
 /// The messages of one datagram.
-pub fn recv_msgs(sock: &Socket, buf: &mut [u8]) -> io::Result<Vec<Msg>> {
-    // SAFETY: buf is ours and writable for its length.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+pub fn recv_msgs(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<Vec<Msg>> {
+    // SAFETY: buf's allocation is ours and writable for its capacity.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.capacity(), 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
+    // SAFETY: the kernel wrote the first n bytes (n ≤ capacity).
+    unsafe { buf.set_len(n) };
     let mut out = Vec::new();
     let mut off = 0;
     while off + 16 <= n {
