@@ -90,7 +90,10 @@ pub fn remove(ctx: &Ctx, store: &mut Store, reference: &str, force: bool) -> Res
         store.write(|tx| tx.begin_intent(&Intent::mine(Kind::Remove, &c.id, "")))?;
     }
     if attached {
-        release(ctx, store, &c, 0, None)?;
+        // Released and forgotten in one store write: the release deletes the row (and the
+        // intent above with it) and the files, as for a --rm container.
+        release(ctx, store, &Container { auto_remove: true, ..c.clone() }, 0, None)?;
+        return Ok(c);
     } else if running {
         if let Some(pid) = c.pid {
             let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);

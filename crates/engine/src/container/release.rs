@@ -17,14 +17,17 @@ use crate::firewall;
 use crate::kernel::{netlink::Netlink, netns, process};
 use crate::model::NetworkMode;
 use crate::network;
-use crate::store::{Container, State, Store};
+use crate::store::{Container, Endpoint, State, Store};
+use std::os::fd::OwnedFd;
 
 /// Frees a container's network: its namespace (the kernel then destroys the veth pair
 /// with it), its addresses in the store; records the exit; removes it if --rm.
 pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Option<&str>) -> Result<()> {
     trace("release: start");
-    let (mappings, to) =
-        store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?.first().and_then(|e| e.target()))))?;
+    let (mappings, eps) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?)))?;
+    let to = eps.first().and_then(|e| e.target());
+    let ns = netns::open(&ctx.netns_path(&c.id)).ok();
+    start_helpers(ctx, c, &eps, ns.as_ref());
     // The published ports come out (nf_tables) on a second thread while the interfaces go
     // down (rtnetlink): different kernel locks, no shared state. Both are done before the
     // store lets the addresses go, so no DNAT ever points at an address someone else holds.
@@ -39,15 +42,13 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
         });
         let down = (|| -> Result<()> {
             // Services stop sending new connections here before the interfaces go.
-            let eps: Vec<String> = store.read(|tx| {
-                Ok(tx.endpoints_of(&c.id)?.into_iter().filter(|e| e.ip.is_some()).map(|e| e.id).collect())
-            })?;
-            let leaving = crate::services::Scope::Endpoints { joined: &[], leaving: &eps };
+            let ids: Vec<String> = eps.iter().filter(|e| e.ip.is_some()).map(|e| e.id.clone()).collect();
+            let leaving = crate::services::Scope::Endpoints { joined: &[], leaving: &ids };
             if let Err(e) = crate::services::refresh(ctx, store, leaving) {
                 eprintln!("netwright: updating services' backends: {e:#}");
             }
             detach_for_joiners(ctx, store, c)?;
-            take_interfaces_down(ctx, store, c);
+            take_interfaces_down(store, c, &eps, ns);
             Ok(())
         })();
         (ports.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), down)
@@ -88,45 +89,52 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     Ok(())
 }
 
+/// An attached container's interfaces, down, stay in the runtime's namespace: they are
+/// what a new attach may replace. Deleting a device costs the kernel 20–40 ms and slows
+/// whatever link work comes next; a runtime usually deletes its namespace right after
+/// detach, which takes the pair with it in the kernel's batched namespace cleanup. So a
+/// helper deletes them only if they are still there a second later (reconcile removes any
+/// left over). It starts before anything goes down: a kill of this process after a host
+/// end went down must not leave it there for good (an intent makes the next command run
+/// all of this again only while the store still holds the container).
+///
+/// Also the shaping devices (in the host namespace, so they do not go with the
+/// container's), deleted in the background at once. Both helpers are forked here, while
+/// this process has one thread: they run ordinary Rust code.
+fn start_helpers(ctx: &Ctx, c: &Container, eps: &[Endpoint], ns: Option<&OwnedFd>) {
+    let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
+    if let Ok(mut nl) = Netlink::open()
+        && ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some())
+    {
+        process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
+    }
+    let (Some(ns), Some(_)) = (ns, &c.netns_source) else { return };
+    // A veth goes with its host end; a macvlan has only its inside end.
+    let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
+    let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
+    let ns = ns.try_clone();
+    process::in_background(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        on_links(Netlink::open(), &host, Netlink::delete_link);
+        if let Ok(ns) = ns {
+            on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
+        }
+    });
+}
+
 /// Takes a container's interfaces down before its namespace is let go. The kernel
 /// destroys a released namespace's devices later, asynchronously; until then a macvlan
 /// there keeps its MAC (derived from the IP, which a new container may get at once) busy
-/// on the parent, and a veth stays a live bridge port. Down, neither counts.
-///
-/// An attached container's namespace stays the runtime's: the DNS redirect comes out too,
-/// and its interfaces, down, are what a new attach may replace. Deleting a device costs
-/// the kernel 20–40 ms and slows whatever link work comes next; a runtime usually deletes
-/// its namespace right after detach, which takes the pair with it in the kernel's batched
-/// namespace cleanup. So a helper deletes them only if they are still there a second
-/// later (reconcile removes any left over).
-fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
-    let eps = store.read(|tx| tx.endpoints_of(&c.id)).unwrap_or_default();
+/// on the parent, and a veth stays a live bridge port. Down, neither counts. An attached
+/// container's namespace stays the runtime's: the DNS redirect comes out too.
+fn take_interfaces_down(store: &mut Store, c: &Container, eps: &[Endpoint], ns: Option<OwnedFd>) {
     if eps.is_empty() {
         return;
     }
-    // One host socket for both: the host ends go down, and shaping devices (in the host
-    // namespace, so they do not go with the container's) are deleted in the background.
     let host_nl = Netlink::open();
-    let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
-    let ns = netns::open(&ctx.netns_path(&c.id)).ok();
     let attached = c.netns_source.is_some();
-    if attached && let Some(ns) = &ns {
-        // The helper starts before anything goes down: a kill of this process after a
-        // host end went down must not leave it there for good (an intent makes the next
-        // command run all of this again only while the store still holds the container).
-        // A veth goes with its host end; a macvlan has only its inside end.
-        let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
-        let (host, ns) = (host.clone(), ns.try_clone());
-        process::in_background(move || {
-            std::thread::sleep(Duration::from_secs(1));
-            on_links(Netlink::open(), &host, Netlink::delete_link);
-            if let Ok(ns) = ns {
-                on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
-            }
-        });
-    }
     // The host's routes to it on segment bridges, while the store still holds its addresses.
     let on_segments: Vec<_> = eps.iter().filter(|e| e.segment > 0 && e.ip.is_some()).collect();
     let nets = if on_segments.is_empty() { vec![] } else { store.read(|tx| tx.networks()).unwrap_or_default() };
@@ -135,9 +143,6 @@ fn take_interfaces_down(ctx: &Ctx, store: &mut Store, c: &Container) {
             if let Some(n) = nets.iter().find(|n| n.id == e.network_id) {
                 bridge::unroute(&mut nl, n, e);
             }
-        }
-        if ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some()) {
-            process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
         }
         on_links(Ok::<_, std::io::Error>(nl), &host, set_down);
     }
