@@ -356,7 +356,7 @@ impl Intent {
             target: target.to_string(),
             detail: detail.to_string(),
             pid,
-            pid_start: crate::kernel::process::start_time(pid).unwrap_or(0),
+            pid_start: crate::kernel::process::my_start_time().unwrap_or(0),
         }
     }
 

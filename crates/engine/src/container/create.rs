@@ -287,7 +287,7 @@ pub fn create(ctx: &Ctx, store: &mut Store, spec: &Spec) -> Result<Created> {
             // the same path is not taken for the one attached.
             monitor_start: match &spec.netns {
                 Some(p) => netns::inode(p),
-                None => process::start_time(me),
+                None => process::my_start_time(),
             },
             exit_code: None,
             error: None,

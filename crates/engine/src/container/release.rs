@@ -4,6 +4,7 @@
 //! Also the sweep of containers whose owner died.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -18,7 +19,6 @@ use crate::kernel::{netlink::Netlink, netns, process};
 use crate::model::NetworkMode;
 use crate::network;
 use crate::store::{Container, Endpoint, State, Store};
-use std::os::fd::OwnedFd;
 
 /// Frees a container's network: its namespace (the kernel then destroys the veth pair
 /// with it), its addresses in the store; records the exit; removes it if --rm.
@@ -28,6 +28,10 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     let to = eps.first().and_then(|e| e.target());
     let ns = netns::open(&ctx.netns_path(&c.id)).ok();
     start_helpers(ctx, c, &eps, ns.as_ref());
+    // Its names go away now, not at the resolver's next periodic sync: asked first, done
+    // on the resolver's core while the rest is taken down here.
+    let named = matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK);
+    let names = named.then(|| crate::dns::server::gone_start(ctx, &c.id));
     // The published ports come out (nf_tables) on a second thread while the interfaces go
     // down (rtnetlink): different kernel locks, no shared state. Both are done before the
     // store lets the addresses go, so no DNAT ever points at an address someone else holds.
@@ -73,9 +77,11 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     bridge::drop_empty_segments(ctx, store, &held);
     crate::overlay::withdraw(ctx, &overlay, &c.id);
     crate::hostnames::sync_or_warn(ctx, store);
-    if matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK) {
-        // Its names go away now, not at the resolver's next periodic sync.
-        let _ = crate::dns::server::sync_now(ctx, false, Some(&c.id));
+    if let Some(names) = names {
+        let _ = names.wait();
+        // A periodic sync between the two reads the container as it was: this one, after
+        // the store changed, corrects it (not waited for).
+        crate::dns::server::sync_later(ctx, &c.id);
         trace("release: DNS told");
     }
     if !unpublished {

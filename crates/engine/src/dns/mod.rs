@@ -102,7 +102,8 @@ impl Zone {
         self.by_container.insert(c.id.clone(), contribution);
     }
 
-    fn remove(&mut self, id: &str) {
+    /// Forgets a container's records (its names answer nothing from now on).
+    pub fn remove(&mut self, id: &str) {
         self.dns_gateways.remove(id);
         let Some(old) = self.by_container.remove(id) else { return };
         self.upstreams_of.remove(id);

@@ -101,11 +101,20 @@ async fn resolver(ctx: Ctx) -> Result<()> {
                 let mut line = vec![0u8; 128];
                 let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut line)).await.ok().and_then(|r| r.ok()).unwrap_or(0);
                 let text = String::from_utf8_lossy(&line[..n]).into_owned();
-                match text.trim().strip_prefix("sync ") {
-                    Some(id) => sync_one(&mut store, &ctx, &shared, &mut served, id.trim()),
-                    None if text.trim() == "remotes" => sync_remotes(&mut store, &shared),
-                    None if text.trim() == "services" => sync_services(&mut store, &shared),
-                    None => sync(&mut store, &ctx, &shared, &mut served),
+                let text = text.trim();
+                if let Some(id) = text.strip_prefix("sync ") {
+                    sync_one(&mut store, &ctx, &shared, &mut served, id.trim());
+                } else if let Some(id) = text.strip_prefix("gone ") {
+                    // A container being released: its names and sockets go at once, while
+                    // its release goes on (a "sync" after the store changed follows).
+                    shared.zone.write().expect("zone lock").remove(id.trim());
+                    served.remove(id.trim());
+                } else if text == "remotes" {
+                    sync_remotes(&mut store, &shared);
+                } else if text == "services" {
+                    sync_services(&mut store, &shared);
+                } else {
+                    sync(&mut store, &ctx, &shared, &mut served);
                 }
                 let _ = stream.write_all(b"ok\n").await;
             }
@@ -522,6 +531,29 @@ fn answered(s: UnixStream) -> Result<bool> {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).context("waiting for the DNS resolver")?;
     Ok(line.trim() == "ok")
+}
+
+/// Tells a running resolver that a container is being released: its names and its
+/// sockets (which hold its namespace) go now. The answer is waited for with `wait`; after
+/// the store has changed, [`sync_later`] makes sure nothing read in between lingers.
+pub fn gone_start(ctx: &Ctx, container: &str) -> PendingSync {
+    match UnixStream::connect(socket_path(ctx)) {
+        Ok(mut s) => {
+            let sent = s
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .and_then(|()| s.write_all(format!("gone {container}\n").as_bytes()));
+            PendingSync(sent.ok().map(|()| (s, ctx.clone(), false, Some(container.to_string()))))
+        }
+        // No resolver: nothing serves its names.
+        Err(_) => PendingSync(None),
+    }
+}
+
+/// Asks a running resolver to re-read a container's rows, without waiting.
+pub fn sync_later(ctx: &Ctx, container: &str) {
+    if let Ok(mut s) = UnixStream::connect(socket_path(ctx)) {
+        let _ = s.write_all(format!("sync {container}\n").as_bytes());
+    }
 }
 
 /// Sends the sync request without waiting for its answer.
