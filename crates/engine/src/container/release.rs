@@ -27,7 +27,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
     let (mappings, eps) = store.read(|tx| Ok((tx.ports_of(&c.id)?, tx.endpoints_of(&c.id)?)))?;
     let to = eps.first().and_then(|e| e.target());
     let ns = netns::open(&ctx.netns_path(&c.id)).ok();
-    start_helpers(ctx, c, &eps, ns.as_ref());
+    let host_nl = start_helpers(ctx, c, &eps, ns.as_ref());
     // Its names go away now, not at the resolver's next periodic sync: asked first, done
     // on the resolver's core while the rest is taken down here.
     let named = matches!(&c.network_mode, NetworkMode::Network(n) if n != network::DEFAULT_NETWORK);
@@ -52,7 +52,7 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
                 eprintln!("netwright: updating services' backends: {e:#}");
             }
             detach_for_joiners(ctx, store, c)?;
-            take_interfaces_down(store, c, &eps, ns);
+            take_interfaces_down(store, c, &eps, ns, host_nl);
             Ok(())
         })();
         (ports.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), down)
@@ -106,15 +106,17 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
 ///
 /// Also the shaping devices (in the host namespace, so they do not go with the
 /// container's), deleted in the background at once. Both helpers are forked here, while
-/// this process has one thread: they run ordinary Rust code.
-fn start_helpers(ctx: &Ctx, c: &Container, eps: &[Endpoint], ns: Option<&OwnedFd>) {
+/// this process has one thread: they run ordinary Rust code. Returns the host socket it
+/// opened, for taking the host ends down.
+fn start_helpers(ctx: &Ctx, c: &Container, eps: &[Endpoint], ns: Option<&OwnedFd>) -> std::io::Result<Netlink> {
     let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
-    if let Ok(mut nl) = Netlink::open()
+    let mut host_nl = Netlink::open();
+    if let Ok(nl) = &mut host_nl
         && ifbs.iter().any(|n| nl.link_by_name(n).ok().flatten().is_some())
     {
         process::in_background(move || on_links(Netlink::open(), &ifbs, Netlink::delete_link));
     }
-    let (Some(ns), Some(_)) = (ns, &c.netns_source) else { return };
+    let (Some(ns), Some(_)) = (ns, &c.netns_source) else { return host_nl };
     // A veth goes with its host end; a macvlan has only its inside end.
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let macvlans: Vec<String> = eps.iter().filter(|e| e.host_ifname.is_empty()).map(|e| e.ifname.clone()).collect();
@@ -126,6 +128,7 @@ fn start_helpers(ctx: &Ctx, c: &Container, eps: &[Endpoint], ns: Option<&OwnedFd
             on_links(bridge::netlink_in(&ns), &macvlans, Netlink::delete_link);
         }
     });
+    host_nl
 }
 
 /// Takes a container's interfaces down before its namespace is let go. The kernel
@@ -133,11 +136,16 @@ fn start_helpers(ctx: &Ctx, c: &Container, eps: &[Endpoint], ns: Option<&OwnedFd
 /// there keeps its MAC (derived from the IP, which a new container may get at once) busy
 /// on the parent, and a veth stays a live bridge port. Down, neither counts. An attached
 /// container's namespace stays the runtime's: the DNS redirect comes out too.
-fn take_interfaces_down(store: &mut Store, c: &Container, eps: &[Endpoint], ns: Option<OwnedFd>) {
+fn take_interfaces_down(
+    store: &mut Store,
+    c: &Container,
+    eps: &[Endpoint],
+    ns: Option<OwnedFd>,
+    host_nl: std::io::Result<Netlink>,
+) {
     if eps.is_empty() {
         return;
     }
-    let host_nl = Netlink::open();
     let host: Vec<String> = eps.iter().filter(|e| !e.host_ifname.is_empty()).map(|e| e.host_ifname.clone()).collect();
     let set_down = |nl: &mut Netlink, index| nl.request(Netlink::set_down_msg(index), 0);
     let attached = c.netns_source.is_some();

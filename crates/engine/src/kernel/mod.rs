@@ -14,6 +14,19 @@ pub fn recv_buffer() -> Vec<u8> {
     Vec::with_capacity(64 * 1024)
 }
 
+/// One datagram from `fd` into `buf` (up to its capacity), which then holds exactly it.
+pub fn recv_into(fd: std::os::fd::RawFd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.clear();
+    // SAFETY: buf's allocation is ours and writable for its capacity.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.capacity(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote the first n bytes (n ≤ capacity).
+    unsafe { buf.set_len(n as usize) };
+    Ok(n as usize)
+}
+
 /// Runs `child` in a grandchild that nobody waits for (init adopts it) and returns once the
 /// intermediate child has exited. False when fork failed: `child` did not run.
 ///

@@ -214,17 +214,10 @@ impl Netlink {
 
     fn recv_msgs(&mut self) -> io::Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
         let n = loop {
-            // SAFETY: buf's allocation is writable for its capacity; the kernel wrote the
-            // first n bytes, which become the vector's contents.
-            let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.capacity(), 0) };
-            if n >= 0 {
-                // SAFETY: n ≤ capacity bytes were written by the kernel.
-                unsafe { self.buf.set_len(n as usize) };
-                break n as usize;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match super::recv_into(self.sock.as_raw_fd(), &mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         };
         let mut msgs = Vec::new();

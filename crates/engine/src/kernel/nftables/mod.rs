@@ -483,14 +483,7 @@ pub struct Msg {
 
 /// The messages of one datagram.
 pub fn recv_msgs(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<Vec<Msg>> {
-    // SAFETY: buf's allocation is ours and writable for its capacity.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.capacity(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: the kernel wrote the first n bytes (n ≤ capacity).
-    unsafe { buf.set_len(n) };
+    let n = crate::kernel::recv_into(sock.as_raw_fd(), buf)?;
     let mut out = Vec::new();
     let mut off = 0;
     while off + 16 <= n {
