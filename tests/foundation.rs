@@ -55,6 +55,53 @@ fn container_reaches_its_gateway() {
     assert!(reply.expect("c1 -> gateway").ends_with(&format!("hello-gateway from {ip}")));
 }
 
+/// A Linux bridge left to itself takes the lowest MAC among its ports and changes it when
+/// that port leaves; a container that cached the gateway's MAC then sends into the void
+/// until its neighbour entry is probed again. netwright's bridges have an address of their
+/// own: the container that stays keeps reaching its gateway at once, with its cached entry.
+#[test]
+fn the_gateway_keeps_its_mac_while_containers_come_and_go() {
+    let sb = sandbox("gwmac");
+    sb.ok(&["network", "create", "gm", "--subnet", "10.33.0.0/24"]);
+    let bridge_mac = |sb: &Sandbox| {
+        let l = sb.host_links().into_iter().find(|l| l.kind.as_deref() == Some("bridge") && l.name.starts_with("nwb"));
+        l.and_then(|l| l.mac).expect("the network's bridge")
+    };
+    let mut ns = Vec::new();
+    for i in 0..6 {
+        let (path, fd) = runtime_ns(&sb, &format!("gm{i}"));
+        sb.ok(&["attach", path.to_str().unwrap(), "--name", &format!("gm{i}"), "--network", "gm"]);
+        ns.push(fd);
+    }
+    let before = bridge_mac(&sb);
+    let last = ns.last().unwrap();
+    let ping = |fd| Sandbox::in_ns_cmd(fd, "ping").args(["-c1", "-W1", "10.33.0.1"]).output().unwrap().status.success();
+    assert!(ping(last), "the last container reaches its gateway");
+    let neigh = || {
+        let out = Sandbox::in_ns_cmd(last, "ip").args(["neigh", "show", "10.33.0.1"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mac_text = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    assert!(neigh().contains(&mac_text(before)), "cached gateway entry: {}", neigh());
+    // Every other port leaves (one of them had the lowest MAC, five times in six).
+    for i in 0..5 {
+        sb.ok(&["detach", &format!("gm{i}")]);
+    }
+    // detach leaves a released pair to the runtime's cleanup for a moment; the ports are
+    // gone from the bridge once only the last container's veth is left.
+    let ports = |sb: &Sandbox| {
+        let links = sb.host_links();
+        let bridge =
+            links.iter().find(|l| l.kind.as_deref() == Some("bridge") && l.name.starts_with("nwb")).map(|l| l.index);
+        links.iter().filter(|l| l.master.is_some() && l.master == bridge).count()
+    };
+    assert!(eventually(Duration::from_secs(10), || ports(&sb) == 1), "{} ports left", ports(&sb));
+    assert_eq!(mac_text(bridge_mac(&sb)), mac_text(before), "the bridge kept its address");
+    assert!(neigh().contains(&mac_text(before)), "still cached: {}", neigh());
+    assert!(ping(last), "the cached gateway MAC still reaches the gateway");
+    sb.ok(&["detach", "gm5"]);
+}
+
 #[test]
 fn containers_on_different_networks_cannot_reach_each_other() {
     let sb = sandbox("iso");
