@@ -462,3 +462,80 @@ fn overlay_bad_input_is_one_clear_line() {
     );
     assert!(h.ok(&["ps", "-a", "-q"]).trim().is_empty(), "no container left behind");
 }
+
+/// Past one bridge on a host: an overlay network's endpoints beyond a bridge's share go on a
+/// segment bridge (as on bridge networks); peers reach them through this host's bridge
+/// (their records carry its MAC, the host routes to the segment) and they reach peers.
+/// When one of two segment endpoints goes, the other, sharing that MAC, stays reachable.
+#[test]
+fn an_overlay_network_outgrows_one_bridge_on_a_host() {
+    let (sb, h, _) = cluster("ovseg", 2);
+    h[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.78.0.0/20", "big"]);
+    serve(&h[1], "far", "big", &[]);
+    let far = h[1].ip_of("far");
+    // attach mode keeps 502 endpoints cheap: 500 fill the bridge, 2 go on a segment.
+    const N: usize = 502;
+    let mut eps: Vec<(std::os::fd::OwnedFd, String, String)> = Vec::new();
+    let ids: Vec<usize> = (0..N).collect();
+    for chunk in ids.chunks(4) {
+        let children: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let (path, fd) = runtime_ns(&sb, &format!("s{i}"));
+                let child = h[0]
+                    .netwright_cmd(&["attach", path.to_str().unwrap(), "--name", &format!("s{i}"), "--network", "big"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawning netwright attach");
+                (fd, child)
+            })
+            .collect();
+        for (fd, child) in children {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "attach: {}", String::from_utf8_lossy(&o.stderr));
+            let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("attach prints inspect");
+            let net = &doc["NetworkSettings"]["Networks"]["big"];
+            let ip = net["IPAddress"].as_str().unwrap().to_string();
+            eps.push((fd, ip, net["Netwright"]["Bridge"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+    let (main, seg) = (&eps[0].2, &eps[N - 1].2);
+    assert!(!seg.is_empty() && main != seg, "the last endpoints are on a segment bridge: {main} / {seg}");
+    assert_eq!(eps.iter().filter(|e| &e.2 == seg).count(), 2);
+    let script = sb.script("tcp.py");
+    let serve_in = |fd: &std::os::fd::OwnedFd| {
+        Sandbox::in_ns_cmd(fd, "python3").args([&script, "serve", "7000"]).stdout(Stdio::null()).spawn().unwrap()
+    };
+    let send_in = |fd: &std::os::fd::OwnedFd, to: &str| {
+        let o = Sandbox::in_ns_cmd(fd, "python3").args([&script, "send", to, "7000", "hi"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let mut servers = vec![serve_in(&eps[N - 2].0), serve_in(&eps[N - 1].0)];
+    // The peer learns them from etcd through the agents: keep asking for a while.
+    for (_, ip, _) in &eps[N - 2..] {
+        let reply = h[1].send_from("far", ip, 7000, "hi").unwrap_or_else(|e| panic!("far -> {ip} on a segment: {e}"));
+        assert!(reply.ends_with(&format!("hi from {far}")), "no NAT on the way in: {reply}");
+    }
+    let back = send_in(&eps[N - 1].0, &far);
+    assert!(back.ends_with(&format!("hi from {}", eps[N - 1].1)), "segment -> far, no NAT: {back:?}");
+    let plain = send_in(&eps[0].0, &far);
+    assert!(plain.ends_with(&format!("hi from {}", eps[0].1)), "bridge -> far: {plain:?}");
+    agrees(&h[0]).expect("doctor agrees with a segmented overlay network");
+    // One of the two goes: the other keeps the shared forwarding entry on the peer.
+    h[0].ok(&["detach", &format!("s{}", N - 1)]);
+    let gone = eps[N - 1].1.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || h[1].send_once("far", &gone, 7000, "x").is_err()),
+        "the detached endpoint is unreachable"
+    );
+    std::thread::sleep(Duration::from_secs(2)); // past the agents' propagation of the departure
+    let stay = &eps[N - 2].1;
+    let reply = h[1].send_once("far", stay, 7000, "still").unwrap_or_else(|e| panic!("far -> {stay} after: {e}"));
+    assert!(reply.ends_with(&format!("still from {far}")), "{reply}");
+    for s in &mut servers {
+        s.kill().ok();
+        s.wait().ok();
+    }
+}

@@ -229,7 +229,7 @@ pub fn killed_at(sb: &Sandbox, step: &str, args: &[&str]) {
 }
 
 /// `doctor`'s verdict on drift (store vs kernel) and the firewall: both must be ok.
-pub fn agrees(sb: &Sandbox) -> Result<(), String> {
+pub fn agrees(sb: &impl Nw) -> Result<(), String> {
     let out = sb.nw(&["doctor"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     for check in ["drift", "firewall"] {

@@ -53,7 +53,7 @@ impl Ctx {
 }
 
 /// FNV-1a: a tiny stable hash, enough to spread root paths over 65,536 tags.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 

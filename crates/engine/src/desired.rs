@@ -40,7 +40,7 @@ pub fn host(snap: &Snapshot) -> Desired {
         // A big network's segment bridges: those that hold an endpoint with an address.
         let mut segments: Vec<&Endpoint> =
             snap.endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some() && e.segment > 0).collect();
-        if n.driver == crate::model::Driver::Bridge {
+        if n.driver.is_bridged() {
             // The spare segment may stay without endpoints (drivers::bridge::drop_empty_segments).
             let mut loads: Vec<(u32, u32)> = Vec::new();
             for e in snap.endpoints.iter().filter(|e| e.network_id == n.id && e.ip.is_some()) {

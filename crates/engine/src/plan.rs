@@ -55,6 +55,26 @@ pub fn is_ours(tag: &str, name: &str) -> bool {
 pub const SEGMENT_PORTS: u32 = 500;
 pub const MAX_SEGMENTS: u32 = 48;
 
+/// The MAC address of bridge `name` on this machine: the same each time the bridge is made
+/// (a bridge re-made by `reconcile` keeps the gateway's MAC that its containers have
+/// cached), different from machine to machine (an overlay network's bridges on two hosts
+/// are peers on one L2 segment, and its segment endpoints are reached through their host's
+/// bridge MAC — crate::overlay::sync::own_endpoints) and from root to root (the name
+/// carries the root's tag). Unicast, locally administered. Without /etc/machine-id:
+/// random.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    match std::fs::read("/etc/machine-id") {
+        Ok(id) if !id.is_empty() => {
+            let h = crate::ctx::fnv1a(&[b"netwright bridge\0".as_slice(), &id, name.as_bytes()].concat());
+            mac.copy_from_slice(&h.to_be_bytes()[2..]);
+        }
+        _ => rand::fill(&mut mac[..]),
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 /// One segment bridge of a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
@@ -221,6 +241,14 @@ mod tests {
         assert!(is_ours("ab12", &b) && is_ours("ab12", &v));
         assert!(!is_ours("ab13", &b));
         assert!(!is_ours("ab12", "eth0"));
+    }
+
+    #[test]
+    fn a_bridge_mac_is_stable_per_name_unicast_and_local() {
+        let a = bridge_mac("nwb1234abcdef01");
+        assert_eq!(a, bridge_mac("nwb1234abcdef01"), "the same bridge gets the same address");
+        assert_ne!(a, bridge_mac("nwb1234abcdef02"));
+        assert_eq!(a[0] & 0x03, 0x02, "unicast, locally administered: {a:02x?}");
     }
 
     #[test]

@@ -126,8 +126,9 @@ pub fn add_endpoint(
             "--network-alias works on user-defined networks only, as in Docker: create one with `netwright network create`"
         ));
     }
-    // A bridge network's endpoints fill its bridge, then segment bridges (plan::Segment).
-    let segment = if net.driver == Driver::Bridge {
+    // A bridge or overlay network's endpoints fill its bridge, then segment bridges
+    // (plan::Segment).
+    let segment = if net.driver.is_bridged() {
         plan::pick_segment(&tx.segment_loads(&net.id)?).ok_or_else(|| {
             conflict(format!(
                 "network {} holds {} containers on this host, the most its bridges take: use another network",

@@ -84,29 +84,51 @@ impl NetworkDriver for BridgeDriver {
         anchor: u32,
         plan: &EndpointPlan,
     ) -> Result<()> {
-        let Some(s) = &plan.segment else { return attach(host, ctr, ns, anchor, plan) };
-        let index = ensure_segment(host, s, n.mtu)?;
-        attach(host, ctr, ns, index, plan)?;
-        let ips: Vec<std::net::IpAddr> =
-            std::iter::once(plan.addr.into()).chain(plan.addr6.map(|(a, _)| a.into())).collect();
-        segment_routes(host, index, &ips, true)?;
-        match plan.addr6 {
-            Some((addr6, _)) => ndp_proxies(host, &s.parent, &[addr6], true),
-            None => Ok(()),
-        }
+        attach_on_segment(host, ctr, ns, n, anchor, plan)
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
-        // Segments normally went with their last endpoint; whatever is left goes with the
-        // network.
-        let prefix = format!("nwb{}{}", plan::tag_of(&n.bridge), n.id.get(..6).unwrap_or_default());
-        for l in nl.links()? {
-            if l.name.len() == 15 && l.name.starts_with(&prefix) && l.kind.as_deref() == Some("bridge") {
-                remove_bridge(nl, &l.name)?;
-            }
-        }
+        remove_segments(nl, n)?;
         remove_bridge(nl, &n.bridge)
     }
+}
+
+/// An endpoint on the network's bridge (`anchor`), or on its segment bridge when the plan
+/// says so: then the bridge is made if need be and the host routes to the endpoint there.
+/// Bridge and overlay networks alike.
+pub fn attach_on_segment(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    ns: &OwnedFd,
+    n: &Network,
+    anchor: u32,
+    plan: &EndpointPlan,
+) -> Result<()> {
+    let Some(s) = &plan.segment else { return attach(host, ctr, ns, anchor, plan) };
+    let index = ensure_segment(host, s, n.mtu)?;
+    attach(host, ctr, ns, index, plan)?;
+    let ips: Vec<std::net::IpAddr> =
+        std::iter::once(plan.addr.into()).chain(plan.addr6.map(|(a, _)| a.into())).collect();
+    segment_routes(host, index, &ips, true)?;
+    match plan.addr6 {
+        Some((addr6, _)) => ndp_proxies(host, &s.parent, &[addr6], true),
+        None => Ok(()),
+    }
+}
+
+/// Segments normally go with their last endpoint; whatever is left goes with the network.
+pub fn remove_segments(nl: &mut Netlink, n: &Network) -> Result<()> {
+    let prefix = format!("nwb{}{}", plan::tag_of(&n.bridge), n.id.get(..6).unwrap_or_default());
+    for l in nl.links()? {
+        if l.name.len() == 15 && l.name.starts_with(&prefix) && l.kind.as_deref() == Some("bridge") {
+            match nl.delete_link(l.index) {
+                // Someone removing the same network (the overlay agent) was first.
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                r => r.with_context(|| format!("deleting segment bridge {}", l.name))?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes a segment bridge exist, carry the gateway and answer ARP for the rest of the
@@ -118,7 +140,7 @@ pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
         Some(l) if l.up => return Ok(l.index),
         Some(l) => l,
         None => {
-            match nl.create_bridge(&s.bridge, mtu) {
+            match nl.create_bridge(&s.bridge, mtu, plan::bridge_mac(&s.bridge)) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating segment bridge {}", s.bridge)),
@@ -228,7 +250,7 @@ pub fn drop_empty_segments(
     let mut doomed = Vec::new();
     for id in nets {
         let Ok(Some((n, loads))) = store.read(|tx| {
-            let Some(n) = tx.network(id)?.filter(|n| n.driver == crate::model::Driver::Bridge) else { return Ok(None) };
+            let Some(n) = tx.network(id)?.filter(|n| n.driver.is_bridged()) else { return Ok(None) };
             Ok(Some((n, tx.segment_loads(id)?)))
         }) else {
             continue;
@@ -268,7 +290,7 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
     let link = match nl.link_by_name(&plan.name)? {
         Some(l) => l,
         None => {
-            match nl.create_bridge(&plan.name, plan.mtu) {
+            match nl.create_bridge(&plan.name, plan.mtu, plan::bridge_mac(&plan.name)) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating bridge {}", plan.name)),

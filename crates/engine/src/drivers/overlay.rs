@@ -70,11 +70,11 @@ impl NetworkDriver for OverlayDriver {
         host: &mut Netlink,
         ctr: &mut Netlink,
         ns: &OwnedFd,
-        _: &Network,
+        n: &Network,
         anchor: u32,
         plan: &EndpointPlan,
     ) -> Result<()> {
-        bridge::attach(host, ctr, ns, anchor, plan)
+        bridge::attach_on_segment(host, ctr, ns, n, anchor, plan)
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
@@ -128,6 +128,7 @@ pub fn ensure(ctx: &Ctx, nl: &mut Netlink, n: &Network) -> Result<u32> {
 
 /// Removes an overlay network's devices from this host (its VXLAN port, then its bridge).
 pub fn remove_devices(nl: &mut Netlink, n: &Network) -> Result<()> {
+    bridge::remove_segments(nl, n)?;
     for name in [vxlan_of(n), n.bridge.clone()] {
         if let Some(l) = nl.link_by_name(&name)? {
             match nl.delete_link(l.index) {

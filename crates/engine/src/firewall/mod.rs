@@ -182,7 +182,7 @@ fn segments_in_use(tx: &crate::store::Tx) -> Result<Vec<(String, Vec<String>)>> 
         return Ok(out);
     }
     let networks = tx.networks()?;
-    for n in networks.iter().filter(|n| n.driver == crate::model::Driver::Bridge) {
+    for n in networks.iter().filter(|n| n.driver.is_bridged()) {
         let mine: Vec<&(String, u32, u32, String)> = loads.iter().filter(|l| l.0 == n.id).collect();
         let Some(tag) = mine.first().map(|l| crate::plan::tag_of(&l.3)) else { continue };
         let counts: Vec<(u32, u32)> = mine.iter().map(|l| (l.1, l.2)).collect();

@@ -280,16 +280,16 @@ impl Netlink {
         Ok(link.index)
     }
 
-    /// Creates a bridge with an address of its own, said at creation. Without one a Linux
-    /// bridge takes the lowest address among its ports and changes it when that port
-    /// leaves: the gateway's MAC would move under every container that has it cached (their
-    /// frames to the old one are flooded and never reach the host until the neighbour entry
-    /// is probed again, seconds later). A set address stays (NET_ADDR_SET), as Docker does.
-    pub fn create_bridge(&mut self, name: &str, mtu: u32) -> io::Result<()> {
+    /// Creates a bridge with the address `mac` (crate::plan::bridge_mac), said at creation.
+    /// Without one a Linux bridge takes the lowest address among its ports and changes it
+    /// when that port leaves: the gateway's MAC would move under every container that has
+    /// it cached (their frames to the old one are flooded and never reach the host until the
+    /// neighbour entry is probed again, seconds later). A set address stays (NET_ADDR_SET).
+    pub fn create_bridge(&mut self, name: &str, mtu: u32, mac: [u8; 6]) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
-        msg.attributes.push(LinkAttribute::Address(random_local_mac().to_vec()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
@@ -710,14 +710,6 @@ pub const IPV6_MIN_MTU: u32 = 1280;
 
 fn no_ipv6_link_local() -> LinkAttribute {
     LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])
-}
-
-/// A random unicast, locally administered MAC address.
-pub fn random_local_mac() -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    rand::fill(&mut mac[..]);
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
 }
 
 fn parse_link(l: LinkMessage) -> Link {

@@ -276,7 +276,14 @@ impl Agent {
     /// This host's endpoints in etcd = the store's: puts what is missing or changed (on
     /// the current lease), deletes what is no longer here.
     fn publish(&mut self) -> Result<()> {
-        let own = sync::own_endpoints(&mut self.store, &self.cfg)?;
+        let nl = &mut self.nl;
+        // One lookup per network, however many of its endpoints are on segments.
+        let mut macs: BTreeMap<String, Option<[u8; 6]>> = BTreeMap::new();
+        let own = sync::own_endpoints(&mut self.store, &self.cfg, |n| {
+            *macs
+                .entry(n.bridge.clone())
+                .or_insert_with(|| nl.link_by_name(&n.bridge).ok().flatten().and_then(|l| l.mac))
+        })?;
         let mut wanted = std::collections::HashSet::new();
         for rec in &own {
             let key = super::endpoint_key(rec);

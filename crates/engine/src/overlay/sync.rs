@@ -86,8 +86,15 @@ pub fn mirror_remotes(store: &mut Store, mut eps: Vec<EndpointRecord>) -> Result
 }
 
 /// This host's endpoints on overlay networks, as peers should see them: those of containers
-/// that are created or running and whose owner is alive.
-pub fn own_endpoints(store: &mut Store, cfg: &super::Config) -> Result<Vec<EndpointRecord>> {
+/// that are created or running and whose owner is alive. An endpoint on a segment bridge
+/// (crate::plan::Segment) is reached through this host's routing: peers get the MAC of the
+/// network's bridge here (`bridge_mac`; not yet known: not published yet), which takes the
+/// frames in and routes them to the segment — so several records can share one MAC.
+pub fn own_endpoints(
+    store: &mut Store,
+    cfg: &super::Config,
+    mut bridge_mac: impl FnMut(&crate::store::Network) -> Option<[u8; 6]>,
+) -> Result<Vec<EndpointRecord>> {
     store.read(|tx| {
         let nets = tx.networks()?;
         let mut out = Vec::new();
@@ -97,9 +104,15 @@ pub fn own_endpoints(store: &mut Store, cfg: &super::Config) -> Result<Vec<Endpo
             }
             for e in tx.endpoints_of(&c.id)? {
                 let Some(ip) = e.ip else { continue };
-                if !nets.iter().any(|n| n.id == e.network_id && n.driver == Driver::Overlay) {
+                let Some(n) = nets.iter().find(|n| n.id == e.network_id && n.driver == Driver::Overlay) else {
                     continue;
-                }
+                };
+                let mac = if e.segment > 0 {
+                    let Some(m) = bridge_mac(n) else { continue };
+                    crate::ipam::format_mac(m)
+                } else {
+                    e.mac.clone()
+                };
                 let names = super::network::endpoint_names(&c.name, &c.hostname, &e.aliases);
                 out.push(EndpointRecord {
                     id: e.id.clone(),
@@ -107,7 +120,7 @@ pub fn own_endpoints(store: &mut Store, cfg: &super::Config) -> Result<Vec<Endpo
                     host: cfg.host_id.clone(),
                     vtep: cfg.advertise,
                     ip,
-                    mac: e.mac.clone(),
+                    mac,
                     container_id: c.id.clone(),
                     names,
                 });
@@ -210,16 +223,21 @@ pub fn apply_changes(
     gone: &[EndpointRecord],
     came: &[EndpointRecord],
 ) -> Result<()> {
-    let nets = store.read(|tx| tx.networks())?;
+    // The mirror as it is now (the newcomers in it, the gone out of it).
+    let (nets, remotes) = store.read(|tx| Ok((tx.networks()?, tx.remote_endpoints()?)))?;
+    // MACs still in use: a host's segment endpoints share its bridge's (own_endpoints).
+    let macs_kept: BTreeSet<(&str, [u8; 6])> =
+        remotes.iter().filter_map(|r| Some((r.network_id.as_str(), crate::ipam::parse_mac(&r.mac)?))).collect();
     let mut by_net: BTreeMap<&str, Vec<(RouteNetlinkMessage, u16)>> = BTreeMap::new();
     let entry = |r: &EndpointRecord| crate::ipam::parse_mac(&r.mac).map(|mac| Entry { mac, ip: r.ip, vtep: r.vtep });
     for r in gone {
-        // Not the halves a newcomer reuses (same MAC or same address): those are replaced.
+        // Not the halves a newcomer reuses (same MAC or same address): those are replaced;
+        // nor a MAC another endpoint still has.
         let Some(mut e) = entry(r) else { continue };
         if came.iter().any(|c| c.network_id == r.network_id && c.ip == r.ip) {
             e.ip = Ipv4Addr::UNSPECIFIED;
         }
-        if came.iter().any(|c| c.network_id == r.network_id && crate::ipam::parse_mac(&c.mac) == Some(e.mac)) {
+        if macs_kept.contains(&(r.network_id.as_str(), e.mac)) {
             e.vtep = Ipv4Addr::UNSPECIFIED;
         }
         by_net.entry(&r.network_id).or_default().extend(Netlink::vxlan_entry_del(0, &e));
