@@ -102,6 +102,39 @@ fn the_gateway_keeps_its_mac_while_containers_come_and_go() {
     sb.ok(&["detach", "gm5"]);
 }
 
+/// A bridge whose address is not its own (made by an older netwright, or changed by hand)
+/// gets its own on the next attach, announced by a gratuitous ARP: a container that had
+/// the old one cached reaches its gateway at once.
+#[test]
+fn a_bridge_without_its_own_mac_gets_it_and_announces_it() {
+    let sb = sandbox("gwpin");
+    sb.ok(&["network", "create", "gp", "--subnet", "10.34.0.0/24"]);
+    let (p1, ns1) = runtime_ns(&sb, "gp1");
+    sb.ok(&["attach", p1.to_str().unwrap(), "--name", "gp1", "--network", "gp"]);
+    let bridge = sb
+        .host_links()
+        .into_iter()
+        .find(|l| l.kind.as_deref() == Some("bridge") && l.name.starts_with("nwb"))
+        .expect("the network's bridge");
+    let odd = "02:00:00:00:00:01";
+    assert!(sb.in_host_cmd("ip").args(["link", "set", &bridge.name, "address", odd]).status().unwrap().success());
+    let ping = || Sandbox::in_ns_cmd(&ns1, "ping").args(["-c1", "-W1", "10.34.0.1"]).output().unwrap().status.success();
+    assert!(eventually(Duration::from_secs(5), ping), "gp1 reaches its gateway at the odd address");
+    let neigh = || {
+        let out = Sandbox::in_ns_cmd(&ns1, "ip").args(["neigh", "show", "10.34.0.1"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(neigh().contains(odd), "{}", neigh());
+    let (p2, _ns2) = runtime_ns(&sb, "gp2");
+    sb.ok(&["attach", p2.to_str().unwrap(), "--name", "gp2", "--network", "gp"]);
+    let now = sb.host_links().into_iter().find(|l| l.index == bridge.index).and_then(|l| l.mac).unwrap();
+    assert_eq!(Some(now), bridge.mac, "the bridge has its own address again");
+    assert!(ping(), "gp1 reaches its gateway at once: {}", neigh());
+    assert!(!neigh().contains(odd), "the announcement moved gp1's entry: {}", neigh());
+    sb.ok(&["detach", "gp1"]);
+    sb.ok(&["detach", "gp2"]);
+}
+
 #[test]
 fn containers_on_different_networks_cannot_reach_each_other() {
     let sb = sandbox("iso");

@@ -63,13 +63,14 @@ pub const MAX_SEGMENTS: u32 = 48;
 /// carries the root's tag). Unicast, locally administered. Without /etc/machine-id:
 /// random.
 pub fn bridge_mac(name: &str) -> [u8; 6] {
+    static MACHINE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let id = MACHINE.get_or_init(|| std::fs::read("/etc/machine-id").unwrap_or_default());
     let mut mac = [0u8; 6];
-    match std::fs::read("/etc/machine-id") {
-        Ok(id) if !id.is_empty() => {
-            let h = crate::ctx::fnv1a(&[b"netwright bridge\0".as_slice(), &id, name.as_bytes()].concat());
-            mac.copy_from_slice(&h.to_be_bytes()[2..]);
-        }
-        _ => rand::fill(&mut mac[..]),
+    if id.is_empty() {
+        rand::fill(&mut mac[..]);
+    } else {
+        let h = crate::ctx::fnv1a(&[b"netwright bridge\0".as_slice(), id, name.as_bytes()].concat());
+        mac.copy_from_slice(&h.to_be_bytes()[2..]);
     }
     mac[0] = (mac[0] & 0xfe) | 0x02;
     mac

@@ -9,7 +9,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 
 use super::NetworkDriver;
 use crate::error::invalid;
-use crate::kernel::netlink::{Netlink, VethSpec};
+use crate::kernel::netlink::{Link, Netlink, VethSpec};
 use crate::kernel::netns;
 use crate::plan::{self, BridgePlan, EndpointPlan, Segment};
 use crate::plan::{DesiredKind, DesiredLink};
@@ -137,7 +137,7 @@ pub fn remove_segments(nl: &mut Netlink, n: &Network) -> Result<()> {
 /// bridge's ifindex; the fast path, when it is up, is one lookup.
 pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
     let br = match nl.link_by_name(&s.bridge)? {
-        Some(l) if l.up => return Ok(l.index),
+        Some(l) if l.up && l.mac == Some(plan::bridge_mac(&s.bridge)) => return Ok(l.index),
         Some(l) => l,
         None => {
             match nl.create_bridge(&s.bridge, mtu, plan::bridge_mac(&s.bridge)) {
@@ -163,6 +163,7 @@ pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
     if let Some(gw6) = s.gateway6 {
         reqs.push((Netlink::add_addr6_msg(br.index, gw6, 128), NLM_F_CREATE | NLM_F_REPLACE));
     }
+    reqs.extend(pin_mac(&br));
     reqs.push((Netlink::set_up_msg(br.index), 0));
     nl.batch(reqs).map_err(|(_, e)| e).with_context(|| format!("configuring segment bridge {}", s.bridge))?;
     Ok(br.index)
@@ -304,6 +305,7 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
     }
     // REPLACE makes the address add idempotent: one round trip, no dump needed.
     let mut reqs = vec![(Netlink::add_addr_msg(link.index, plan.gateway, plan.prefix), NLM_F_CREATE | NLM_F_REPLACE)];
+    reqs.extend(pin_mac(&link));
     if let Some((gw6, prefix6)) = plan.gateway6 {
         // IPv6 is off on a new device only where a namespace says so by default; the
         // bridge needs it on for its gateway address.
@@ -319,6 +321,19 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
     // source on their way out of this bridge (our own device; nothing else changes).
     let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", plan.name), "1");
     Ok(link.index)
+}
+
+/// A bridge made by an older netwright (or changed by hand) has the address of one of its
+/// ports, which moves when that port leaves: it gets its own (plan::bridge_mac), once,
+/// announced by a gratuitous ARP (arp_notify), so containers that had the old one cached
+/// move to the new one at once. None when it has it already (one comparison).
+fn pin_mac(link: &Link) -> Option<(netlink_packet_route::RouteNetlinkMessage, u16)> {
+    let want = plan::bridge_mac(&link.name);
+    if link.mac == Some(want) {
+        return None;
+    }
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/arp_notify", link.name), "1");
+    Some((Netlink::set_mac_msg(link.index, want), 0))
 }
 
 pub fn remove_bridge(nl: &mut Netlink, name: &str) -> Result<()> {

@@ -490,6 +490,14 @@ impl Netlink {
         RouteNetlinkMessage::NewLink(port)
     }
 
+    /// Sets the MAC address of `index`.
+    pub fn set_mac_msg(index: u32, mac: [u8; 6]) -> RouteNetlinkMessage {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        RouteNetlinkMessage::SetLink(msg)
+    }
+
     pub fn set_down_msg(index: u32) -> RouteNetlinkMessage {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
