@@ -229,6 +229,44 @@ fn the_resolver_leaves_with_the_last_named_container_and_comes_back() {
     assert_eq!(dns_procs(), 2);
 }
 
+/// Commands that find no resolver start one each; eight attaches at once into an idle
+/// root must still end with one resolver and one supervisor (a second resolver re-read and
+/// adopted every container on its own), and every namespace resolves the others.
+#[test]
+fn concurrent_first_commands_start_one_resolver() {
+    let sb = sandbox("dnsrace");
+    sb.ok(&["network", "create", "app", "--subnet", "10.99.0.0/24"]);
+    let paths: Vec<_> = (0..8).map(|i| runtime_ns(&sb, &format!("r{i}"))).collect();
+    let children: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| {
+            sb.netwright(["attach", p.to_str().unwrap(), "--name", &format!("r{i}"), "--network", "app"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let count = |what: &str| {
+        netwright_engine::kernel::process::of_root(&sb.root)
+            .into_iter()
+            .filter(|(_, argv)| argv.iter().any(|a| a == what))
+            .count()
+    };
+    // A supervisor that lost the race leaves at once; give stragglers a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((count("_dns"), count("_resolver")), (1, 1), "one supervisor, one resolver");
+    let out = Sandbox::in_ns_cmd(&paths[0].1, "python3").args([&sb.script("dnsq.py"), "r7"]).output().unwrap();
+    let ip7 = sb.inspect("r7")["NetworkSettings"]["Networks"]["app"]["IPAddress"].as_str().unwrap().to_string();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&ip7), "r0 resolves r7");
+    for i in 0..8 {
+        sb.ok(&["detach", &format!("r{i}")]);
+    }
+}
+
 /// Misbehaving clients from inside a container (python3, raw sockets): idle TCP
 /// connections, a response sent as if it were a query, other opcodes, a zone transfer.
 const ABUSE_PY: &str = r#"

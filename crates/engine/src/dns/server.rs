@@ -454,6 +454,13 @@ async fn forward_tcp(query: &[u8], addr: SocketAddr) -> Option<Vec<u8>> {
 
 /// The supervisor's main: runs the resolver and starts it again whenever it exits.
 pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
+    // One resolver per root. Commands that find none start a supervisor each, and several
+    // may do so at once (parallel attaches into an idle root): the first takes this lock,
+    // the others leave. The resolvers it starts inherit the lock (not close-on-exec), so a
+    // resolver outliving a killed supervisor still holds it, and a supervisor started then
+    // leaves too (commands keep reaching that resolver). Measured before: two resolvers
+    // for one root, each re-reading and adopting every container.
+    let Some(_lock) = single_instance(ctx)? else { return Ok(()) };
     let me = std::process::id() as i32;
     crate::kernel::process::write_pid_file(&pid_path(ctx))?;
     let exe = std::env::current_exe()?;
@@ -473,6 +480,25 @@ pub fn run_supervisor(ctx: &Ctx) -> Result<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The root's resolver lock, held and inherited by children; None: another holds it.
+fn single_instance(ctx: &Ctx) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use std::os::fd::AsFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ctx.root.join("dns.lock"))
+        .context("opening the resolver's lock")?;
+    let lock = match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, e)) => return Err(anyhow::anyhow!("locking the resolver's lock: {e}")),
+    };
+    nix::fcntl::fcntl(lock.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+        .context("letting the resolver inherit its lock")?;
+    Ok(Some(lock))
 }
 
 fn supervisor_alive(ctx: &Ctx) -> bool {
@@ -558,14 +584,9 @@ pub fn sync_later(ctx: &Ctx, container: &str) {
 
 /// Sends the sync request without waiting for its answer.
 pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> Result<PendingSync> {
+    // The resolver first: if it answers, whoever started it does not matter (a resolver
+    // may outlive its supervisor; a new one would find it holding the root's lock).
     let mut spawned = false;
-    if !supervisor_alive(ctx) {
-        if !start_if_needed {
-            return Ok(PendingSync(None));
-        }
-        spawn_supervisor(ctx)?;
-        spawned = true;
-    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match UnixStream::connect(socket_path(ctx)) {
@@ -578,7 +599,7 @@ pub fn sync_start(ctx: &Ctx, start_if_needed: bool, container: Option<&str>) -> 
                 return Ok(PendingSync(Some((s, ctx.clone(), start_if_needed, container.map(str::to_string)))));
             }
             Err(_) if Instant::now() < deadline => {
-                // An idle resolver and its supervisor may just have left (once: a new
+                // None yet, or an idle resolver and its supervisor just left (once: a new
                 // supervisor takes a moment to write its pid file).
                 if !spawned && !supervisor_alive(ctx) {
                     if !start_if_needed {
