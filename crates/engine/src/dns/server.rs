@@ -194,7 +194,9 @@ fn sync(store: &mut Store, ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap
     let mut zone = Zone::build(&nets, &ctrs, &eps);
     zone.set_remotes(&nets, &remotes);
     zone.set_services(&svcs);
-    let wanted: Vec<String> = zone.served().cloned().collect();
+    // A set: the retain below asks it once per served container (a Vec made this sync
+    // quadratic — 10,000 containers, 10^8 string compares every tick).
+    let wanted: std::collections::HashSet<String> = zone.served().cloned().collect();
     *shared.zone.write().expect("zone lock") = zone;
     *shared.host_upstreams.write().expect("upstreams lock") = host_upstreams();
     served.retain(|id, _| wanted.contains(id));
