@@ -185,8 +185,8 @@ pub fn run(bin: &std::path::Path, o: &Opts) -> Result<i32> {
         o.runs
     );
     println!(
-        "{:>6}   {:<24} {:<24} {:>10} {:>12} {:>14} {:>14} {:>10}",
-        "N", "attach", "detach", "bridges", "pair TCP ms*", "LAN→published", "kernel kB/ctr", "nw kB/ctr"
+        "{:>6}   {:<24} {:<24} {:>10} {:>12} {:>14} {:>6} {:>14} {:>10}",
+        "N", "attach", "detach", "bridges", "pair TCP ms*", "LAN→published", "names", "kernel kB/ctr", "nw kB/ctr"
     );
     let (kernel0, pss0) = (kernel_kb(), netwright_pss(&sb));
     let (mut attach0, mut last_attach) = (None, None);
@@ -227,7 +227,7 @@ pub fn run(bin: &std::path::Path, o: &Opts) -> Result<i32> {
                 .map(|l| l.iter().filter(|l| l.kind.as_deref() == Some("bridge") && l.name.starts_with("nwb")).count())
                 .unwrap_or(0)
         });
-        let (tcp, lan) = if size >= 2 {
+        let (tcp, lan, names) = if size >= 2 {
             let drops0 = backlog_drops();
             // Connects between 20 random pairs: (median, failures).
             let round = |base: u16| -> Result<(f64, usize)> {
@@ -279,21 +279,29 @@ pub fn run(bin: &std::path::Path, o: &Opts) -> Result<i32> {
                 Ok(d) => format!("ok {:.3} ms", d.as_secs_f64() * 1000.0),
                 Err(e) => format!("FAILED ({e})"),
             };
-            (format!("{tcp:.2}/{warm:.2}"), lan)
+            // The newest resolves the first by name (the resolver serves every namespace).
+            let asked =
+                Sandbox::in_ns_cmd(&netns::open(&path)?, "python3").args([&sb.script("dnsq.py"), "s0"]).output();
+            let names = match asked {
+                Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == g.ips[0].to_string()) => "ok",
+                _ => "FAILED",
+            };
+            (format!("{tcp:.2}/{warm:.2}"), lan, names)
         } else {
-            ("-".into(), "-".into())
+            ("-".into(), "-".into(), "-")
         };
         let per = |now: u64, then: u64| {
             if size > 0 { format!("{:.1}", now.saturating_sub(then) as f64 / size as f64) } else { "-".into() }
         };
         println!(
-            "{:>6}   {:<24} {:<24} {:>10} {:>12} {:>14} {:>14} {:>10}   (growing took {:.1} s)",
+            "{:>6}   {:<24} {:<24} {:>10} {:>12} {:>14} {:>6} {:>14} {:>10}   (growing took {:.1} s)",
             size,
             cell(&a),
             cell(&d),
             bridges,
             tcp,
             lan,
+            names,
             per(kernel, kernel0),
             per(pss, pss0),
             grow.as_secs_f64()

@@ -158,11 +158,14 @@ fn take_interfaces_down(
                 bridge::unroute(&mut nl, n, e);
             }
         }
+        trace("release: host routes out");
         on_links(Ok::<_, std::io::Error>(nl), &host, set_down);
+        trace("release: host ends down");
     }
     let Some(ns) = ns else { return };
     if attached {
         let _ = netns::within(&ns, crate::dns::server::remove_redirect);
+        trace("release: DNS redirect out");
     }
     let inside: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
     on_links(bridge::netlink_in(&ns), &inside, set_down);
