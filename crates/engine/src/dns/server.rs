@@ -164,7 +164,21 @@ fn adopt_into(ctx: &Ctx, shared: &Arc<Shared>, served: &mut HashMap<String, Serv
             ];
             served.insert(id, Served { tasks });
         }
-        Err(e) => eprintln!("netwright-dns: cannot serve container {}: {e:#}", &id[..12.min(id.len())]),
+        Err(e) => {
+            eprintln!("netwright-dns: cannot serve container {}: {e:#}", &id[..12.min(id.len())]);
+            let emfile = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(libc::EMFILE)
+            });
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if emfile && !SAID.swap(true, Ordering::Relaxed) {
+                let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                    .map(|(_, hard)| hard)
+                    .unwrap_or(0);
+                eprintln!(
+                    "netwright-dns: out of file descriptors: the resolver holds two per container and may hold {limit} (it could not raise that: no CAP_SYS_RESOURCE); raise the hard limit of open files (systemd LimitNOFILE=, ulimit -Hn) for netwright"
+                );
+            }
+        }
     }
 }
 

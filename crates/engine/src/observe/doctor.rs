@@ -293,6 +293,19 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     out.push(neighbours(on_bridges, |k| {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/default/{k}")).ok()?.trim().parse().ok()
     }));
+    // The resolver holds two sockets per container it names: its descriptor limit caps
+    // how many containers get names.
+    let named = running
+        .iter()
+        .filter(|c| {
+            endpoints
+                .iter()
+                .any(|e| e.container_id == c.id && networks.iter().any(|n| n.id == e.network_id && n.serves_names()))
+        })
+        .count();
+    let resolver =
+        crate::kernel::process::of_root(&ctx.root).into_iter().find(|(_, a)| a.iter().any(|x| x == "_resolver"));
+    out.push(resolver_descriptors(named, resolver.and_then(|(pid, _)| open_files_limit(pid))));
     // A broadcast (ARP) on a bridge is one copy per port, all queued on one CPU: the
     // biggest L2 domain (a network's bridge, or one of its segment bridges) counts.
     let mut domains: std::collections::HashMap<(String, &str), usize> = std::collections::HashMap::new();
@@ -368,6 +381,36 @@ fn neighbours(containers: usize, read: impl Fn(&str) -> Option<u64>) -> Finding 
             fix: Some(fix()),
         },
         None => ok("neighbours", format!("{containers} containers on bridges need about {need} ARP entries")),
+    }
+}
+
+/// The hard "Max open files" of process `pid`.
+fn open_files_limit(pid: i32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// Room in the resolver's descriptors (`limit`: its hard limit, None when no resolver runs)
+/// for `containers` named containers, two sockets each and a few of its own.
+fn resolver_descriptors(containers: usize, limit: Option<u64>) -> Finding {
+    let need = 2 * containers as u64 + 64;
+    match limit {
+        Some(l) if l < need => Finding {
+            check: "resolver-fds",
+            level: Level::Warn,
+            detail: format!(
+                "{containers} named containers need about {need} descriptors in the DNS resolver, which may hold {l}: the rest get no names (\"Too many open files\" in dns.log)"
+            ),
+            fix: Some(format!(
+                "raise the hard limit of open files for netwright to at least {need} (systemd LimitNOFILE=, ulimit -Hn), then restart the resolver (kill it; the next command starts it)"
+            )),
+        },
+        Some(l) => ok(
+            "resolver-fds",
+            format!("{containers} named containers need about {need} of the resolver's {l} descriptors"),
+        ),
+        None => ok("resolver-fds", format!("{containers} named containers; no resolver running")),
     }
 }
 
@@ -475,7 +518,7 @@ fn foreign_forward_drop(ours: &str) -> Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::{Level, broadcast, neighbours, parse_listeners};
+    use super::{Level, broadcast, neighbours, parse_listeners, resolver_descriptors};
 
     #[test]
     fn broadcast_fan_out_is_judged_against_the_backlog() {
@@ -490,6 +533,11 @@ mod tests {
     fn neighbour_room_is_judged_against_gc_thresh3() {
         let at = |t3: u64| move |k: &str| (k == "gc_thresh3").then_some(t3);
         assert_eq!(neighbours(100, at(1024)).level, Level::Ok);
+        assert_eq!(resolver_descriptors(9_000, Some(20_000)).level, Level::Ok);
+        let tight = resolver_descriptors(10_000, Some(20_000));
+        assert_eq!(tight.level, Level::Warn);
+        assert!(tight.detail.contains("20064") && tight.fix.unwrap().contains("LimitNOFILE"), "{}", tight.detail);
+        assert_eq!(resolver_descriptors(10, None).level, Level::Ok);
         let f = neighbours(1030, at(1024));
         assert_eq!(f.level, Level::Warn);
         assert!(f.detail.contains("2060") && f.fix.as_deref().unwrap().contains("gc_thresh3=16384"), "{f:?}");
