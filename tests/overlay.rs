@@ -522,6 +522,17 @@ fn an_overlay_network_outgrows_one_bridge_on_a_host() {
     assert!(back.ends_with(&format!("hi from {}", eps[N - 1].1)), "segment -> far, no NAT: {back:?}");
     let plain = send_in(&eps[0].0, &far);
     assert!(plain.ends_with(&format!("hi from {}", eps[0].1)), "bridge -> far: {plain:?}");
+    // Egress from the segment is masqueraded to the host's own address, as from the bridge.
+    let _lan = Kill(sb.in_lan_cmd("python3").args([&script, "serve", "7100"]).stdout(Stdio::null()).spawn().unwrap());
+    let out = || {
+        let o = Sandbox::in_ns_cmd(&eps[N - 1].0, "python3")
+            .args([&script, "send", "192.168.1.100", "7100", "out"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert!(eventually(Duration::from_secs(5), || !out().is_empty()), "segment -> LAN");
+    assert!(out().ends_with(&format!("out from {}", h[0].addr)), "masqueraded: {}", out());
     agrees(&h[0]).expect("doctor agrees with a segmented overlay network");
     // One of the two goes: the other keeps the shared forwarding entry on the peer.
     h[0].ok(&["detach", &format!("s{}", N - 1)]);
