@@ -75,6 +75,9 @@ impl NetworkDriver for BridgeDriver {
         ensure_bridge(nl, &plan::network(n))
     }
 
+    /// An endpoint on the network's bridge (`anchor`), or on its segment bridge when the
+    /// plan says so: then the bridge is made if need be and the host routes to the endpoint
+    /// there. The overlay driver's endpoints too.
     fn attach(
         &self,
         host: &mut Netlink,
@@ -84,35 +87,21 @@ impl NetworkDriver for BridgeDriver {
         anchor: u32,
         plan: &EndpointPlan,
     ) -> Result<()> {
-        attach_on_segment(host, ctr, ns, n, anchor, plan)
+        let Some(s) = &plan.segment else { return attach(host, ctr, ns, anchor, plan) };
+        let index = ensure_segment(host, s, n.mtu)?;
+        attach(host, ctr, ns, index, plan)?;
+        let ips: Vec<std::net::IpAddr> =
+            std::iter::once(plan.addr.into()).chain(plan.addr6.map(|(a, _)| a.into())).collect();
+        segment_routes(host, index, &ips, true)?;
+        match plan.addr6 {
+            Some((addr6, _)) => ndp_proxies(host, &s.parent, &[addr6], true),
+            None => Ok(()),
+        }
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
         remove_segments(nl, n)?;
         remove_bridge(nl, &n.bridge)
-    }
-}
-
-/// An endpoint on the network's bridge (`anchor`), or on its segment bridge when the plan
-/// says so: then the bridge is made if need be and the host routes to the endpoint there.
-/// Bridge and overlay networks alike.
-pub fn attach_on_segment(
-    host: &mut Netlink,
-    ctr: &mut Netlink,
-    ns: &OwnedFd,
-    n: &Network,
-    anchor: u32,
-    plan: &EndpointPlan,
-) -> Result<()> {
-    let Some(s) = &plan.segment else { return attach(host, ctr, ns, anchor, plan) };
-    let index = ensure_segment(host, s, n.mtu)?;
-    attach(host, ctr, ns, index, plan)?;
-    let ips: Vec<std::net::IpAddr> =
-        std::iter::once(plan.addr.into()).chain(plan.addr6.map(|(a, _)| a.into())).collect();
-    segment_routes(host, index, &ips, true)?;
-    match plan.addr6 {
-        Some((addr6, _)) => ndp_proxies(host, &s.parent, &[addr6], true),
-        None => Ok(()),
     }
 }
 

@@ -74,7 +74,8 @@ impl NetworkDriver for OverlayDriver {
         anchor: u32,
         plan: &EndpointPlan,
     ) -> Result<()> {
-        bridge::attach_on_segment(host, ctr, ns, n, anchor, plan)
+        // As on a bridge network, segments included.
+        bridge::BridgeDriver.attach(host, ctr, ns, n, anchor, plan)
     }
 
     fn remove(&self, nl: &mut Netlink, n: &Network, _: &[Network]) -> Result<()> {
