@@ -53,6 +53,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     // A front end with its own error format (JSON) and its own state root.
     let cli = match cli.command {
         Cmd::Netavark(args) => return Ok(crate::frontends::netavark::run(args)),
+        // A detach's helper: no store, nothing else (container::unplug).
+        Cmd::Unplug { netns_fd, host, inside } => {
+            netwright_engine::container::unplug(netns_fd, &host, &inside);
+            return Ok(0);
+        }
         command => Cli { command, ..cli },
     };
     // Every command opens the store under the state root, which only root may (SQLite
@@ -271,7 +276,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             let c = container::set_rates(&ctx, &mut store, &container, e, i)?;
             writeln!(out, "{}", c.name)?;
         }
-        Cmd::Netavark(_) => unreachable!("dispatched above"),
+        Cmd::Netavark(_) | Cmd::Unplug { .. } => unreachable!("dispatched above"),
         Cmd::DnsSupervisor => netwright_engine::dns::server::run_supervisor(&ctx)?,
         Cmd::Resolver => netwright_engine::dns::server::run_resolver(&ctx)?,
         Cmd::OverlayAgent => netwright_engine::overlay::agent::run(&ctx)?,

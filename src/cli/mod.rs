@@ -227,6 +227,16 @@ pub enum Cmd {
     /// (internal) a `run -d` monitor's last act: release its container's network
     #[command(name = "_release", hide = true)]
     Release { id: String, code: i32 },
+    /// (internal) after a detach: delete the released links a second later if still there
+    #[command(name = "_unplug", hide = true)]
+    Unplug {
+        #[arg(long)]
+        netns_fd: Option<i32>,
+        #[arg(long)]
+        host: Vec<String>,
+        #[arg(long)]
+        inside: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,7 +12,7 @@ mod release;
 pub use create::{Created, add_endpoint, create};
 
 pub use files::resolv_conf;
-pub use release::{release, release_if_orphaned, sweep};
+pub use release::{release, release_if_orphaned, sweep, unplug};
 
 use std::fs;
 

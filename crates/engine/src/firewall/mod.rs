@@ -772,8 +772,10 @@ fn change_ports(ctx: &Ctx, mappings: &[Mapping], to: Target, owner: &str, add: b
     let _guard = lock(ctx)?;
     let t = table_name(ctx);
     let mut nft = Nftables::open().context("opening nftables netlink")?;
+    crate::ctx::trace("ports: locked, socket open");
     let before = checked::now(&mut nft);
     let desired = before.as_ref().and_then(|m| checked::known_good(ctx, m));
+    crate::ctx::trace("ports: generation read");
     for family in [Family::V4, Family::V6] {
         let mut by_set: Vec<(&str, Vec<Elem>)> = vec![("pub_ip", vec![]), ("pub_any", vec![])];
         for m in mappings {
@@ -807,6 +809,7 @@ fn change_ports(ctx: &Ctx, mappings: &[Mapping], to: Target, owner: &str, add: b
             }
         }
     }
+    crate::ctx::trace("ports: committed");
     checked::after_own_commits(ctx, &mut nft, before, desired);
     // Closing may wait for a grace period (ours, or a recent release's): not here.
     nft.close_detached();
