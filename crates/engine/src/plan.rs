@@ -55,23 +55,32 @@ pub fn is_ours(tag: &str, name: &str) -> bool {
 pub const SEGMENT_PORTS: u32 = 500;
 pub const MAX_SEGMENTS: u32 = 48;
 
-/// The MAC address of bridge `name` on this machine: the same each time the bridge is made
-/// (a bridge re-made by `reconcile` keeps the gateway's MAC that its containers have
-/// cached), different from machine to machine (an overlay network's bridges on two hosts
-/// are peers on one L2 segment, and its segment endpoints are reached through their host's
-/// bridge MAC — crate::overlay::sync::own_endpoints) and from root to root (the name
-/// carries the root's tag). Unicast, locally administered. Without /etc/machine-id:
-/// random.
-pub fn bridge_mac(name: &str) -> [u8; 6] {
-    static MACHINE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let id = MACHINE.get_or_init(|| std::fs::read("/etc/machine-id").unwrap_or_default());
-    let mut mac = [0u8; 6];
-    if id.is_empty() {
-        rand::fill(&mut mac[..]);
-    } else {
-        let h = crate::ctx::fnv1a(&[b"netwright bridge\0".as_slice(), id, name.as_bytes()].concat());
-        mac.copy_from_slice(&h.to_be_bytes()[2..]);
+/// The MAC address of bridge `name` in this thread's network namespace: the same each time
+/// the bridge is made there (a bridge re-made by `reconcile` keeps the gateway's MAC that
+/// its containers have cached), different in every other namespace and on every other host
+/// (an overlay network's bridges on two hosts are peers on one L2 segment, and its segment
+/// endpoints are reached through their host's bridge MAC — crate::overlay::sync::
+/// own_endpoints). From the kernel's boot id (not /etc/machine-id: images copy that file
+/// from host to host), the namespace's inode and the name. Unicast, locally administered.
+/// None when /proc does not say: the caller then takes a random one and pins nothing.
+pub fn bridge_mac(name: &str) -> Option<[u8; 6]> {
+    static BOOT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let boot = BOOT.get_or_init(|| std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default());
+    let netns = std::fs::read_link("/proc/thread-self/ns/net").ok()?;
+    if boot.is_empty() {
+        return None;
     }
+    let key = [b"netwright bridge\0".as_slice(), boot, netns.as_os_str().as_encoded_bytes(), name.as_bytes()].concat();
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&crate::ctx::fnv1a(&key).to_be_bytes()[2..]);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Some(mac)
+}
+
+/// A random unicast, locally administered MAC address.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    rand::fill(&mut mac[..]);
     mac[0] = (mac[0] & 0xfe) | 0x02;
     mac
 }
@@ -246,9 +255,9 @@ mod tests {
 
     #[test]
     fn a_bridge_mac_is_stable_per_name_unicast_and_local() {
-        let a = bridge_mac("nwb1234abcdef01");
-        assert_eq!(a, bridge_mac("nwb1234abcdef01"), "the same bridge gets the same address");
-        assert_ne!(a, bridge_mac("nwb1234abcdef02"));
+        let a = bridge_mac("nwb1234abcdef01").expect("/proc says");
+        assert_eq!(Some(a), bridge_mac("nwb1234abcdef01"), "the same bridge gets the same address");
+        assert_ne!(Some(a), bridge_mac("nwb1234abcdef02"));
         assert_eq!(a[0] & 0x03, 0x02, "unicast, locally administered: {a:02x?}");
     }
 

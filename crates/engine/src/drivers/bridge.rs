@@ -126,10 +126,10 @@ pub fn remove_segments(nl: &mut Netlink, n: &Network) -> Result<()> {
 /// bridge's ifindex; the fast path, when it is up, is one lookup.
 pub fn ensure_segment(nl: &mut Netlink, s: &Segment, mtu: u32) -> Result<u32> {
     let br = match nl.link_by_name(&s.bridge)? {
-        Some(l) if l.up && l.mac == Some(plan::bridge_mac(&s.bridge)) => return Ok(l.index),
+        Some(l) if l.up && plan::bridge_mac(&s.bridge).is_none_or(|m| l.mac == Some(m)) => return Ok(l.index),
         Some(l) => l,
         None => {
-            match nl.create_bridge(&s.bridge, mtu, plan::bridge_mac(&s.bridge)) {
+            match nl.create_bridge(&s.bridge, mtu, plan::bridge_mac(&s.bridge).unwrap_or_else(plan::random_mac)) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating segment bridge {}", s.bridge)),
@@ -280,7 +280,8 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
     let link = match nl.link_by_name(&plan.name)? {
         Some(l) => l,
         None => {
-            match nl.create_bridge(&plan.name, plan.mtu, plan::bridge_mac(&plan.name)) {
+            match nl.create_bridge(&plan.name, plan.mtu, plan::bridge_mac(&plan.name).unwrap_or_else(plan::random_mac))
+            {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating bridge {}", plan.name)),
@@ -317,7 +318,7 @@ pub fn ensure_bridge(nl: &mut Netlink, plan: &BridgePlan) -> Result<u32> {
 /// announced by a gratuitous ARP (arp_notify), so containers that had the old one cached
 /// move to the new one at once. None when it has it already (one comparison).
 fn pin_mac(link: &Link) -> Option<(netlink_packet_route::RouteNetlinkMessage, u16)> {
-    let want = plan::bridge_mac(&link.name);
+    let want = plan::bridge_mac(&link.name)?;
     if link.mac == Some(want) {
         return None;
     }
