@@ -224,7 +224,9 @@ pub fn apply_changes(
     came: &[EndpointRecord],
 ) -> Result<()> {
     // The mirror as it is now (the newcomers in it, the gone out of it).
-    let (nets, remotes) = store.read(|tx| Ok((tx.networks()?, tx.remote_endpoints()?)))?;
+    // (The mirror only when something went: the agent applies every arrival through here.)
+    let (nets, remotes) =
+        store.read(|tx| Ok((tx.networks()?, if gone.is_empty() { Vec::new() } else { tx.remote_endpoints()? })))?;
     // MACs still in use: a host's segment endpoints share its bridge's (own_endpoints).
     let macs_kept: BTreeSet<(&str, [u8; 6])> =
         remotes.iter().filter_map(|r| Some((r.network_id.as_str(), crate::ipam::parse_mac(&r.mac)?))).collect();
