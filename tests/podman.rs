@@ -149,19 +149,23 @@ const IMAGE: &str = "localhost/busybox:latest";
 
 #[test]
 fn podman_runs_its_containers_on_netwright() {
+    // Podman keeps address allocations in one file for the whole machine
+    // (/run/containers/networks/ipam.db), by network name: names of this run's own, so an
+    // allocation another run left behind (its cleanup cut short) cannot collide with ours.
+    let (app, two) = (format!("app{}", std::process::id()), format!("two{}", std::process::id()));
     let sb = sandbox("podman");
     let Some(p) = podman(&sb, Backend::Netavark) else { return };
     // The default network and a user network; DNS by name and alias; published ports.
     let addr = p.ok(&["run", "--rm", IMAGE, "ip", "addr", "show", "eth0"]);
     assert!(addr.contains("inet 10.88."), "{addr}"); // Podman allocates it (its IPAM state persists)
-    p.ok(&["network", "create", "--subnet", "10.90.0.0/24", "app"]);
+    p.ok(&["network", "create", "--subnet", "10.90.0.0/24", &app]);
     p.ok(&[
         "run",
         "-d",
         "--name",
         "web",
         "--network",
-        "app",
+        &app,
         "--network-alias",
         "www",
         "-p",
@@ -174,9 +178,9 @@ fn podman_runs_its_containers_on_netwright() {
         "-h",
         "/www",
     ]);
-    let page = p.ok(&["run", "--rm", "--network", "app", IMAGE, "wget", "-q", "-O", "-", "http://www/"]);
+    let page = p.ok(&["run", "--rm", "--network", &app, IMAGE, "wget", "-q", "-O", "-", "http://www/"]);
     assert_eq!(page, "hello from podman\n");
-    let resolv = p.ok(&["run", "--rm", "--network", "app", IMAGE, "cat", "/etc/resolv.conf"]);
+    let resolv = p.ok(&["run", "--rm", "--network", &app, IMAGE, "cat", "/etc/resolv.conf"]);
     assert!(resolv.contains("nameserver 10.90.0.1"), "{resolv}");
     let page = retry(|| http_get(sb.in_lan_cmd("python3"), "http://192.168.1.10:8080/")).expect("LAN -> -p 8080");
     assert_eq!(page, "hello from podman\n");
@@ -186,7 +190,7 @@ fn podman_runs_its_containers_on_netwright() {
         "run",
         "--rm",
         "--network",
-        "app",
+        &app,
         "--ip",
         "10.90.0.77",
         "--mac-address",
@@ -199,10 +203,10 @@ fn podman_runs_its_containers_on_netwright() {
     ]);
     assert!(eth0.contains("10.90.0.77/24") && eth0.contains("92:11:22:33:44:55"), "{eth0}");
     // network connect / disconnect / reload on a running container.
-    p.ok(&["network", "create", "--subnet", "10.91.0.0/24", "two"]);
-    p.ok(&["network", "connect", "two", "web"]);
+    p.ok(&["network", "create", "--subnet", "10.91.0.0/24", &two]);
+    p.ok(&["network", "connect", &two, "web"]);
     assert!(p.ok(&["exec", "web", "ip", "addr"]).contains("10.91.0."));
-    p.ok(&["network", "disconnect", "two", "web"]);
+    p.ok(&["network", "disconnect", &two, "web"]);
     assert!(!p.ok(&["exec", "web", "ip", "addr"]).contains("10.91.0."));
     p.ok(&["network", "reload", "web"]);
     let page = retry(|| http_get(sb.in_lan_cmd("python3"), "http://192.168.1.10:8080/")).expect("-p after reload");
