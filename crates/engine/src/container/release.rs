@@ -109,8 +109,9 @@ pub fn release(ctx: &Ctx, store: &mut Store, c: &Container, code: i32, error: Op
 /// all of this again only while the store still holds the container).
 ///
 /// Also the shaping devices (in the host namespace, so they do not go with the
-/// container's), deleted in the background at once. Both helpers are forked here, while
-/// this process has one thread: they run ordinary Rust code. Returns the host socket it
+/// container's), deleted in the background at once. Both helpers start here, while this
+/// process has one thread: the shaping one is forked and runs ordinary Rust code (so does
+/// the links' one, should spawning `netwright _unplug` fail). Returns the host socket it
 /// opened, for taking the host ends down.
 fn start_helpers(ctx: &Ctx, c: &Container, eps: &[Endpoint], ns: Option<&OwnedFd>) -> std::io::Result<Netlink> {
     let ifbs: Vec<String> = eps.iter().map(|e| crate::plan::ifb_name(&ctx.tag, &e.id)).collect();
@@ -140,7 +141,7 @@ fn spawn_unplug(ns: &OwnedFd, host: &[String], inside: &[String]) -> std::io::Re
     use std::os::fd::{AsFd, AsRawFd};
     let ns = ns.try_clone()?;
     // Inherited by the helper: not close-on-exec (our copy closes when this returns).
-    nix::fcntl::fcntl(ns.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+    process::inheritable(ns.as_fd())?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(["_unplug", "--netns-fd", &ns.as_raw_fd().to_string()]);
     for h in host {

@@ -516,8 +516,7 @@ fn single_instance(ctx: &Ctx) -> Result<Option<nix::fcntl::Flock<std::fs::File>>
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, e)) => return Err(anyhow::anyhow!("locking the resolver's lock: {e}")),
     };
-    nix::fcntl::fcntl(lock.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-        .context("letting the resolver inherit its lock")?;
+    crate::kernel::process::inheritable(lock.as_fd()).context("letting the resolver inherit its lock")?;
     Ok(Some(lock))
 }
 

@@ -180,6 +180,13 @@ pub fn in_background(f: impl FnOnce()) {
     }
 }
 
+/// Lets programs this process starts inherit `fd` (clears close-on-exec, which Rust sets
+/// on every descriptor it opens).
+pub fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+    Ok(())
+}
+
 /// Raises this process's limit on open descriptors as far as the kernel allows
 /// (fs.nr_open; root may raise its hard limit), else its soft limit to its hard one (best
 /// effort). The resolver holds two sockets per container it serves: a hard limit of 20,000
