@@ -285,9 +285,11 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
 
     // The ARP table is the kernel's, one for every namespace: past gc_thresh3 entries new
     // neighbours are refused ("neighbour table overflow") and packets to them dropped.
-    let on_bridges = running
+    // (Each endpoint asked once whether its container runs: per container, quadratic.)
+    let running_ids: std::collections::HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
+    let on_bridges = endpoints
         .iter()
-        .flat_map(|c| endpoints.iter().filter(move |e| e.container_id == c.id && e.ip.is_some()))
+        .filter(|e| running_ids.contains(e.container_id.as_str()) && e.ip.is_some())
         .filter(|e| networks.iter().any(|n| n.id == e.network_id && n.driver.is_bridged()))
         .count();
     out.push(neighbours(on_bridges, |k| {
@@ -295,14 +297,12 @@ pub fn run(ctx: &Ctx, store: &mut Store, only: Option<&str>) -> Result<Vec<Findi
     }));
     // The resolver holds two sockets per container it names: its descriptor limit caps
     // how many containers get names.
-    let named = running
-        .iter()
-        .filter(|c| {
-            endpoints
-                .iter()
-                .any(|e| e.container_id == c.id && networks.iter().any(|n| n.id == e.network_id && n.serves_names()))
-        })
-        .count();
+    // (One pass over the endpoints: asking them per container was quadratic at 10,000.)
+    let naming: std::collections::HashSet<&str> =
+        networks.iter().filter(|n| n.serves_names()).map(|n| n.id.as_str()).collect();
+    let named_ids: std::collections::HashSet<&str> =
+        endpoints.iter().filter(|e| naming.contains(e.network_id.as_str())).map(|e| e.container_id.as_str()).collect();
+    let named = running.iter().filter(|c| named_ids.contains(c.id.as_str())).count();
     let resolver =
         crate::kernel::process::of_root(&ctx.root).into_iter().find(|(_, a)| a.iter().any(|x| x == "_resolver"));
     out.push(resolver_descriptors(named, resolver.and_then(|(pid, _)| open_files_limit(pid))));
