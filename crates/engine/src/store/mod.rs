@@ -136,9 +136,14 @@ CREATE TABLE IF NOT EXISTS service_backends (
 );
 CREATE INDEX IF NOT EXISTS backends_by_endpoint ON service_backends(endpoint_id);
 "#;
-/// How many endpoints holding an address each segment of each network has, kept by
-/// triggers: every attach asks (where does the new one go? which segment bridges does the
-/// firewall name?), and counting them from the index cost ~2–5 ms at 10,000 containers.
+/// How many endpoints holding an address each segment of each network has: every attach
+/// asks (where does the new one go? which segment bridges does the firewall name?), and
+/// counting them from the index cost ~2–5 ms at 10,000 containers. Kept by the store's
+/// endpoint writes ([`Tx::insert_endpoint`], [`Tx::delete_endpoint`], [`Tx::mark_exited`],
+/// [`Tx::delete_container`] — the only statements that add, drop or release an endpoint),
+/// not by triggers: SQLite parses every trigger of the schema when a connection runs its
+/// first statement, and the three that kept these counts were half of that, ~0.2 ms of
+/// every command.
 const LOADS: &str = r#"
 CREATE TABLE IF NOT EXISTS segment_loads (
     network_id TEXT NOT NULL,
@@ -146,23 +151,16 @@ CREATE TABLE IF NOT EXISTS segment_loads (
     endpoints  INTEGER NOT NULL,
     PRIMARY KEY (network_id, segment)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS segment_loads_insert AFTER INSERT ON endpoints WHEN NEW.ip IS NOT NULL BEGIN
-    INSERT INTO segment_loads VALUES (NEW.network_id, NEW.segment, 1)
-        ON CONFLICT (network_id, segment) DO UPDATE SET endpoints = endpoints + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS segment_loads_delete AFTER DELETE ON endpoints WHEN OLD.ip IS NOT NULL BEGIN
-    UPDATE segment_loads SET endpoints = endpoints - 1 WHERE network_id = OLD.network_id AND segment = OLD.segment;
-    DELETE FROM segment_loads WHERE network_id = OLD.network_id AND segment = OLD.segment AND endpoints <= 0;
-END;
-CREATE TRIGGER IF NOT EXISTS segment_loads_update AFTER UPDATE OF network_id, segment, ip ON endpoints BEGIN
-    UPDATE segment_loads SET endpoints = endpoints - 1
-        WHERE OLD.ip IS NOT NULL AND network_id = OLD.network_id AND segment = OLD.segment;
-    DELETE FROM segment_loads WHERE network_id = OLD.network_id AND segment = OLD.segment AND endpoints <= 0;
-    INSERT INTO segment_loads SELECT NEW.network_id, NEW.segment, 1 WHERE NEW.ip IS NOT NULL
-        ON CONFLICT (network_id, segment) DO UPDATE SET endpoints = endpoints + 1;
-END;
 "#;
-const SCHEMA_VERSION: i64 = 12;
+/// The counts taken again from the endpoints (a store from before they were kept).
+const RECOUNT_LOADS: &str = "DELETE FROM segment_loads;
+    INSERT INTO segment_loads SELECT network_id, segment, COUNT(*) FROM endpoints
+        WHERE ip IS NOT NULL GROUP BY network_id, segment;";
+const LOAD_ADD: &str = "INSERT INTO segment_loads VALUES (?1, ?2, 1)
+    ON CONFLICT (network_id, segment) DO UPDATE SET endpoints = endpoints + 1";
+const LOAD_SUB: &str = "UPDATE segment_loads SET endpoints = endpoints - 1 WHERE network_id = ?1 AND segment = ?2";
+const LOAD_EMPTY: &str = "DELETE FROM segment_loads WHERE network_id = ?1 AND segment = ?2 AND endpoints <= 0";
+const SCHEMA_VERSION: i64 = 13;
 
 // The segment queries: each attach runs them, so none may count a network's endpoints
 // (segment_loads keeps the counts; tests::per_attach_queries_search_an_index).
@@ -361,12 +359,15 @@ impl Store {
             )
             .context("upgrading the store's schema")?;
         }
-        if (2..=11).contains(&version) {
+        if (2..=12).contains(&version) {
+            // 12 kept the loads by triggers (LOADS says why no longer).
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {LOADS}
-                INSERT INTO segment_loads SELECT network_id, segment, COUNT(*) FROM endpoints
-                    WHERE ip IS NOT NULL GROUP BY network_id, segment;
-                PRAGMA user_version = 12; COMMIT;"
+                DROP TRIGGER IF EXISTS segment_loads_insert;
+                DROP TRIGGER IF EXISTS segment_loads_delete;
+                DROP TRIGGER IF EXISTS segment_loads_update;
+                {RECOUNT_LOADS}
+                PRAGMA user_version = 13; COMMIT;"
             ))
             .context("upgrading the store's schema")?;
         }
@@ -589,13 +590,16 @@ impl Tx<'_> {
         self.0.prepare_cached(
             "UPDATE containers SET state = 'exited', exit_code = ?2, error = COALESCE(?3, error), finished = ?4 WHERE id = ?1",
         )?.execute(params![id, exit_code, error, finished])?;
+        self.unload_container(id)?;
         self.0.prepare_cached("UPDATE endpoints SET ip = NULL, ip6 = NULL WHERE container_id = ?1")?.execute([id])?;
         self.0.prepare_cached("DELETE FROM ports WHERE container_id = ?1")?.execute([id])?;
         self.end_intent(Kind::Create, id)?;
         Ok(())
     }
 
+    /// Deletes the container, its endpoints and ports with it (ON DELETE CASCADE).
     pub fn delete_container(&self, id: &str) -> Result<()> {
+        self.unload_container(id)?;
         self.0.prepare_cached("DELETE FROM containers WHERE id = ?1")?.execute([id])?;
         self.0.prepare_cached("DELETE FROM intents WHERE target = ?1")?.execute([id])?;
         Ok(())
@@ -611,6 +615,30 @@ impl Tx<'_> {
             serde_json::to_string(&e.aliases)?,
             e.ip6.map(|i| i.to_string()), e.requested_ip6.map(|i| i.to_string()), e.segment
         ])?;
+        if e.ip.is_some() {
+            self.0.prepare_cached(LOAD_ADD)?.execute(params![e.network_id, e.segment])?;
+        }
+        Ok(())
+    }
+
+    /// Takes the container's endpoints holding an address out of the segment loads (they
+    /// are about to be released or deleted).
+    fn unload_container(&self, container_id: &str) -> Result<()> {
+        let live: Vec<(String, u32)> = {
+            let mut st = self.0.prepare_cached(
+                "SELECT network_id, segment FROM endpoints WHERE container_id = ?1 AND ip IS NOT NULL",
+            )?;
+            st.query_map([container_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+        };
+        for (network_id, segment) in live {
+            self.unload(&network_id, segment)?;
+        }
+        Ok(())
+    }
+
+    fn unload(&self, network_id: &str, segment: u32) -> Result<()> {
+        self.0.prepare_cached(LOAD_SUB)?.execute(params![network_id, segment])?;
+        self.0.prepare_cached(LOAD_EMPTY)?.execute(params![network_id, segment])?;
         Ok(())
     }
 
@@ -660,6 +688,14 @@ impl Tx<'_> {
     }
 
     pub fn delete_endpoint(&self, id: &str) -> Result<()> {
+        let live: Option<(String, u32)> = self
+            .0
+            .prepare_cached("SELECT network_id, segment FROM endpoints WHERE id = ?1 AND ip IS NOT NULL")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((network_id, segment)) = live {
+            self.unload(&network_id, segment)?;
+        }
         self.0.prepare_cached("DELETE FROM endpoints WHERE id = ?1")?.execute([id])?;
         Ok(())
     }
@@ -776,8 +812,9 @@ mod tests {
         rows.map(|r| r.expect("a plan row")).collect::<Vec<_>>().join("; ")
     }
 
-    /// The triggers keep segment_loads equal to counting the endpoints, through inserts,
-    /// releases (ip set NULL), moves, direct and cascaded deletes.
+    /// The store's endpoint writes keep segment_loads equal to counting the endpoints:
+    /// inserts (with and without an address), releases (twice: the second changes
+    /// nothing), deletes of one endpoint and of containers (their endpoints go by cascade).
     #[test]
     fn segment_loads_follow_the_endpoints() {
         let scratch = Scratch::new("store-loads");
@@ -801,35 +838,71 @@ mod tests {
                        ('n2', 'two', 'bridge', '10.2.0.0/16', '10.2.0.1', 'b2', 1500, 0);",
         )
         .unwrap();
-        for i in 0..40 {
+        let tx = rusqlite::Transaction::new_unchecked(c, TransactionBehavior::Immediate).unwrap();
+        let t = Tx(&tx);
+        for i in 0..40u8 {
             c.execute(
                 "INSERT INTO containers (id, name, cmd, hostname, state, auto_remove, detached, network_mode, created)
                     VALUES (?1, ?1, '[]', 'h', 'running', 0, 0, 'one', 0)",
                 [format!("c{i}")],
             )
             .unwrap();
-            let (net, seg) = if i % 3 == 0 { ("n2", 0) } else { ("n1", i % 4) };
-            c.execute(
-                "INSERT INTO endpoints (id, container_id, network_id, ifname, host_ifname, ip, mac, segment)
-                    VALUES (?1, ?2, ?3, 'eth0', ?1, ?4, 'm', ?5)",
-                params![format!("e{i}"), format!("c{i}"), net, format!("10.9.0.{i}"), seg],
-            )
+            let (net, segment) = if i % 3 == 0 { ("n2", 0) } else { ("n1", u32::from(i % 4)) };
+            t.insert_endpoint(&Endpoint {
+                id: format!("e{i}"),
+                container_id: format!("c{i}"),
+                network_id: net.to_string(),
+                ifname: "eth0".to_string(),
+                host_ifname: format!("e{i}"),
+                // Every seventh without an address (a container made but never started).
+                ip: (i % 7 != 6).then(|| std::net::Ipv4Addr::new(10, 9, 0, i)),
+                requested_ip: None,
+                ip6: None,
+                requested_ip6: None,
+                mac: "m".to_string(),
+                aliases: vec![],
+                segment,
+            })
             .unwrap();
         }
         let (kept, truth) = counted(c);
         assert_eq!(kept, truth);
-        c.execute_batch(
-            "UPDATE endpoints SET ip = NULL WHERE id IN ('e1', 'e2', 'e5');
-             UPDATE endpoints SET segment = 7 WHERE id IN ('e6', 'e7', 'e1');
-             UPDATE endpoints SET ip = '10.9.1.1' WHERE id = 'e2';
-             DELETE FROM endpoints WHERE id = 'e9';
-             DELETE FROM containers WHERE id IN ('c10', 'c11', 'c3');",
-        )
-        .unwrap();
+        assert!(truth.len() > 3, "the test spreads endpoints over segments: {truth:?}");
+        for id in ["c1", "c2", "c5", "c2", "c6"] {
+            t.mark_exited(id, 0, None, 0).unwrap();
+        }
+        for id in ["e9", "e13", "e1"] {
+            t.delete_endpoint(id).unwrap();
+        }
+        for id in ["c10", "c11", "c3", "c5"] {
+            t.delete_container(id).unwrap();
+        }
         let (kept, truth) = counted(c);
         assert_eq!(kept, truth);
-        c.execute_batch("DELETE FROM containers;").unwrap();
+        for i in 0..40 {
+            t.delete_container(&format!("c{i}")).unwrap();
+        }
         assert_eq!(counted(c).0, vec![], "no row left for empty segments");
+        tx.commit().unwrap();
+    }
+
+    /// A store made by netwright 12 (loads kept by triggers) is upgraded: the triggers
+    /// go, the counts are taken again.
+    #[test]
+    fn a_store_with_load_triggers_loses_them() {
+        let scratch = Scratch::new("store-triggers");
+        let c = &scratch.store().conn;
+        c.execute_batch(
+            "CREATE TRIGGER segment_loads_insert AFTER INSERT ON endpoints BEGIN SELECT 1; END;
+             INSERT INTO segment_loads VALUES ('gone', 3, 9);
+             PRAGMA user_version = 12;",
+        )
+        .unwrap();
+        let again = Store::open(&scratch.0).unwrap();
+        let q = |sql: &str| -> i64 { again.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(q("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'trigger'"), 0);
+        assert_eq!(q("SELECT COUNT(*) FROM segment_loads"), 0, "recounted from the endpoints (none)");
+        assert_eq!(q("PRAGMA user_version"), SCHEMA_VERSION);
     }
 
     /// With 10,000 containers on a network, a table scan per attach was a noticeable part of
