@@ -886,7 +886,7 @@ mod tests {
         tx.commit().unwrap();
     }
 
-    /// A store made by netwright 12 (loads kept by triggers) is upgraded: the triggers
+    /// A store of schema 12 (loads kept by triggers) is upgraded: the triggers
     /// go, the counts are taken again.
     #[test]
     fn a_store_with_load_triggers_loses_them() {
