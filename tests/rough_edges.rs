@@ -145,6 +145,13 @@ fn system_reset_leaves_nothing_and_the_root_can_go() {
     sb.ok(&["run", "-d", "--name", "web", "--network", "app", "-p", "8080:80", "--", "sleep", "300"]);
     sb.ok(&["run", "-d", "--name", "old", "--", "sleep", "300"]);
     sb.ok(&["run", "--rm", "--network", "app", "--", "getent", "hosts", "web"]); // the DNS resolver runs
+    // The namespace pins live in a tmpfs of the root's own (netns::ensure_shared_dir).
+    let pins = format!(" {} ", sb.root.join("netns").display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts.lines().any(|l| l.contains(&pins) && l.contains(" - tmpfs ")),
+        "the root's netns directory is a tmpfs:\n{mounts}"
+    );
     let (_, err) = sb.fails(&["system", "reset"]);
     assert!(err.contains("--force"), "{err}");
     sb.ok(&["system", "reset", "--force"]);
